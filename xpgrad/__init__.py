@@ -1,0 +1,36 @@
+"""xpgrad: a small define-by-run autodiff engine on the Python array API.
+
+    import xpgrad as xg
+    x = xg.tensor(-2.0, requires_grad=True)
+    f = (x + 5.0) * -4.0
+    f.backward()          # x.grad == -4
+"""
+import importlib
+
+from . import testing
+from .autograd import backward, grad, is_grad_enabled, no_grad, set_debug, set_grad_enabled
+from .backend import cupy_gpu_available, get_backend, set_backend, use_backend
+from .creation import arange, full, manual_seed, ones, ones_like, rand, randn, tensor, zeros, zeros_like
+from .errors import (
+    BackendError, CupyNotInstalledError, DeviceMismatchError, DTypeError, GraphFreedError, LabelError, NoGPUError,
+    NonFiniteError, ShapeError, UnknownBackendError, XpgradError,
+)
+from .ops import (
+    abs, astype, broadcast_to, concat, elu, exp, hinge_loss, leaky_relu, linear, log, log_softmax, matmul, max,
+    maximum, maxout, mean, min, minimum, mse_loss, relu, reshape, sigmoid, softmax, softmax_cross_entropy, sqrt, stack,
+    sum, tanh, transpose, where,
+)
+from .tensor import Tensor
+
+float16, float32, float64 = "float16", "float32", "float64"
+int32, int64, bool_ = "int32", "int64", "bool"
+
+__version__ = "0.1.0"
+
+_LAZY_SUBMODULES = ("nn", "optim", "data", "viz", "cli")
+
+
+def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'xpgrad' has no attribute {name!r}")

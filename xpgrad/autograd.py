@@ -1,0 +1,404 @@
+"""The tape: nodes recorded by ops, and the backward pass that walks them.
+
+Each op is a `Node` subclass holding its `forward` and `backward` side by side. Calling an op
+makes one node (unless gradients are off), which refers strongly to its inputs and weakly to
+its output, so a graph is freed by reference counting alone. `backward` orders the nodes by
+generation (iteratively, never recursively) and multiplies each node's local gradient into the
+upstream gradient, summing where a value fans out.
+
+A node's `backward(F, gy, args, y)` is written once against a small function table `F`: for a
+plain backward, `F` works on raw arrays (fast, no graph); for `create_graph=True`, `F` is the
+table of differentiable xpgrad ops and the arguments are Tensors, so the backward pass itself
+is recorded and can be differentiated again.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import weakref
+
+import numpy as np
+
+from . import backend
+from .errors import DTypeError, GraphFreedError, NonFiniteError, ShapeError, XpgradError
+from .tensor import Tensor, is_floating
+
+# ---- global switches ------------------------------------------------------------------------
+
+_grad_enabled = True
+_debug = os.environ.get("XPGRAD_DEBUG", "") not in ("", "0")
+
+
+def is_grad_enabled() -> bool:
+    return _grad_enabled
+
+
+@contextlib.contextmanager
+def set_grad_enabled(flag: bool):
+    """Context manager that turns recording on or off inside the block."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, bool(flag)
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+def no_grad():
+    """Context manager: ops inside record nothing."""
+    return set_grad_enabled(False)
+
+
+def set_debug(flag: bool) -> None:
+    """Turn XPGRAD_DEBUG checks (NaN/Inf in every value and gradient) on or off."""
+    global _debug
+    _debug = bool(flag)
+
+
+# ---- nodes ----------------------------------------------------------------------------------
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def _user_site() -> str:
+    """file:line of the first frame outside the xpgrad package (where the user called the op)."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame is not None else "<unknown>"
+
+
+class Node:
+    """One recorded op application. Subclasses define `name`, `forward` and `backward`.
+
+    Attributes: `inputs` (Tensors or Python scalars, as given), `args` (their raw arrays),
+    `out` (weak reference to the output Tensor), `saved` (what backward needs beyond the
+    inputs, e.g. the output array), `gen` (1 + the largest input generation).
+    """
+
+    __slots__ = ("inputs", "args", "out", "saved", "gen", "retain", "site")
+    name = "op"
+    broadcasts = False  # True: input gradients are summed back to each input's shape
+    saves_output = False  # True: the output array is kept in `saved` for backward
+
+    def forward(self, xp, *args):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def backward(self, F, gy, args, y):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def needs(self, i: int) -> bool:
+        """Whether input `i` wants a gradient (lets backward skip work, e.g. a GEMM for the data)."""
+        t = self.inputs[i]
+        return type(t) is Tensor and t.requires_grad
+
+    def __repr__(self):
+        return f"<{self.name} node>"
+
+
+def _wrap_error(node: Node, args, exc: Exception) -> XpgradError:
+    shapes = ", ".join(
+        f"{tuple(a.shape)} {a.dtype}" if hasattr(a, "shape") else repr(a) for a in args
+    )
+    kind = DTypeError if isinstance(exc, TypeError) else ShapeError
+    return kind(f"{node.name}: cannot apply to operands [{shapes}]: {exc}")
+
+
+def _record(node: Node, inputs, args, data) -> Tensor:
+    """Wrap `data` as the op's output; link it into the graph when any input requires grad."""
+    if type(data) is not np.ndarray and isinstance(data, np.generic):
+        data = np.asarray(data)
+    out = Tensor.__new__(Tensor)
+    out.data = data
+    out.grad = None
+    out.name = None
+    out._node = None
+    out.requires_grad = False
+    if _debug:
+        _check_finite(data, f"{node.name} forward output", _user_site())
+    if not _grad_enabled:
+        return out
+    gen = -1
+    for t in inputs:
+        if type(t) is Tensor and t.requires_grad:
+            tn = t._node
+            g = tn.gen if tn is not None else 0
+            if g > gen:
+                gen = g
+    if gen < 0:
+        return out
+    node.inputs = inputs
+    node.args = args
+    node.gen = gen + 1
+    node.retain = False
+    node.out = weakref.ref(out)
+    node.site = _user_site() if _debug else None
+    node.saved = data if node.saves_output else None
+    out._node = node
+    out.requires_grad = True
+    return out
+
+
+def apply1(node: Node, x: Tensor) -> Tensor:
+    """Run a one-input op."""
+    a = x.data
+    try:
+        data = node.forward(backend.namespace_of(a), a)
+    except XpgradError:
+        raise
+    except (ValueError, TypeError, IndexError) as exc:
+        raise _wrap_error(node, (a,), exc) from None
+    return _record(node, (x,), (a,), data)
+
+
+def apply2(node: Node, x, y) -> Tensor:
+    """Run a two-input op; either input may be a Python scalar, not both."""
+    if type(x) is Tensor:
+        a = x.data
+        if type(y) is Tensor:
+            b = y.data
+            if type(a) is not type(b) or type(a) is not np.ndarray:
+                backend.check_same_place(node.name, a, b)
+        else:
+            b = y
+        xp = backend.namespace_of(a)
+    else:
+        a, b = x, y.data
+        xp = backend.namespace_of(b)
+    try:
+        data = node.forward(xp, a, b)
+    except XpgradError:
+        raise
+    except (ValueError, TypeError, IndexError) as exc:
+        raise _wrap_error(node, (a, b), exc) from None
+    return _record(node, (x, y), (a, b), data)
+
+
+def apply_n(node: Node, inputs) -> Tensor:
+    """Run an op over any number of Tensor inputs (all on one device)."""
+    inputs = tuple(inputs)
+    args = tuple(t.data for t in inputs)
+    first = args[0]
+    for other in args[1:]:
+        if type(other) is not type(first) or type(first) is not np.ndarray:
+            backend.check_same_place(node.name, first, other)
+    try:
+        data = node.forward(backend.namespace_of(first), *args)
+    except XpgradError:
+        raise
+    except (ValueError, TypeError, IndexError) as exc:
+        raise _wrap_error(node, args, exc) from None
+    return _record(node, inputs, args, data)
+
+
+# ---- helpers shared by every backward rule ----------------------------------------------------
+
+
+def unbroadcast(F, g, shape):
+    """Sum gradient `g` down to `shape`, undoing broadcasting (the one helper every op uses)."""
+    gshape = tuple(g.shape)
+    if gshape == shape:
+        return g
+    lead = len(gshape) - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, n in enumerate(shape) if n == 1 and gshape[lead + i] != 1
+    )
+    if axes:
+        g = F.sum(g, axis=axes, keepdims=True)
+    return F.reshape(g, shape)
+
+
+def _check_finite(data, what: str, site) -> None:
+    if not is_floating(data.dtype):
+        return
+    xp = backend.namespace_of(data)
+    if not bool(xp.all(xp.isfinite(data))):
+        where = f" (op created at {site})" if site else ""
+        raise NonFiniteError(f"XPGRAD_DEBUG: {what} contains NaN or Inf{where}")
+
+
+# ---- the backward pass ----------------------------------------------------------------------
+
+
+def _collect(roots) -> list:
+    """All nodes reachable from `roots`, in reverse topological order (largest generation first)."""
+    seen = set()
+    nodes = []
+    stack = [t._node for t in roots if t._node is not None]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        nodes.append(node)
+        inputs = node.inputs
+        if inputs is None:
+            continue
+        for t in inputs:
+            if type(t) is Tensor and t._node is not None and t.requires_grad and id(t._node) not in seen:
+                stack.append(t._node)
+    nodes.sort(key=_generation, reverse=True)
+    return nodes
+
+
+def _generation(node: Node) -> int:
+    return node.gen
+
+
+def _seed_grad(root: Tensor, grad, create_graph: bool):
+    if grad is None:
+        if root.size != 1:
+            raise ShapeError(
+                f"backward: output has shape {root.shape}; gradients can be implied only for one-element outputs, "
+                f"pass grad= with the output's shape"
+            )
+        xp = backend.namespace_of(root.data)
+        g = xp.ones_like(root.data)
+        return Tensor(g) if create_graph else g
+    g = grad if type(grad) is Tensor else Tensor(grad if hasattr(grad, "shape") else backend.namespace_of(root.data).asarray(grad, dtype=root.dtype))
+    if g.shape != root.shape:
+        raise ShapeError(f"backward: grad has shape {g.shape} but the output has shape {root.shape}")
+    backend.check_same_place("backward", root.data, g.data)
+    return g if create_graph else g.data
+
+
+def run_backward(roots, grads, *, retain_graph: bool, create_graph: bool, targets=None):
+    """Backpropagate from `roots` seeded with `grads`.
+
+    With `targets=None` gradients accumulate into `.grad` of leaves that require grad (and of
+    tensors marked with retain_grad). Otherwise the gradients of the tensors in `targets` are
+    returned (as arrays, or Tensors when `create_graph`) and no `.grad` is touched.
+    """
+    for r in roots:
+        if not r.requires_grad:
+            raise RuntimeError(
+                "backward: tensor does not require grad and has no graph; create leaves with requires_grad=True "
+                "and call ops outside no_grad()"
+            )
+    pending: dict = {}
+    leaf_grads: dict = {}  # id(leaf) -> [leaf, grad]
+    for r, g in zip(roots, grads):
+        g = _seed_grad(r, g, create_graph)
+        if r._node is None:
+            _accumulate(leaf_grads, r, g)
+        else:
+            pending[r._node] = pending[r._node] + g if r._node in pending else g
+    nodes = _collect(roots)
+    wanted = {id(t): t for t in targets} if targets is not None else None
+    found: dict = {}
+
+    context = set_grad_enabled(create_graph)
+    with context:
+        F_tensor = _tensor_fns() if create_graph else None
+        for node in nodes:
+            gy = pending.pop(node, None)
+            if gy is None:
+                continue
+            if node.inputs is None:
+                raise GraphFreedError(
+                    f"backward: the graph through op '{node.name}' was already freed by an earlier backward; "
+                    f"pass retain_graph=True to the first backward to go through it twice"
+                )
+            out = node.out() if (node.retain or wanted is not None) else None
+            if out is not None:
+                if wanted is not None and id(out) in wanted:
+                    found[id(out)] = gy
+                if node.retain and wanted is None:
+                    out.grad = _as_tensor(gy) if out.grad is None else out.grad + _as_tensor(gy)
+            if _debug:
+                _check_finite(gy.data if create_graph else gy, f"gradient flowing into {node.name}", node.site)
+            if create_graph:
+                y = node.out()
+                if y is None:
+                    y = Tensor(node.saved) if node.saved is not None else None
+                in_grads = node.backward(F_tensor, gy, node.inputs, y)
+            else:
+                F = _array_fns(gy)
+                in_grads = node.backward(F, gy, node.args, node.saved)
+            for t, g in zip(node.inputs, in_grads):
+                if g is None or type(t) is not Tensor or not t.requires_grad:
+                    continue
+                if node.broadcasts and tuple(g.shape) != t.shape:
+                    g = unbroadcast(F_tensor if create_graph else F, g, t.shape)
+                tn = t._node
+                if tn is None:
+                    _accumulate(leaf_grads, t, g)
+                else:
+                    pending[tn] = pending[tn] + g if tn in pending else g
+            if not retain_graph:
+                node.inputs = node.args = node.saved = None
+
+    if wanted is None:
+        for t, g in leaf_grads.values():
+            t.grad = _as_tensor(g) if t.grad is None else t.grad + _as_tensor(g)
+        return None
+    for t, g in leaf_grads.values():
+        if id(t) in wanted:
+            found[id(t)] = g
+    return [found.get(id(t)) for t in targets]
+
+
+def _accumulate(store: dict, leaf: Tensor, g) -> None:
+    entry = store.get(id(leaf))
+    if entry is None:
+        store[id(leaf)] = [leaf, g]
+    else:
+        entry[1] = entry[1] + g
+
+
+def _as_tensor(g) -> Tensor:
+    return g if type(g) is Tensor else Tensor(g)
+
+
+_fns_by_namespace: dict = {}
+
+
+def _array_fns(g):
+    xp = backend.namespace_of(g)
+    fns = _fns_by_namespace.get(xp)
+    if fns is None:
+        from .fns import array_fns_for
+
+        fns = _fns_by_namespace[xp] = array_fns_for(xp)
+    return fns
+
+
+def _tensor_fns():
+    from .fns import TENSOR_FNS
+
+    return TENSOR_FNS
+
+
+def backward(tensors, grad_tensors=None, retain_graph: bool = False, create_graph: bool = False) -> None:
+    """Accumulate gradients of `tensors` into the leaves' `.grad` (PyTorch semantics)."""
+    tensors = list(tensors)
+    grads = list(grad_tensors) if grad_tensors is not None else [None] * len(tensors)
+    run_backward(tensors, grads, retain_graph=retain_graph or create_graph, create_graph=create_graph)
+
+
+def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph: bool = False) -> tuple:
+    """Gradients of `outputs` with respect to `inputs`, returned as a tuple of Tensors.
+
+    `.grad` fields are left untouched. An input the outputs do not depend on gets a zero
+    gradient. With `create_graph=True` the results are differentiable.
+    """
+    outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    single = isinstance(inputs, Tensor)
+    inputs = [inputs] if single else list(inputs)
+    if grad_outputs is None:
+        grad_outputs = [None] * len(outputs)
+    elif isinstance(grad_outputs, Tensor) or not isinstance(grad_outputs, (list, tuple)):
+        grad_outputs = [grad_outputs]
+    for i, t in enumerate(inputs):
+        if not isinstance(t, Tensor) or not t.requires_grad:
+            raise ValueError(f"grad: inputs[{i}] does not require grad; only tensors with requires_grad=True can be differentiated against")
+    keep = create_graph if retain_graph is None else retain_graph
+    found = run_backward(outputs, grad_outputs, retain_graph=keep, create_graph=create_graph, targets=inputs)
+    result = []
+    for t, g in zip(inputs, found):
+        if g is None:
+            xp = backend.namespace_of(t.data)
+            g = xp.zeros_like(t.data)
+        result.append(_as_tensor(g))
+    return tuple(result)

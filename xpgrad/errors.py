@@ -1,0 +1,45 @@
+"""The exceptions xpgrad raises. Each message names the op, what was given and what was expected."""
+
+
+class XpgradError(Exception):
+    """Base class of every error xpgrad raises on purpose."""
+
+
+class BackendError(XpgradError, RuntimeError):
+    """The array backend asked for cannot be used."""
+
+
+class UnknownBackendError(BackendError, ValueError):
+    """XPGRAD_BACKEND (or set_backend) names no known backend."""
+
+
+class CupyNotInstalledError(BackendError, ImportError):
+    """The CuPy backend was asked for but CuPy is not installed."""
+
+
+class NoGPUError(BackendError):
+    """The CuPy backend was asked for but no usable CUDA GPU is present."""
+
+
+class DeviceMismatchError(XpgradError, ValueError):
+    """One op was given tensors on different devices or array libraries."""
+
+
+class ShapeError(XpgradError, ValueError):
+    """An op was given operands whose shapes do not fit together."""
+
+
+class DTypeError(XpgradError, TypeError):
+    """An op was given a dtype it does not accept."""
+
+
+class LabelError(XpgradError, IndexError):
+    """Class labels out of range for a classification loss."""
+
+
+class GraphFreedError(XpgradError, RuntimeError):
+    """backward() reached a node whose saved buffers were already freed."""
+
+
+class NonFiniteError(XpgradError, FloatingPointError):
+    """XPGRAD_DEBUG found NaN or Inf in a forward value or a gradient."""

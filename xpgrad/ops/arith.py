@@ -1,0 +1,293 @@
+"""Elementwise arithmetic and math: each op's forward beside its backward (cs231n gate rules).
+
+add distributes the upstream gradient, mul swaps its inputs, max routes to the larger one.
+Broadcasting is undone by the engine (`broadcasts = True` → `autograd.unbroadcast`).
+"""
+from __future__ import annotations
+
+import math
+
+from .. import backend
+from ..autograd import Node, apply1, apply2
+from ..tensor import Tensor
+
+_SCALARS = (int, float, bool)
+
+
+def operand(value, like: Tensor):
+    """A Tensor or Python scalar as given; anything array-like becomes a constant Tensor beside `like`."""
+    if type(value) is Tensor or isinstance(value, _SCALARS):
+        return value
+    if isinstance(value, Tensor):
+        return value
+    xp = backend.namespace_of(like.data)
+    return Tensor(xp.asarray(value, device=like.data.device) if hasattr(value, "shape") else xp.asarray(value, dtype=like.dtype, device=like.data.device))
+
+
+class Add(Node):
+    __slots__ = ()
+    name = "add"
+    broadcasts = True
+
+    def forward(self, xp, a, b):
+        return a + b
+
+    def backward(self, F, gy, args, y):
+        return gy, gy
+
+
+class Sub(Node):
+    __slots__ = ()
+    name = "sub"
+    broadcasts = True
+
+    def forward(self, xp, a, b):
+        return a - b
+
+    def backward(self, F, gy, args, y):
+        return gy, -gy
+
+
+class Mul(Node):
+    __slots__ = ()
+    name = "mul"
+    broadcasts = True
+
+    def forward(self, xp, a, b):
+        return a * b
+
+    def backward(self, F, gy, args, y):
+        a, b = args
+        return gy * b, gy * a
+
+
+class Div(Node):
+    __slots__ = ()
+    name = "div"
+    broadcasts = True
+
+    def forward(self, xp, a, b):
+        return a / b
+
+    def backward(self, F, gy, args, y):
+        a, b = args
+        ga = gy / b
+        return ga, -ga * a / b
+
+
+class Neg(Node):
+    __slots__ = ()
+    name = "neg"
+
+    def forward(self, xp, a):
+        return -a
+
+    def backward(self, F, gy, args, y):
+        return (-gy,)
+
+
+class Pow(Node):
+    __slots__ = ()
+    name = "pow"
+    broadcasts = True
+    saves_output = True
+
+    def forward(self, xp, a, b):
+        return a**b
+
+    def backward(self, F, gy, args, y):
+        a, b = args
+        ga = gy * b * a ** (b - 1) if self.needs(0) else None
+        gb = None
+        if self.needs(1):
+            log_a = F.log(a) if hasattr(a, "shape") else math.log(a)
+            gb = gy * y * log_a
+        return ga, gb
+
+
+class Exp(Node):
+    __slots__ = ()
+    name = "exp"
+    saves_output = True
+
+    def forward(self, xp, a):
+        return xp.exp(a)
+
+    def backward(self, F, gy, args, y):
+        return (gy * y,)
+
+
+class Log(Node):
+    __slots__ = ()
+    name = "log"
+
+    def forward(self, xp, a):
+        return xp.log(a)
+
+    def backward(self, F, gy, args, y):
+        return (gy / args[0],)
+
+
+class Sqrt(Node):
+    __slots__ = ()
+    name = "sqrt"
+    saves_output = True
+
+    def forward(self, xp, a):
+        return xp.sqrt(a)
+
+    def backward(self, F, gy, args, y):
+        return (gy / (y + y),)
+
+
+class Abs(Node):
+    __slots__ = ()
+    name = "abs"
+
+    def forward(self, xp, a):
+        return xp.abs(a)
+
+    def backward(self, F, gy, args, y):
+        a = args[0]
+        return (F.where(a > 0, gy, F.where(a < 0, -gy, gy * 0)),)
+
+
+class Maximum(Node):
+    """Elementwise max: the gradient goes to the larger input; ties split it evenly."""
+
+    __slots__ = ()
+    name = "maximum"
+    broadcasts = True
+
+    def forward(self, xp, a, b):
+        return xp.maximum(a, b) if hasattr(a, "shape") else xp.maximum(b, a)
+
+    def backward(self, F, gy, args, y):
+        a, b = args
+        return _route(F, gy, a > b, a == b), _route(F, gy, b > a, a == b)
+
+
+class Minimum(Node):
+    """Elementwise min: the gradient goes to the smaller input; ties split it evenly."""
+
+    __slots__ = ()
+    name = "minimum"
+    broadcasts = True
+
+    def forward(self, xp, a, b):
+        return xp.minimum(a, b) if hasattr(a, "shape") else xp.minimum(b, a)
+
+    def backward(self, F, gy, args, y):
+        a, b = args
+        return _route(F, gy, a < b, a == b), _route(F, gy, b < a, a == b)
+
+
+def _route(F, gy, wins, ties):
+    zero = gy * 0
+    return F.where(wins, gy, F.where(ties, gy * 0.5, zero))
+
+
+class Where(Node):
+    """where(cond, a, b): the gradient flows to `a` where cond holds and to `b` elsewhere."""
+
+    __slots__ = ("cond",)
+    name = "where"
+    broadcasts = True
+
+    def forward(self, xp, a, b):
+        return xp.where(self.cond, a, b)
+
+    def backward(self, F, gy, args, y):
+        zero = gy * 0
+        return F.where(self.cond, gy, zero), F.where(self.cond, zero, gy)
+
+
+# ---- public functions ------------------------------------------------------------------------
+
+
+def add(a, b):
+    return _binary(Add, a, b)
+
+
+def sub(a, b):
+    return _binary(Sub, a, b)
+
+
+def mul(a, b):
+    return _binary(Mul, a, b)
+
+
+def div(a, b):
+    return _binary(Div, a, b)
+
+
+def pow(a, b):  # noqa: A001 - mirrors the operator
+    return _binary(Pow, a, b)
+
+
+def _binary(cls, a, b):
+    if type(a) is Tensor:
+        return apply2(cls(), a, operand(b, a))
+    if type(b) is Tensor:
+        return apply2(cls(), operand(a, b), b)
+    raise TypeError(f"{cls.name}: expected at least one Tensor operand, got {type(a).__name__} and {type(b).__name__}")
+
+
+def neg(x: Tensor) -> Tensor:
+    return apply1(Neg(), x)
+
+
+def exp(x: Tensor) -> Tensor:
+    """e**x elementwise."""
+    return apply1(Exp(), x)
+
+
+def log(x: Tensor) -> Tensor:
+    """Natural logarithm elementwise."""
+    return apply1(Log(), x)
+
+
+def sqrt(x: Tensor) -> Tensor:
+    return apply1(Sqrt(), x)
+
+
+def abs(x: Tensor) -> Tensor:  # noqa: A001
+    """|x| elementwise (gradient 0 at 0)."""
+    return apply1(Abs(), x)
+
+
+def maximum(a, b) -> Tensor:
+    """Elementwise maximum; the gradient is routed to the larger input (ties split)."""
+    return _binary(Maximum, a, b)
+
+
+def minimum(a, b) -> Tensor:
+    """Elementwise minimum; the gradient is routed to the smaller input (ties split)."""
+    return _binary(Minimum, a, b)
+
+
+def where(cond, a, b) -> Tensor:
+    """Elements of `a` where `cond` is true, else of `b` (cond gets no gradient)."""
+    node = Where()
+    node.cond = cond.data if isinstance(cond, Tensor) else cond
+    like = a if isinstance(a, Tensor) else b
+    if not isinstance(like, Tensor):
+        like = a = Tensor(backend.namespace_of(node.cond).asarray(a, device=node.cond.device))
+    if type(node.cond) is not type(like.data):
+        backend.check_same_place("where", node.cond, like.data)
+    return apply2(node, operand(a, like), operand(b, like))
+
+
+# ---- comparisons (no gradient) ---------------------------------------------------------------
+
+
+def _compare(op):
+    def method(self, other):
+        other = operand(other, self)
+        b = other.data if isinstance(other, Tensor) else other
+        if isinstance(other, Tensor):
+            backend.check_same_place(op.__name__, self.data, b)
+        return Tensor(op(self.data, b))
+
+    method.__name__ = op.__name__
+    return method

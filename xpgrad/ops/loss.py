@@ -1,0 +1,101 @@
+"""Losses: Softmax-with-loss as one node, mean squared error, and the cs231n multiclass SVM."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import backend
+from ..autograd import Node, apply2
+from ..errors import DTypeError, LabelError, ShapeError
+from ..tensor import Tensor, is_floating
+from .activation import log_softmax_array, relu, softmax
+from .arith import operand
+from .reduce import mean
+from .reduce import sum as reduce_sum
+from .shape import one_hot
+
+
+def _labels(op: str, scores: Tensor, labels) -> Tensor:
+    """Validate (N, C) scores against integer labels in [0, C); the same error on every backend."""
+    if not isinstance(labels, Tensor):
+        labels = operand(labels, scores)
+        if not isinstance(labels, Tensor):
+            raise DTypeError(f"{op}: labels must be an integer array of shape (N,), got {labels!r}")
+    if not is_floating(scores.dtype):
+        raise DTypeError(f"{op}: scores must be floating point, got dtype {scores.dtype}")
+    if scores.ndim != 2:
+        raise ShapeError(f"{op}: scores must be 2-D (N, C), got shape {scores.shape}")
+    if "int" not in str(labels.dtype):
+        raise DTypeError(f"{op}: labels must be integer class indices, got dtype {labels.dtype}")
+    if labels.shape != (scores.shape[0],):
+        raise ShapeError(f"{op}: labels must have shape ({scores.shape[0]},) to match scores {scores.shape}, got {labels.shape}")
+    backend.check_same_place(op, scores.data, labels.data)
+    num_classes = scores.shape[1]
+    if labels.shape[0]:
+        xp = backend.namespace_of(labels.data)
+        low, high = int(xp.min(labels.data)), int(xp.max(labels.data))
+        if low < 0 or high >= num_classes:
+            raise LabelError(
+                f"{op}: labels must lie in [0, {num_classes}) for {num_classes} classes, got min {low} and max {high}"
+            )
+    return labels
+
+
+class SoftmaxCrossEntropy(Node):
+    """mean_i -log softmax(z_i)[y_i]; backward (softmax(z) - onehot(y)) / N without a one-hot on NumPy."""
+
+    __slots__ = ("logp",)
+    name = "softmax_cross_entropy"
+
+    def forward(self, xp, z, labels):
+        logp = log_softmax_array(xp, z, 1)
+        n = z.shape[0]
+        if type(z) is np.ndarray or backend.is_cupy(z):
+            picked = logp[xp.arange(n), labels]
+        else:
+            picked = xp.sum(xp.where(_hot(xp, labels, z.shape[1]), logp, xp.zeros_like(logp)), axis=1)
+        self.logp = logp
+        return -xp.sum(picked) / n
+
+    def backward(self, F, gy, args, y):
+        z, labels = args
+        n = z.shape[0]
+        scale = gy / n
+        if F.tensors:
+            return (softmax(z, axis=1) - one_hot(labels, z.shape[1], z.dtype)) * scale, None
+        p = F.exp(self.logp)
+        if type(p) is np.ndarray or backend.is_cupy(p):
+            p[F.xp.arange(n), labels] -= 1
+            p *= scale
+            return p, None
+        return F.where(_hot(F.xp, labels, z.shape[1]), p - 1, p) * scale, None
+
+
+def _hot(xp, labels, num_classes):
+    """Boolean (N, C) mask of the label positions (portable path only)."""
+    return xp.reshape(labels, (-1, 1)) == xp.reshape(xp.arange(num_classes, device=labels.device), (1, -1))
+
+
+def softmax_cross_entropy(logits: Tensor, labels) -> Tensor:
+    """Softmax-with-loss: mean cross-entropy of integer class `labels` under softmax(`logits`)."""
+    labels = _labels("softmax_cross_entropy", logits, labels)
+    if logits.shape[0] == 0:
+        raise ShapeError("softmax_cross_entropy: the batch is empty (shape (0, C))")
+    return apply2(SoftmaxCrossEntropy(), logits, labels)
+
+
+def mse_loss(pred: Tensor, target) -> Tensor:
+    """Mean of (pred - target)^2 over every element; shapes must match exactly."""
+    target = operand(target, pred)
+    if isinstance(target, Tensor) and target.shape != pred.shape:
+        raise ShapeError(f"mse_loss: pred has shape {pred.shape} but target has shape {target.shape}; they must match")
+    diff = pred - target
+    return mean(diff * diff)
+
+
+def hinge_loss(scores: Tensor, labels, margin: float = 1.0) -> Tensor:
+    """cs231n multiclass SVM: mean over the batch of sum_{j != y} max(0, s_j - s_y + margin)."""
+    labels = _labels("hinge_loss", scores, labels)
+    hot = one_hot(labels, scores.shape[1], scores.dtype)
+    correct = reduce_sum(scores * hot, axis=1, keepdims=True)
+    margins = relu(scores - correct + margin) * (1 - hot)
+    return reduce_sum(margins) / scores.shape[0]

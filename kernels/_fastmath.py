@@ -5,7 +5,7 @@ vectorize (measured: sigmoid over 1e7 float32 at 24 ms against 2.7 ms with this 
 `exp` below uses only arithmetic and a bit cast: Cody-Waite range reduction
 `x = k*ln2 + r`, a Taylor polynomial for `e**r` on |r| <= ln2/2 and `2**k` built from the
 exponent bits (in two halves, so subnormal results and overflow to inf come out right).
-Max error measured against float64/longdouble `exp`: under 1 ulp (float32) and 2 ulp (float64);
+Max error measured against a long-double `exp`: under 1 ulp for float32 and float64;
 NaN propagates, exp(-inf) = 0, exp(inf) = inf.
 """
 import math

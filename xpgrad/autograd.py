@@ -77,7 +77,7 @@ class Node:
     inputs, e.g. the output array), `gen` (1 + the largest input generation).
     """
 
-    __slots__ = ("inputs", "args", "out", "saved", "gen", "retain", "site")
+    __slots__ = ("inputs", "args", "out", "saved", "gen", "retain", "site", "__weakref__")
     name = "op"
     broadcasts = False  # True: input gradients are summed back to each input's shape
     saves_output = False  # True: the output array is kept in `saved` for backward
@@ -306,8 +306,6 @@ def run_backward(roots, grads, *, retain_graph: bool, create_graph: bool, target
                     found[id(out)] = gy
                 if node.retain and wanted is None:
                     out.grad = _as_tensor(gy) if out.grad is None else out.grad + _as_tensor(gy)
-            if _debug:
-                _check_finite(gy.data if create_graph else gy, f"gradient flowing into {node.name}", node.site)
             if create_graph:
                 y = node.out()
                 if y is None:
@@ -319,6 +317,8 @@ def run_backward(roots, grads, *, retain_graph: bool, create_graph: bool, target
             for t, g in zip(node.inputs, in_grads):
                 if g is None or type(t) is not Tensor or not t.requires_grad:
                     continue
+                if _debug:
+                    _check_finite(g.data if create_graph else g, f"gradient computed by {node.name} backward", node.site)
                 if node.broadcasts and tuple(g.shape) != t.shape:
                     g = unbroadcast(F_tensor if create_graph else F, g, t.shape)
                 tn = t._node

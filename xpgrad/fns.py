@@ -75,6 +75,10 @@ class ArrayFns:
         xp = self.xp
         out = xp.zeros(shape, dtype=gy.dtype, device=gy.device)
         if _is_basic_index(index):
+            items = index if isinstance(index, tuple) else (index,)
+            if any(i is None for i in items):  # new axes cannot be assigned through: drop them from both sides
+                index = tuple(i for i in items if i is not None)
+                gy = xp.reshape(gy, out[index].shape)
             out[index] = gy
             return out
         if not hasattr(index, "shape"):

@@ -1,6 +1,8 @@
 """Reductions: sum, mean, max, min over an axis (int or tuple) with keepdims."""
 from __future__ import annotations
 
+import builtins
+
 from ..autograd import Node, apply1
 from ..errors import ShapeError
 from ..tensor import Tensor
@@ -13,7 +15,7 @@ def normalize_axis(op: str, axis, ndim: int) -> tuple:
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
     out = []
     for a in axes:
-        if not isinstance(a, int) or not -ndim <= a < max(ndim, 1):
+        if not isinstance(a, int) or not -ndim <= a < builtins.max(ndim, 1):
             raise ShapeError(f"{op}: axis {axis!r} is out of range for a tensor with {ndim} dimensions")
         out.append(a % ndim if ndim else 0)
     if len(set(out)) != len(out):

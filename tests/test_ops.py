@@ -35,34 +35,35 @@ BINARY = {
 }
 
 
-def _values(rng, shape, kind):
+def _values(rng, shape, kind, second=False):
     if kind == "positive":
         return rng.uniform(0.5, 2.0, size=shape)
     if kind == "nonzero":
         return away_from_zero(rng, shape)
     if kind == "distinct":
-        return distinct(rng, shape) + rng.uniform(-0.01, 0.01, size=shape)
+        return distinct(rng, shape, offset=0.185 if second else 0.0) + rng.uniform(-0.01, 0.01, size=shape)
     return rng.standard_normal(shape)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", sorted(BINARY))
 @given(shapes=mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3, max_side=3), seed=st.integers(0, 2**16))
 @settings(max_examples=15, deadline=None)
-def test_binary_ops_broadcast(name, shapes, seed):
+def test_binary_ops_broadcast(name, dtype, shapes, seed):
     fn, kind = BINARY[name]
     rng = np.random.default_rng(seed)
-    a = make(_values(rng, shapes.input_shapes[0], kind))
-    b = make(_values(rng, shapes.input_shapes[1], kind))
+    a = make(_values(rng, shapes.input_shapes[0], kind), dtype=dtype)
+    b = make(_values(rng, shapes.input_shapes[1], kind, second=True), dtype=dtype)
     assert gradcheck(fn, [a, b])
     out = fn(a, b)
-    assert out.shape == shapes.result_shape
+    assert out.shape == shapes.result_shape and out.dtype == np.dtype(dtype)
 
 
 @pytest.mark.parametrize("name", sorted(BINARY))
 def test_binary_ops_on_backend(backend_name, name):
     fn, kind = BINARY[name]
     rng = np.random.default_rng(1)
-    a, b = make(_values(rng, (2, 3), kind)), make(_values(rng, (3,), kind))
+    a, b = make(_values(rng, (2, 3), kind)), make(_values(rng, (3,), kind, second=True))
     assert gradcheck(fn, [a, b])
 
 

@@ -291,6 +291,7 @@ def run_backward(roots, grads, *, retain_graph: bool, create_graph: bool, target
     context = set_grad_enabled(create_graph)
     with context:
         F_tensor = _tensor_fns() if create_graph else None
+        gy_type = F = None
         for node in nodes:
             gy = pending.pop(node, None)
             if gy is None:
@@ -312,14 +313,15 @@ def run_backward(roots, grads, *, retain_graph: bool, create_graph: bool, target
                     y = Tensor(node.saved) if node.saved is not None else None
                 in_grads = node.backward(F_tensor, gy, node.inputs, y)
             else:
-                F = _array_fns(gy)
+                if type(gy) is not gy_type:
+                    gy_type, F = type(gy), _array_fns(gy)
                 in_grads = node.backward(F, gy, node.args, node.saved)
             for t, g in zip(node.inputs, in_grads):
                 if g is None or type(t) is not Tensor or not t.requires_grad:
                     continue
                 if _debug:
                     _check_finite(g.data if create_graph else g, f"gradient computed by {node.name} backward", node.site)
-                if node.broadcasts and tuple(g.shape) != t.shape:
+                if node.broadcasts and g.shape != t.data.shape:
                     g = unbroadcast(F_tensor if create_graph else F, g, t.shape)
                 tn = t._node
                 if tn is None:

@@ -227,7 +227,9 @@ def pow(a, b):  # noqa: A001 - mirrors the operator
 
 def _binary(cls, a, b):
     if type(a) is Tensor:
-        return apply2(cls(), a, operand(b, a))
+        if type(b) is not Tensor and type(b) not in _SCALARS:
+            b = operand(b, a)
+        return apply2(cls(), a, b)
     if type(b) is Tensor:
         return apply2(cls(), operand(a, b), b)
     raise TypeError(f"{cls.name}: expected at least one Tensor operand, got {type(a).__name__} and {type(b).__name__}")

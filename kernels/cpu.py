@@ -1,0 +1,340 @@
+"""CPU kernels: Numba `@njit(cache=True)`, serial unless parallel kernels are switched on.
+
+Threads. Every kernel runs serially by default. On the 2-core dev/CI machines a `parallel=True`
+kernel next to threaded OpenBLAS made a layer 45x slower (libgomp and OpenBLAS workers spin on
+the same cores), a parallel launch costs microseconds, and parallel timings jumped 10x between
+runs. `set_parallel(min_size)` opts in: arrays of at least `min_size` elements then take a
+`prange` kernel split into `numba.get_num_threads()` parts (set with `numba.set_num_threads`);
+with one Numba thread the serial kernel always runs. PARALLEL_MIN_SIZE is the size from which
+2 threads beat 1 in bench/RESULTS_kernels.md. `scatter_add` is always serial.
+
+All kernels use `error_model="numpy"` (no ZeroDivisionError checks, which would stop LLVM from
+vectorizing) and `_fastmath.exp` instead of libm's scalar exp. Layout and argument handling are
+in `_frontend` (non-contiguous arrays are copied, see there).
+"""
+import math
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from . import _frontend as F
+from . import _scalar
+from ._fastmath import exp
+from ._scalar import RELU, SIGMOID
+
+__all__ = ["sigmoid_backward", "bias_act_backward", "bias_act_forward", "softmax_xent_forward",
+           "softmax_xent_backward", "sgd_update", "adam_update", "scatter_add", "set_parallel",
+           "PARALLEL_MIN_SIZE"]
+
+PARALLEL_MIN_SIZE = 1 << 20
+_parallel_min_size = None
+
+_serial = njit(cache=True, error_model="numpy")
+_parallel = njit(cache=True, error_model="numpy", parallel=True)
+_act_grad = _serial(_scalar.act_grad)
+_sgd_step = _serial(_scalar.sgd_step)
+_adam_step = _serial(_scalar.adam_step)
+_LANES = 16  # width of the blocked max reduction (one AVX-512 register of float32)
+
+
+_run_sigmoid_bwd = _runner(_sigmoid_bwd, _sigmoid_bwd_par)
+
+
+def set_parallel(min_size=PARALLEL_MIN_SIZE):
+    """Run arrays of at least `min_size` elements on the parallel kernels (None: always serial).
+
+    Returns the previous setting. Keep it None while BLAS runs threaded in the same process.
+    """
+    global _parallel_min_size
+    previous, _parallel_min_size = _parallel_min_size, min_size
+    return previous
+
+
+def _runner(serial, parallel=None):
+    """run(*args): the parallel kernel when enabled and args[0] is large enough, else the serial one."""
+
+    def run(*args):
+        if (parallel is not None and _parallel_min_size is not None
+                and args[0].size >= _parallel_min_size and numba.get_num_threads() > 1):
+            return parallel(*args)
+        return serial(*args)
+
+    return run
+
+
+@_serial
+def _span(part, n, parts):
+    """Bounds of part `part` of range(n) cut into `parts` near-equal pieces."""
+    return part * n // parts, (part + 1) * n // parts
+
+
+@_serial
+def _row_max(a, lanes):
+    """max(a) for a.size >= 1, vectorized by keeping _LANES running maxima in `lanes`."""
+    lanes[:] = a[0]
+    body = a.size - a.size % _LANES
+    for k in range(0, body, _LANES):
+        for lane in range(_LANES):
+            v = a[k + lane]
+            lanes[lane] = v if v > lanes[lane] else lanes[lane]
+    m = lanes[0]
+    for lane in range(1, _LANES):
+        m = lanes[lane] if lanes[lane] > m else m
+    for j in range(body, a.size):
+        m = a[j] if a[j] > m else m
+    return m
+
+
+@njit(cache=True, error_model="numpy", fastmath={"reassoc"})
+def _row_sum(a):
+    """sum(a), reassociated so LLVM vectorizes it."""
+    s = a.dtype.type(0)
+    for j in range(a.size):
+        s += a[j]
+    return s
+
+
+# ---- sigmoid backward: dx = dy * y * (1 - y) ----------------------------------------------
+@_serial
+def _sigmoid_bwd(y, dy, out):
+    one, zero = y.dtype.type(1), y.dtype.type(0)
+    for i in range(y.size):
+        out[i] = _act_grad(SIGMOID, y[i], dy[i], one, zero)
+
+
+@_parallel
+def _sigmoid_bwd_par(y, dy, out):
+    parts = numba.get_num_threads()
+    for p in prange(parts):
+        lo, hi = _span(p, y.size, parts)
+        _sigmoid_bwd(y[lo:hi], dy[lo:hi], out[lo:hi])
+
+
+def sigmoid_backward(y, dy, out=None):
+    """dx = dy * y * (1 - y) in one pass; `out` may be y or dy."""
+    return F.sigmoid_backward(_run_sigmoid_bwd, y, dy, out)
+
+
+# ---- activation backward fused with the bias-gradient column sum --------------------------
+@_serial
+def _bias_act_bwd(y, dy, dz, act, acc):
+    one, zero = y.dtype.type(1), y.dtype.type(0)
+    for i in range(y.shape[0]):
+        yr, dyr, dzr = y[i], dy[i], dz[i]
+        for j in range(yr.size):
+            d = _act_grad(act, yr[j], dyr[j], one, zero)
+            dzr[j] = d
+            acc[j] += d
+
+
+@_parallel
+def _bias_act_bwd_par(y, dy, dz, act, acc):
+    parts = numba.get_num_threads()
+    partial = np.zeros((parts, acc.size))
+    for p in prange(parts):
+        lo, hi = _span(p, y.shape[0], parts)
+        _bias_act_bwd(y[lo:hi], dy[lo:hi], dz[lo:hi], act, partial[p])
+    for p in range(parts):
+        acc += partial[p]
+
+
+_run_bias_act_bwd = _runner(_bias_act_bwd, _bias_act_bwd_par)
+
+
+def bias_act_backward(y, dy, activation, dz_out=None):
+    """(dz, db) for y = act(z), y and dy (N, M): dz = dy * act'(z), db = dz.sum(axis=0), one pass.
+
+    activation: "sigmoid" (dz = dy*y*(1-y)) or "relu" (dz = dy where y > 0 else 0). db is summed
+    in float64. dz_out may be y or dy.
+    """
+    return F.bias_act_backward(_run_bias_act_bwd, y, dy, activation, dz_out)
+
+
+# ---- linear-layer epilogue: y = act(z + b) -------------------------------------------------
+@_serial
+def _act(act, v, one, zero):
+    if act == SIGMOID:
+        return one / (one + exp(-v))
+    if act == RELU:
+        return zero if v < zero else v
+    return v
+
+
+@_serial
+def _bias_act_fwd(z, b, act, out):
+    one, zero = z.dtype.type(1), z.dtype.type(0)
+    for i in range(z.shape[0]):
+        zr, outr = z[i], out[i]
+        for j in range(b.size):
+            outr[j] = _act(act, zr[j] + b[j], one, zero)
+
+
+@_parallel
+def _bias_act_fwd_par(z, b, act, out):
+    parts = numba.get_num_threads()
+    for p in prange(parts):
+        lo, hi = _span(p, z.shape[0], parts)
+        _bias_act_fwd(z[lo:hi], b, act, out[lo:hi])
+
+
+_run_bias_act_fwd = _runner(_bias_act_fwd, _bias_act_fwd_par)
+
+
+def bias_act_forward(z, b, activation, out=None):
+    """y = act(z + b) for z (N, M) or (M,) and b (M,); activation "identity", "sigmoid" or "relu".
+
+    `out` may be z itself (in place).
+    """
+    return F.bias_act_forward(_run_bias_act_fwd, z, b, activation, out)
+
+
+# ---- softmax cross-entropy --------------------------------------------------------------
+@_serial
+def _softmax_xent_fwd(x, labels, probs, acc):
+    lanes = np.empty(_LANES, x.dtype)
+    total = 0.0
+    for i in range(x.shape[0]):
+        xr, pr = x[i], probs[i]
+        target = xr[labels[i]]  # read before probs (which may be x) is written
+        m = _row_max(xr, lanes)
+        for j in range(xr.size):
+            pr[j] = exp(xr[j] - m)
+        s = _row_sum(pr)
+        inv = x.dtype.type(1) / s
+        for j in range(pr.size):
+            pr[j] *= inv
+        total += math.log(s) + m - target
+    acc[0] += total
+
+
+@_parallel
+def _softmax_xent_fwd_par(x, labels, probs, acc):
+    parts = numba.get_num_threads()
+    partial = np.zeros((parts, 1))
+    for p in prange(parts):
+        lo, hi = _span(p, x.shape[0], parts)
+        _softmax_xent_fwd(x[lo:hi], labels[lo:hi], probs[lo:hi], partial[p])
+    acc[0] += partial.sum()
+
+
+_run_softmax_xent_fwd = _runner(_softmax_xent_fwd, _softmax_xent_fwd_par)
+
+
+def softmax_xent_forward(logits, labels, out=None):
+    """(mean cross-entropy as a 0-d array, softmax probs) for logits (N, C) and int labels (N,).
+
+    Row by row with a max-subtracted log-sum-exp, no one-hot; the loss is summed in float64.
+    Labels must lie in [0, C) (not checked). `out` (N, C) receives the probs and may be logits.
+    """
+    return F.softmax_xent_forward(_run_softmax_xent_fwd, logits, labels, out)
+
+
+@_serial
+def _softmax_xent_bwd(probs, labels, scale, out):
+    for i in range(probs.shape[0]):
+        pr, outr = probs[i], out[i]
+        label = labels[i]
+        p_label = pr[label]  # read before out (which may be probs) is written
+        for j in range(pr.size):
+            outr[j] = pr[j] * scale
+        outr[label] = (p_label - probs.dtype.type(1)) * scale
+
+
+@_parallel
+def _softmax_xent_bwd_par(probs, labels, scale, out):
+    parts = numba.get_num_threads()
+    for p in prange(parts):
+        lo, hi = _span(p, probs.shape[0], parts)
+        _softmax_xent_bwd(probs[lo:hi], labels[lo:hi], scale, out[lo:hi])
+
+
+_run_softmax_xent_bwd = _runner(_softmax_xent_bwd, _softmax_xent_bwd_par)
+
+
+def softmax_xent_backward(probs, labels, scale, out=None):
+    """dlogits = (probs - onehot(labels)) * scale without a one-hot matrix; `out` may be probs."""
+    return F.softmax_xent_backward(_run_softmax_xent_bwd, probs, labels, scale, out)
+
+
+# ---- optimizer updates, in place --------------------------------------------------------
+@_serial
+def _sgd(grad, vel, param, lr, momentum, weight_decay, nesterov):
+    for i in range(param.size):
+        param[i], v = _sgd_step(param[i], grad[i], vel[i], lr, momentum, weight_decay, nesterov)
+        if momentum != 0:
+            vel[i] = v
+
+
+@_parallel
+def _sgd_par(grad, vel, param, lr, momentum, weight_decay, nesterov):
+    parts = numba.get_num_threads()
+    for p in prange(parts):
+        lo, hi = _span(p, param.size, parts)
+        _sgd(grad[lo:hi], vel[lo:hi], param[lo:hi], lr, momentum, weight_decay, nesterov)
+
+
+_run_sgd = _runner(_sgd, _sgd_par)
+
+
+def sgd_update(param, grad, velocity, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
+    """PyTorch SGD step in place (dampening 0): g = grad + wd*param; v = momentum*v + g;
+    param -= lr * (g + momentum*v if nesterov else v). velocity starts at zeros; None when momentum == 0.
+    """
+    F.sgd_update(_run_sgd, param, grad, velocity, lr, momentum, weight_decay, nesterov)
+
+
+@_serial
+def _adam(grad, m, v, param, step_size, beta2, c1, c2, eps, weight_decay, bc2_sqrt):
+    for i in range(param.size):
+        param[i], m[i], v[i] = _adam_step(param[i], grad[i], m[i], v[i], step_size, beta2, c1, c2,
+                                          eps, weight_decay, bc2_sqrt)
+
+
+@_parallel
+def _adam_par(grad, m, v, param, step_size, beta2, c1, c2, eps, weight_decay, bc2_sqrt):
+    parts = numba.get_num_threads()
+    for p in prange(parts):
+        lo, hi = _span(p, param.size, parts)
+        _adam(grad[lo:hi], m[lo:hi], v[lo:hi], param[lo:hi], step_size, beta2, c1, c2, eps,
+              weight_decay, bc2_sqrt)
+
+
+_run_adam = _runner(_adam, _adam_par)
+
+
+def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
+    """PyTorch Adam step in place (L2 weight decay added to grad, bias correction with `step` >= 1).
+
+    m and v start at zeros and are updated in place.
+    """
+    F.adam_update(_run_adam, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step)
+
+
+# ---- scatter-add (gradient of integer-array indexing) ------------------------------------
+@_serial
+def _scatter_add(target, indices, values):
+    """target[indices[i]] += values[i] row by row; returns the position of a bad index or -1."""
+    rows = target.shape[0]
+    for i in range(indices.size):
+        if indices[i] < -rows or indices[i] >= rows:
+            return i
+    for i in range(indices.size):
+        tr, vr = target[indices[i] % rows], values[i]
+        for j in range(vr.size):
+            tr[j] += vr[j]
+    return -1
+
+
+def _run_scatter_add(target, indices, values):
+    bad = _scatter_add(target, indices, values)
+    if bad >= 0:
+        raise IndexError(f"index {int(indices[bad])} is out of bounds for axis 0 with size {target.shape[0]}")
+
+
+def scatter_add(target, indices, values):
+    """target[indices[i], ...] += values[i, ...] in place, repeated indices accumulating
+    (np.add.at along axis 0). Negative indices count from the end; out-of-range ones raise
+    IndexError before anything is written.
+    """
+    F.scatter_add(_run_scatter_add, target, indices, values)

@@ -38,9 +38,6 @@ _adam_step = _serial(_scalar.adam_step)
 _LANES = 16  # width of the blocked max reduction (one AVX-512 register of float32)
 
 
-_run_sigmoid_bwd = _runner(_sigmoid_bwd, _sigmoid_bwd_par)
-
-
 def set_parallel(min_size=PARALLEL_MIN_SIZE):
     """Run arrays of at least `min_size` elements on the parallel kernels (None: always serial).
 
@@ -109,6 +106,9 @@ def _sigmoid_bwd_par(y, dy, out):
     for p in prange(parts):
         lo, hi = _span(p, y.size, parts)
         _sigmoid_bwd(y[lo:hi], dy[lo:hi], out[lo:hi])
+
+
+_run_sigmoid_bwd = _runner(_sigmoid_bwd, _sigmoid_bwd_par)
 
 
 def sigmoid_backward(y, dy, out=None):

@@ -14,6 +14,7 @@ is recorded and can be differentiated again.
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import sys
 import weakref
@@ -21,6 +22,7 @@ import weakref
 import numpy as np
 
 from . import backend
+from .backend import _namespaces
 from .errors import DTypeError, GraphFreedError, NonFiniteError, ShapeError, XpgradError
 from .tensor import Tensor, is_floating
 
@@ -105,8 +107,8 @@ def _wrap_error(node: Node, args, exc: Exception) -> XpgradError:
     return kind(f"{node.name}: cannot apply to operands [{shapes}]: {exc}")
 
 
-def _record(node: Node, inputs, args, data) -> Tensor:
-    """Wrap `data` as the op's output; link it into the graph when any input requires grad."""
+def _new_tensor(data) -> Tensor:
+    """A bare output Tensor around `data` (0-d NumPy scalars become 0-d arrays)."""
     if type(data) is not np.ndarray and isinstance(data, np.generic):
         data = np.asarray(data)
     out = Tensor.__new__(Tensor)
@@ -115,26 +117,30 @@ def _record(node: Node, inputs, args, data) -> Tensor:
     out.name = None
     out._node = None
     out.requires_grad = False
-    if _debug:
-        _check_finite(data, f"{node.name} forward output", _user_site())
-    if not _grad_enabled:
-        return out
-    gen = -1
-    for t in inputs:
-        if type(t) is Tensor and t.requires_grad:
-            tn = t._node
-            g = tn.gen if tn is not None else 0
-            if g > gen:
-                gen = g
-    if gen < 0:
-        return out
+    return out
+
+
+def _generation_of(t) -> int:
+    """-1 for inputs that need no gradient, else the generation of the tensor's node (leaves: 0)."""
+    if type(t) is not Tensor or not t.requires_grad:
+        return -1
+    node = t._node
+    return 0 if node is None else node.gen
+
+
+def _link(node: Node, out: Tensor, inputs, args, gen: int) -> Tensor:
+    """Record `node` as the creator of `out` (gen is the largest input generation)."""
     node.inputs = inputs
     node.args = args
     node.gen = gen + 1
     node.retain = False
     node.out = weakref.ref(out)
-    node.site = _user_site() if _debug else None
-    node.saved = data if node.saves_output else None
+    node.saved = out.data if node.saves_output else None
+    if _debug:
+        node.site = _user_site()
+        _check_finite(out.data, f"{node.name} forward output", node.site)
+    else:
+        node.site = None
     out._node = node
     out.requires_grad = True
     return out
@@ -149,11 +155,16 @@ def apply1(node: Node, x: Tensor) -> Tensor:
         raise
     except (ValueError, TypeError, IndexError) as exc:
         raise _wrap_error(node, (a,), exc) from None
-    return _record(node, (x,), (a,), data)
+    out = _new_tensor(data)
+    if _grad_enabled and x.requires_grad:
+        return _link(node, out, (x,), (a,), 0 if x._node is None else x._node.gen)
+    if _debug:
+        _check_finite(out.data, f"{node.name} forward output", _user_site())
+    return out
 
 
 def apply2(node: Node, x, y) -> Tensor:
-    """Run a two-input op; either input may be a Python scalar, not both."""
+    """Run a two-input op; either input may be a Python scalar, not both. (The hottest path: inlined.)"""
     if type(x) is Tensor:
         a = x.data
         if type(y) is Tensor:
@@ -162,7 +173,7 @@ def apply2(node: Node, x, y) -> Tensor:
                 backend.check_same_place(node.name, a, b)
         else:
             b = y
-        xp = backend.namespace_of(a)
+        xp = _namespaces.get(type(a)) or backend.namespace_of(a)
     else:
         a, b = x, y.data
         xp = backend.namespace_of(b)
@@ -172,7 +183,25 @@ def apply2(node: Node, x, y) -> Tensor:
         raise
     except (ValueError, TypeError, IndexError) as exc:
         raise _wrap_error(node, (a, b), exc) from None
-    return _record(node, (x, y), (a, b), data)
+    if type(data) is not np.ndarray and isinstance(data, np.generic):
+        data = np.asarray(data)
+    out = Tensor.__new__(Tensor)
+    out.data = data
+    out.grad = out.name = out._node = None
+    out.requires_grad = False
+    if _grad_enabled:
+        gen = -1
+        if type(x) is Tensor and x.requires_grad:
+            gen = 0 if x._node is None else x._node.gen
+        if type(y) is Tensor and y.requires_grad:
+            g = 0 if y._node is None else y._node.gen
+            if g > gen:
+                gen = g
+        if gen >= 0:
+            return _link(node, out, (x, y), (a, b), gen)
+    if _debug:
+        _check_finite(data, f"{node.name} forward output", _user_site())
+    return out
 
 
 def apply_n(node: Node, inputs) -> Tensor:
@@ -189,7 +218,13 @@ def apply_n(node: Node, inputs) -> Tensor:
         raise
     except (ValueError, TypeError, IndexError) as exc:
         raise _wrap_error(node, args, exc) from None
-    return _record(node, inputs, args, data)
+    out = _new_tensor(data)
+    gen = max(_generation_of(t) for t in inputs) if _grad_enabled else -1
+    if gen >= 0:
+        return _link(node, out, inputs, args, gen)
+    if _debug:
+        _check_finite(out.data, f"{node.name} forward output", _user_site())
+    return out
 
 
 # ---- helpers shared by every backward rule ----------------------------------------------------
@@ -228,22 +263,23 @@ def _collect(roots) -> list:
     stack = [t._node for t in roots if t._node is not None]
     while stack:
         node = stack.pop()
-        if id(node) in seen:
+        if node in seen:
             continue
-        seen.add(id(node))
+        seen.add(node)
         nodes.append(node)
         inputs = node.inputs
         if inputs is None:
             continue
         for t in inputs:
-            if type(t) is Tensor and t._node is not None and t.requires_grad and id(t._node) not in seen:
-                stack.append(t._node)
-    nodes.sort(key=_generation, reverse=True)
+            if type(t) is Tensor:
+                tn = t._node
+                if tn is not None and tn not in seen:
+                    stack.append(tn)
+    nodes.sort(key=_by_generation, reverse=True)
     return nodes
 
 
-def _generation(node: Node) -> int:
-    return node.gen
+_by_generation = operator.attrgetter("gen")
 
 
 def _seed_grad(root: Tensor, grad, create_graph: bool):
@@ -314,20 +350,22 @@ def run_backward(roots, grads, *, retain_graph: bool, create_graph: bool, target
                 in_grads = node.backward(F_tensor, gy, node.inputs, y)
             else:
                 if type(gy) is not gy_type:
-                    gy_type, F = type(gy), _array_fns(gy)
+                    gy_type, F = type(gy), array_fns(gy)
                 in_grads = node.backward(F, gy, node.args, node.saved)
+            broadcasts = node.broadcasts
             for t, g in zip(node.inputs, in_grads):
                 if g is None or type(t) is not Tensor or not t.requires_grad:
                     continue
                 if _debug:
                     _check_finite(g.data if create_graph else g, f"gradient computed by {node.name} backward", node.site)
-                if node.broadcasts and g.shape != t.data.shape:
+                if broadcasts and g.shape != t.data.shape:
                     g = unbroadcast(F_tensor if create_graph else F, g, t.shape)
                 tn = t._node
                 if tn is None:
                     _accumulate(leaf_grads, t, g)
                 else:
-                    pending[tn] = pending[tn] + g if tn in pending else g
+                    previous = pending.get(tn)
+                    pending[tn] = g if previous is None else previous + g
             if not retain_graph:
                 node.inputs = node.args = node.saved = None
 
@@ -356,7 +394,8 @@ def _as_tensor(g) -> Tensor:
 _fns_by_namespace: dict = {}
 
 
-def _array_fns(g):
+def array_fns(g):
+    """The array-level function table (fns.ArrayFns) for the namespace of array `g`."""
     xp = backend.namespace_of(g)
     fns = _fns_by_namespace.get(xp)
     if fns is None:

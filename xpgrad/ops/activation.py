@@ -1,7 +1,7 @@
 """Activations, each one node whose local gradient is known (the sigmoid gate of the notes)."""
 from __future__ import annotations
 
-from ..autograd import Node, apply1, apply2
+from ..autograd import Node, apply1, apply2, array_fns
 from ..errors import DTypeError, ShapeError
 from ..tensor import Tensor, is_floating
 from .reduce import max as reduce_max
@@ -37,9 +37,7 @@ class SigmoidGrad(Node):
     name = "sigmoid_backward"
 
     def forward(self, xp, y, gy):
-        from ..autograd import _array_fns
-
-        return _array_fns(y).sigmoid_grad(y, gy)
+        return array_fns(y).sigmoid_grad(y, gy)
 
     def backward(self, F, g, args, out):
         y, gy = args

@@ -205,34 +205,30 @@ class Where(Node):
 # ---- public functions ------------------------------------------------------------------------
 
 
-def add(a, b):
-    return _binary(Add, a, b)
+def _binary(cls, doc: str):
+    """The public function of a two-input op: Tensors or Python scalars on either side."""
+
+    def op(a, b):
+        if type(a) is Tensor:
+            if type(b) is not Tensor and type(b) not in _SCALARS:
+                b = operand(b, a)
+            return apply2(cls(), a, b)
+        if type(b) is Tensor:
+            return apply2(cls(), operand(a, b), b)
+        raise TypeError(f"{cls.name}: expected at least one Tensor operand, got {type(a).__name__} and {type(b).__name__}")
+
+    op.__name__ = op.__qualname__ = cls.name
+    op.__doc__ = doc
+    return op
 
 
-def sub(a, b):
-    return _binary(Sub, a, b)
-
-
-def mul(a, b):
-    return _binary(Mul, a, b)
-
-
-def div(a, b):
-    return _binary(Div, a, b)
-
-
-def pow(a, b):  # noqa: A001 - mirrors the operator
-    return _binary(Pow, a, b)
-
-
-def _binary(cls, a, b):
-    if type(a) is Tensor:
-        if type(b) is not Tensor and type(b) not in _SCALARS:
-            b = operand(b, a)
-        return apply2(cls(), a, b)
-    if type(b) is Tensor:
-        return apply2(cls(), operand(a, b), b)
-    raise TypeError(f"{cls.name}: expected at least one Tensor operand, got {type(a).__name__} and {type(b).__name__}")
+add = _binary(Add, "a + b (broadcasting).")
+sub = _binary(Sub, "a - b (broadcasting).")
+mul = _binary(Mul, "a * b (broadcasting).")
+div = _binary(Div, "a / b (broadcasting).")
+pow = _binary(Pow, "a ** b (broadcasting; either side may be a Python scalar).")  # noqa: A001
+maximum = _binary(Maximum, "Elementwise maximum; the gradient is routed to the larger input (ties split).")
+minimum = _binary(Minimum, "Elementwise minimum; the gradient is routed to the smaller input (ties split).")
 
 
 def neg(x: Tensor) -> Tensor:
@@ -256,16 +252,6 @@ def sqrt(x: Tensor) -> Tensor:
 def abs(x: Tensor) -> Tensor:  # noqa: A001
     """|x| elementwise (gradient 0 at 0)."""
     return apply1(Abs(), x)
-
-
-def maximum(a, b) -> Tensor:
-    """Elementwise maximum; the gradient is routed to the larger input (ties split)."""
-    return _binary(Maximum, a, b)
-
-
-def minimum(a, b) -> Tensor:
-    """Elementwise minimum; the gradient is routed to the smaller input (ties split)."""
-    return _binary(Minimum, a, b)
 
 
 def where(cond, a, b) -> Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from ..autograd import Node, apply1, apply_n, unbroadcast
+from ..autograd import Node, apply1, apply_n, array_fns, unbroadcast
 from ..errors import ShapeError
 from ..fns import _is_basic_index
 from ..tensor import Tensor
@@ -59,9 +59,7 @@ class GetItem(Node):
     name = "getitem"
 
     def forward(self, xp, a):
-        from ..autograd import _array_fns
-
-        return _array_fns(a).scatter_or_take(a, self.index)
+        return array_fns(a).scatter_or_take(a, self.index)
 
     def backward(self, F, gy, args, y):
         return (F.index_grad(gy, self.index, self.in_shape),)
@@ -74,9 +72,7 @@ class IndexGrad(Node):
     name = "getitem_backward"
 
     def forward(self, xp, gy):
-        from ..autograd import _array_fns
-
-        return _array_fns(gy).index_grad(gy, self.index, self.shape)
+        return array_fns(gy).index_grad(gy, self.index, self.shape)
 
     def backward(self, F, gg, args, y):
         return (gg[self.index],)
@@ -265,9 +261,7 @@ def move(x: Tensor, device) -> Tensor:
 def one_hot(labels, num_classes: int, dtype) -> Tensor:
     """Constant (N, C) one-hot rows of integer `labels`."""
     data = labels.data if isinstance(labels, Tensor) else labels
-    from ..autograd import _array_fns
-
-    return Tensor(_array_fns(data).one_hot(data, num_classes, dtype))
+    return Tensor(array_fns(data).one_hot(data, num_classes, dtype))
 
 
 __all__ = [

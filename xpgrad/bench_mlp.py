@@ -1,0 +1,486 @@
+"""Engine-speed benchmarks: per-op overhead and MLP training steps, xpgrad vs hand-written NumPy.
+
+Everything is measured in one process and one run, paired round by round: each round times
+k steps of every contender back to back, so machine noise hits them alike; the tables give the
+median over rounds and the spread (interquartile range over median). `xpgrad bench mlp` and
+`xpgrad bench overhead` print them; `--json` saves them, `--plot` draws steps/s per config.
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+
+# ---- threads -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def pinned_threads(n: int):
+    """Limit BLAS (threadpoolctl) and Numba to `n` threads inside the block."""
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    previous = numba.get_num_threads()
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    try:
+        with threadpool_limits(limits=n):
+            yield
+    finally:
+        numba.set_num_threads(previous)
+
+
+def _quiet_gc():
+    """Move import-time objects out of the collector's way (torch alone has ~150k)."""
+    gc.collect()
+    gc.freeze()
+
+
+# ---- timing --------------------------------------------------------------------------------
+
+
+def paired_rounds(contenders: dict, rounds: int, steps: int, warmup: int = 2) -> dict:
+    """Time `steps` calls of each contender per round, contenders interleaved within a round.
+
+    Returns {name: [seconds per step, one entry per round]}.
+    """
+    for fn in contenders.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            start = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            times[name].append((time.perf_counter() - start) / steps)
+    return times
+
+
+def summarize(samples: list) -> dict:
+    """Median and relative interquartile spread of per-round samples."""
+    q = statistics.quantiles(samples, n=4) if len(samples) >= 2 else [samples[0]] * 3
+    med = statistics.median(samples)
+    return {"median_s": med, "spread": (q[2] - q[0]) / med if med else 0.0}
+
+
+def _ratio_stats(numer: list, denom: list) -> dict:
+    ratios = [d / n for n, d in zip(numer, denom)]  # speed ratio = t_denom / t_numer per round
+    return summarize(ratios)
+
+
+# ---- per-op overhead -----------------------------------------------------------------------
+
+
+class RefValue:
+    """A minimal reference tape (about 30 lines, micrograd-style closures) to measure against."""
+
+    __slots__ = ("data", "grad", "parents", "backward_fn")
+
+    def __init__(self, data, parents=(), backward_fn=None):
+        self.data, self.grad, self.parents, self.backward_fn = data, 0.0, parents, backward_fn
+
+    def __add__(self, other):
+        out = RefValue(self.data + other, (self,))
+        out.backward_fn = lambda g: ((self, g),)
+        return out
+
+    def __mul__(self, other):
+        out = RefValue(self.data * other, (self,))
+        out.backward_fn = lambda g: ((self, g * other),)
+        return out
+
+    def backward(self):
+        order, seen, stack = [], set(), [self]
+        while stack:
+            v = stack.pop()
+            if id(v) not in seen:
+                seen.add(id(v))
+                order.append(v)
+                stack.extend(v.parents)
+        self.grad = np.ones_like(self.data)
+        for v in order:  # a chain: discovery order is topological
+            if v.backward_fn is not None:
+                for parent, g in v.backward_fn(v.grad):
+                    parent.grad = parent.grad + g
+
+
+def _chain_xpgrad(length: int):
+    import xpgrad as xg
+
+    x = xg.tensor(np.ones(1), requires_grad=True)
+
+    def run():
+        x.grad = None
+        y = x
+        for _ in range(length // 2):
+            y = y * 1.0001
+            y = y + 0.5
+        y.backward(np.ones(1))
+
+    return run
+
+
+def _chain_reference(length: int):
+    def run():
+        x = RefValue(np.ones(1))
+        y = x
+        for _ in range(length // 2):
+            y = y * 1.0001
+            y = y + 0.5
+        y.backward()
+
+    return run
+
+
+def _chain_numpy(length: int):
+    def run():  # forward only, one NumPy call per op: the floor an engine builds on
+        y = np.ones(1)
+        for _ in range(length // 2):
+            y = y * 1.0001
+            y = y + 0.5
+
+    return run
+
+
+def _chain_torch(length: int):
+    import torch
+
+    torch.set_num_threads(1)
+    x = torch.ones(1, dtype=torch.float64, requires_grad=True)
+
+    def run():
+        x.grad = None
+        y = x
+        for _ in range(length // 2):
+            y = y * 1.0001
+            y = y + 0.5
+        y.backward(torch.ones(1, dtype=torch.float64))
+
+    return run
+
+
+def _torch_available() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run_overhead(length: int = 1000, rounds: int = 30, threads: int = 1) -> dict:
+    """Per-op forward+backward cost on a 1-element chain of `length` add/mul ops."""
+    contenders = {"numpy_forward": _chain_numpy(length), "reference_tape": _chain_reference(length),
+                  "xpgrad": _chain_xpgrad(length)}
+    if _torch_available():
+        contenders["torch"] = _chain_torch(length)
+    _quiet_gc()
+    with pinned_threads(threads):
+        times = paired_rounds(contenders, rounds=rounds, steps=1)
+    result = {"threads": threads, "length": length, "rounds": rounds, "us_per_op": {}, "ratio_to_xpgrad": {}}
+    for name, samples in times.items():
+        stats = summarize([s / length * 1e6 for s in samples])
+        result["us_per_op"][name] = stats
+        result["ratio_to_xpgrad"][name] = _ratio_stats(samples, times["xpgrad"])  # xpgrad time / name time
+    return result
+
+
+# ---- MLP training steps --------------------------------------------------------------------
+
+CONFIGS = {
+    "a": dict(batch=64, sizes=(1000, 100, 10), activation="sigmoid", loss="squared_error", bias=False, lr=1e-4),
+    "b": dict(batch=256, sizes=(784, 1024, 1024, 10), activation="relu", loss="softmax_ce", bias=True, lr=1e-2),
+    "c": dict(batch=32, sizes=(16, 32, 32, 2), activation="relu", loss="softmax_ce", bias=True, lr=1e-2),
+}
+
+
+def _init(cfg: dict, dtype=np.float32, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    sizes = cfg["sizes"]
+    x = rng.random((cfg["batch"], sizes[0])).astype(dtype)
+    if cfg["loss"] == "squared_error":
+        y = rng.standard_normal((cfg["batch"], sizes[-1])).astype(dtype)
+    else:
+        y = rng.integers(0, sizes[-1], size=cfg["batch"])
+    weights = [(rng.standard_normal((i, o)) * math.sqrt(2.0 / i)).astype(dtype) for i, o in zip(sizes, sizes[1:])]
+    biases = [np.zeros(o, dtype=dtype) for o in sizes[1:]] if cfg["bias"] else None
+    return x, y, weights, biases
+
+
+def numpy_step_fn(cfg: dict, dtype=np.float32):
+    """A hand-written NumPy forward + backward + SGD step, as a careful person writes it."""
+    x, y, W, B = _init(cfg, dtype)
+    lr, n, sigmoid = cfg["lr"], cfg["batch"], cfg["activation"] == "sigmoid"
+    rows = np.arange(n)
+
+    def step():
+        acts = [x]
+        h = x
+        for i, w in enumerate(W):
+            z = h @ w
+            if B is not None:
+                z += B[i]
+            if i < len(W) - 1:
+                if sigmoid:
+                    np.negative(z, out=z)
+                    np.exp(z, out=z)
+                    z += 1
+                    np.reciprocal(z, out=z)
+                else:
+                    np.maximum(z, 0, out=z)
+                acts.append(z)
+            h = z
+        if cfg["loss"] == "squared_error":
+            diff = h - y
+            loss = float((diff * diff).sum())
+            g = diff
+            g *= 2.0
+        else:
+            h -= h.max(axis=1, keepdims=True)
+            np.exp(h, out=h)
+            h /= h.sum(axis=1, keepdims=True)
+            loss = float(-np.log(h[rows, y]).mean())
+            g = h
+            g[rows, y] -= 1
+            g /= n
+        for i in range(len(W) - 1, -1, -1):
+            a = acts[i]
+            gw = a.T @ g
+            if B is not None:
+                B[i] -= lr * g.sum(axis=0)
+            if i > 0:
+                g = g @ W[i].T
+                if sigmoid:
+                    g *= a * (1 - a)
+                else:
+                    g *= a > 0
+            W[i] -= lr * gw
+        return loss
+
+    return step
+
+
+def xpgrad_step_fn(cfg: dict, dtype=np.float32):
+    """The same network and step with xpgrad: ops, backward, SGD (xpgrad.optim when present)."""
+    import xpgrad as xg
+
+    x, y, W, B = _init(cfg, dtype)
+    X, Y = xg.tensor(x), xg.tensor(y)
+    weights = [xg.tensor(w, requires_grad=True) for w in W]
+    biases = [xg.tensor(b, requires_grad=True) for b in B] if B is not None else [None] * len(W)
+    params = weights + [b for b in biases if b is not None]
+    act = xg.sigmoid if cfg["activation"] == "sigmoid" else xg.relu
+    optimizer = _sgd(params, cfg["lr"])
+
+    def step():
+        h = X
+        for i, (w, b) in enumerate(zip(weights, biases)):
+            h = xg.linear(h, w, b)
+            if i < len(weights) - 1:
+                h = act(h)
+        if cfg["loss"] == "squared_error":
+            diff = h - Y
+            loss = (diff * diff).sum()
+        else:
+            loss = xg.softmax_cross_entropy(h, Y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return step
+
+
+def _sgd(params, lr):
+    try:
+        from xpgrad.optim import SGD
+    except ImportError:
+        SGD = None
+    if SGD is not None:
+        return SGD(params, lr=lr)
+
+    class PlainSGD:
+        def zero_grad(self):
+            for p in params:
+                p.grad = None
+
+        def step(self):
+            for p in params:
+                p.data -= lr * p.grad.data
+
+    return PlainSGD()
+
+
+def torch_step_fn(cfg: dict, dtype=np.float32):
+    """The same step in PyTorch eager (CPU), for an extra column."""
+    import torch
+
+    x, y, W, B = _init(cfg, dtype)
+    X, Y = torch.from_numpy(x), torch.from_numpy(y)
+    weights = [torch.tensor(w, requires_grad=True) for w in W]
+    biases = [torch.tensor(b, requires_grad=True) for b in B] if B is not None else [None] * len(W)
+    params = weights + [b for b in biases if b is not None]
+    optimizer = torch.optim.SGD(params, lr=cfg["lr"])
+    act = torch.sigmoid if cfg["activation"] == "sigmoid" else torch.relu
+
+    def step():
+        h = X
+        for i, (w, b) in enumerate(zip(weights, biases)):
+            h = h @ w if b is None else torch.addmm(b, h, w)
+            if i < len(weights) - 1:
+                h = act(h)
+        loss = ((h - Y) ** 2).sum() if cfg["loss"] == "squared_error" else torch.nn.functional.cross_entropy(h, Y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return step
+
+
+def run_mlp(configs=("a", "b", "c"), threads: int = 1, rounds: int = 15, dtype: str = "float32") -> dict:
+    """Steps/s of each config for xpgrad, hand-written NumPy and (if installed) PyTorch."""
+    np_dtype = np.dtype(dtype)
+    results = {}
+    with pinned_threads(threads):
+        if _torch_available():
+            import torch
+
+            torch.set_num_threads(threads)
+        for key in configs:
+            cfg = CONFIGS[key]
+            contenders = {"numpy": numpy_step_fn(cfg, np_dtype), "xpgrad": xpgrad_step_fn(cfg, np_dtype)}
+            if _torch_available():
+                contenders["torch"] = torch_step_fn(cfg, np_dtype)
+            steps = max(1, int(0.2 / _probe(contenders["numpy"])))
+            _quiet_gc()
+            times = paired_rounds(contenders, rounds=rounds, steps=steps)
+            entry = {"config": cfg, "steps_per_round": steps, "contenders": {}}
+            for name, samples in times.items():
+                stats = summarize(samples)
+                entry["contenders"][name] = {
+                    "steps_per_s": 1.0 / stats["median_s"],
+                    "ms_per_step": stats["median_s"] * 1e3,
+                    "spread": stats["spread"],
+                    "ratio_to_numpy": _ratio_stats(samples, times["numpy"]),  # numpy time / name time
+                }
+            results[key] = entry
+    return {"threads": threads, "dtype": dtype, "rounds": rounds, "configs": results}
+
+
+def _probe(fn) -> float:
+    fn()
+    start = time.perf_counter()
+    fn()
+    return max(time.perf_counter() - start, 1e-6)
+
+
+# ---- deep chains ---------------------------------------------------------------------------
+
+
+def run_depth(depths=(100_000, 1_000_000)) -> dict:
+    """Forward and backward time of a chain of `depth` ops (linearity check)."""
+    import xpgrad as xg
+
+    out = {}
+    for depth in depths:
+        x = xg.tensor(np.ones(1), requires_grad=True)
+        start = time.perf_counter()
+        y = x
+        for _ in range(depth):
+            y = y * 1.0
+        forward = time.perf_counter() - start
+        start = time.perf_counter()
+        y.backward(np.ones(1))
+        backward = time.perf_counter() - start
+        start = time.perf_counter()
+        del y
+        free = time.perf_counter() - start
+        out[depth] = {"forward_s": forward, "backward_s": backward, "free_s": free, "grad": float(x.grad.item())}
+    return out
+
+
+# ---- reporting -----------------------------------------------------------------------------
+
+
+def environment() -> dict:
+    """Machine and versions, recorded with every result."""
+    import numba
+
+    import xpgrad
+
+    cpu = platform.processor() or "unknown"
+    with contextlib.suppress(OSError):
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
+            "numba": numba.__version__, "xpgrad": xpgrad.__version__,
+            "kernels": os.environ.get("XPGRAD_KERNELS", "1") != "0"}
+    if _torch_available():
+        import torch
+
+        info["torch"] = torch.__version__
+    return info
+
+
+def format_overhead(result: dict) -> str:
+    lines = [f"per-op forward+backward, 1-element chain of {result['length']} ops, "
+             f"{result['threads']} thread(s), median of {result['rounds']} rounds",
+             f"{'contender':<16}{'us/op':>10}{'spread':>9}{'xpgrad / this':>15}"]
+    for name, stats in result["us_per_op"].items():
+        ratio = result["ratio_to_xpgrad"][name]["median_s"]
+        lines.append(f"{name:<16}{stats['median_s']:>10.2f}{stats['spread']:>8.0%}{ratio:>15.2f}")
+    return "\n".join(lines)
+
+
+def format_mlp(result: dict) -> str:
+    lines = [f"MLP training steps, {result['dtype']}, {result['threads']} thread(s), median of {result['rounds']} rounds",
+             f"{'config':<8}{'contender':<10}{'steps/s':>10}{'ms/step':>10}{'spread':>8}{'x NumPy':>9}"]
+    for key, entry in result["configs"].items():
+        for name, c in entry["contenders"].items():
+            lines.append(f"({key}){'':<5}{name:<10}{c['steps_per_s']:>10.1f}{c['ms_per_step']:>10.3f}"
+                         f"{c['spread']:>7.0%}{c['ratio_to_numpy']['median_s']:>9.2f}")
+    return "\n".join(lines)
+
+
+def plot_mlp(results: list, path: str) -> None:
+    """Bar chart of steps/s per config and contender (one panel per thread count)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.6), squeeze=False)
+    for ax, result in zip(axes[0], results):
+        keys = list(result["configs"])
+        names = list(next(iter(result["configs"].values()))["contenders"])
+        width = 0.8 / len(names)
+        for j, name in enumerate(names):
+            values = [result["configs"][k]["contenders"][name]["steps_per_s"] for k in keys]
+            ax.bar([i + j * width for i in range(len(keys))], values, width, label=name)
+        ax.set_yscale("log")
+        ax.set_xticks([i + width * (len(names) - 1) / 2 for i in range(len(keys))], [f"({k})" for k in keys])
+        ax.set_ylabel("training steps / s")
+        ax.set_title(f"{result['threads']} thread(s), {result['dtype']}")
+        ax.legend()
+    fig.tight_layout()
+    tmp = f"{path}.tmp.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def write_json(payload: dict, path: str) -> None:
+    """Write JSON atomically (temporary file, then rename)."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as fh:
+        json.dump(payload, fh, indent=2, default=str)
+    os.replace(tmp, path)

@@ -1,0 +1,424 @@
+"""Neural-network building blocks: Module, Linear, Sequential, activations, Dropout and MLP.
+
+A `Module` registers what is assigned to its attributes: a Tensor with ``requires_grad=True``
+becomes a parameter, a Module a sub-module. Parameters are plain xpgrad Tensors (the engine
+checks ``type(t) is Tensor`` on its hot paths, so there is no Parameter subclass).
+
+    import xpgrad as xg
+    from xpgrad import nn
+
+    xg.manual_seed(0)
+    model = nn.MLP([64, 128, 10], activation="relu")
+    logits = model(xg.randn(32, 64))
+    [name for name, _ in model.named_parameters()]  # ['0.weight', '0.bias', '2.weight', '2.bias']
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import backend
+from .creation import generator
+from .errors import XpgradError
+from .ops import elu, leaky_relu, linear, relu, sigmoid, tanh
+from .tensor import Tensor
+
+INITS = ("auto", "he", "xavier")
+ACTIVATIONS = ("relu", "leaky_relu", "elu", "sigmoid", "tanh")
+_RELU_FAMILY = ("relu", "leaky_relu", "elu")
+
+
+class StateDictError(XpgradError, ValueError):
+    """load_state_dict() was given names or shapes that do not match the module."""
+
+
+def to_place(host, like):
+    """Host array `host` as a new array of `like`'s library, device and dtype."""
+    host = np.asarray(host)
+    if type(like) is np.ndarray:
+        return np.array(host, dtype=like.dtype, copy=True)
+    if backend.is_cupy(like):
+        import cupy
+
+        with cupy.cuda.Device(like.device.id):
+            return cupy.asarray(host.astype(like.dtype.name, copy=False))
+    xp = backend.namespace_of(like)
+    return xp.asarray(np.array(host, dtype=str(like.dtype).rsplit(".", 1)[-1], copy=True), device=like.device)
+
+
+def to_host(data) -> np.ndarray:
+    """A fresh NumPy copy of backend array `data`."""
+    if type(data) is np.ndarray:
+        return data.copy()
+    return np.array(Tensor(data).numpy(), copy=True)
+
+
+class Module:
+    """Base class of layers and models: override `forward`; call the module to run it."""
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", {})
+        object.__setattr__(self, "_modules", {})
+        object.__setattr__(self, "training", True)
+
+    # ---- registration --------------------------------------------------------------------
+    def __setattr__(self, name, value):
+        params = self.__dict__.get("_parameters")
+        if params is None:
+            raise AttributeError(
+                f"cannot assign {name!r} before Module.__init__() ran; call super().__init__() "
+                f"first in {type(self).__name__}.__init__"
+            )
+        modules = self.__dict__["_modules"]
+        if isinstance(value, Tensor) and value.requires_grad:
+            if value._node is not None:
+                raise ValueError(
+                    f"{type(self).__name__}.{name}: a parameter must be a leaf tensor, but this one was "
+                    f"computed by op '{value._node.name}'; make it with xg.tensor(..., requires_grad=True) "
+                    f"or call .detach().requires_grad_()"
+                )
+            params[name] = value
+            modules.pop(name, None)
+        elif isinstance(value, Module):
+            modules[name] = value
+            params.pop(name, None)
+        else:
+            params.pop(name, None)
+            modules.pop(name, None)
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        self._parameters.pop(name, None)
+        self._modules.pop(name, None)
+        object.__delattr__(self, name)
+
+    # ---- running -------------------------------------------------------------------------
+    def forward(self, *args, **kwargs):  # pragma: no cover - abstract
+        raise NotImplementedError(f"{type(self).__name__} does not define forward()")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    # ---- traversal -----------------------------------------------------------------------
+    def named_modules(self, prefix: str = ""):
+        """(dotted name, module) for this module and every sub-module, depth first."""
+        yield prefix, self
+        for name, module in self._modules.items():
+            yield from module.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def children(self):
+        return iter(self._modules.values())
+
+    def named_parameters(self, prefix: str = ""):
+        """(dotted name, parameter) pairs; a parameter shared by two modules is listed once."""
+        seen = set()
+        for mod_name, module in self.named_modules(prefix):
+            for name, p in module._parameters.items():
+                if id(p) in seen:
+                    continue
+                seen.add(id(p))
+                yield (f"{mod_name}.{name}" if mod_name else name), p
+
+    def parameters(self) -> list[Tensor]:
+        return [p for _, p in self.named_parameters()]
+
+    def num_parameters(self) -> int:
+        return sum(p.size for p in self.parameters())
+
+    # ---- state ---------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> Module:
+        """Training mode (Dropout active) for this module and its sub-modules."""
+        for _, module in self.named_modules():
+            object.__setattr__(module, "training", bool(mode))
+        return self
+
+    def eval(self) -> Module:
+        """Evaluation mode (Dropout off)."""
+        return self.train(False)
+
+    def zero_grad(self) -> None:
+        for p in self.parameters():
+            p.grad = None
+
+    def to(self, device) -> Module:
+        """Move every parameter (and gradient) to `device` in place; the Tensors stay the same objects."""
+        for p in self.parameters():
+            p.data = backend.move(p.data, device)
+            if p.grad is not None:
+                p.grad = Tensor(backend.move(p.grad.data, device))
+        return self
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Host NumPy copies of the parameters by dotted name."""
+        return {name: to_host(p.data) for name, p in self.named_parameters()}
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        """Copy arrays by dotted name into the parameters (on their device, in their dtype).
+
+        Raises StateDictError, before changing anything, when a shape differs or (with
+        `strict`) a name is missing or unexpected.
+        """
+        own = dict(self.named_parameters())
+        problems = []
+        if strict:
+            missing = [k for k in own if k not in state]
+            unexpected = [k for k in state if k not in own]
+            if missing:
+                problems.append(f"missing {_names(missing)}")
+            if unexpected:
+                problems.append(f"unexpected {_names(unexpected)}")
+        arrays = {}
+        for name, p in own.items():
+            if name not in state:
+                continue
+            value = state[name]
+            value = value.numpy() if isinstance(value, Tensor) else np.asarray(value)
+            if tuple(value.shape) != p.shape:
+                problems.append(f"{name} has shape {tuple(value.shape)} in the state but {p.shape} in the model")
+            elif value.dtype.kind not in "fiub":
+                problems.append(f"{name} has non-numeric dtype {value.dtype}")
+            else:
+                arrays[name] = value
+        if problems:
+            raise StateDictError(f"load_state_dict into {type(self).__name__}: " + "; ".join(problems))
+        for name, value in arrays.items():
+            p = own[name]
+            p.data = to_place(value, p.data)
+            p.grad = None
+
+    def config(self) -> dict | None:
+        """A JSON-able description that `from_config` rebuilds this module from (None: cannot)."""
+        return None
+
+    # ---- printing ------------------------------------------------------------------------
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self):
+        if not self._modules:
+            return f"{type(self).__name__}({self.extra_repr()})"
+        lines = [f"{type(self).__name__}("]
+        for name, module in self._modules.items():
+            body = repr(module).replace("\n", "\n  ")
+            lines.append(f"  ({name}): {body}")
+        lines.append(")")
+        return "\n".join(lines)
+
+
+def _names(names, limit: int = 6) -> str:
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _positive_int(what: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{what} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def init_std(init: str, fan_in: int) -> float:
+    """Standard deviation of the initial weights: He sqrt(2 / fan_in) or Xavier sqrt(1 / fan_in)."""
+    if init in ("auto", "he"):
+        return math.sqrt(2.0 / fan_in)
+    if init == "xavier":
+        return math.sqrt(1.0 / fan_in)
+    raise ValueError(f"unknown init {init!r}; valid: {', '.join(INITS)}")
+
+
+def init_for(activation: str) -> str:
+    """He for the ReLU family, Xavier for sigmoid and tanh."""
+    return "he" if normalize_activation(activation) in _RELU_FAMILY else "xavier"
+
+
+class Linear(Module):
+    """The Affine layer y = x @ W + b, one `xg.linear` node; `weight` has shape (in, out).
+
+    `init`: "he" (normal, std sqrt(2 / in_features), for the ReLU family), "xavier" (normal,
+    std sqrt(1 / in_features), for sigmoid and tanh), or "auto" (He). Weights are drawn from the
+    host generator seeded by `xg.manual_seed`; the bias starts at zero.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, init: str = "auto",
+                 dtype: str = "float32", device=None):
+        super().__init__()
+        self.in_features = _positive_int("Linear in_features", in_features)
+        self.out_features = _positive_int("Linear out_features", out_features)
+        self.init = init
+        std = init_std(init, self.in_features)
+        from .creation import tensor
+
+        w = generator().standard_normal((self.in_features, self.out_features)) * std
+        self.weight = tensor(w, dtype=dtype, device=device, requires_grad=True)
+        self.bias = (tensor(np.zeros(self.out_features), dtype=dtype, device=device, requires_grad=True)
+                     if bias else None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return linear(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class ReLU(Module):
+    def forward(self, x):
+        return relu(x)
+
+
+class Sigmoid(Module):
+    def forward(self, x):
+        return sigmoid(x)
+
+
+class Tanh(Module):
+    def forward(self, x):
+        return tanh(x)
+
+
+class LeakyReLU(Module):
+    def __init__(self, negative_slope: float = 0.01):
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, x):
+        return leaky_relu(x, self.negative_slope)
+
+    def extra_repr(self):
+        return f"negative_slope={self.negative_slope}"
+
+
+class ELU(Module):
+    def __init__(self, alpha: float = 1.0):
+        super().__init__()
+        self.alpha = float(alpha)
+
+    def forward(self, x):
+        return elu(x, self.alpha)
+
+    def extra_repr(self):
+        return f"alpha={self.alpha}"
+
+
+class Identity(Module):
+    def forward(self, x):
+        return x
+
+
+_ACTIVATION_MODULES = {"relu": ReLU, "leaky_relu": LeakyReLU, "elu": ELU, "sigmoid": Sigmoid, "tanh": Tanh}
+
+
+def normalize_activation(name: str) -> str:
+    """Canonical activation name ("leaky-relu" -> "leaky_relu"); ValueError for unknown names."""
+    key = str(name).strip().lower().replace("-", "_")
+    if key not in _ACTIVATION_MODULES:
+        raise ValueError(f"unknown activation {name!r}; valid: {', '.join(ACTIVATIONS)}")
+    return key
+
+
+def activation(name: str) -> Module:
+    """A fresh activation module by name (relu, leaky_relu, elu, sigmoid, tanh)."""
+    return _ACTIVATION_MODULES[normalize_activation(name)]()
+
+
+class Dropout(Module):
+    """Inverted dropout: in training mode zero each element with probability `p` and scale the rest
+    by 1 / (1 - p); in eval mode (or p == 0) the identity. Masks come from the host generator."""
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        p = float(p)
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout p must be in [0, 1), got {p!r}")
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = generator().random(x.shape) >= self.p
+        scale = np.asarray(1.0 / (1.0 - self.p), dtype=np.float64)
+        mask = keep.astype(np.float64) * scale
+        return x * Tensor(to_place(mask, x.data))
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class Sequential(Module):
+    """Modules applied in order; sub-modules are named "0", "1", ..."""
+
+    def __init__(self, *modules: Module):
+        super().__init__()
+        for i, module in enumerate(modules):
+            if not isinstance(module, Module):
+                raise TypeError(f"Sequential: item {i} is a {type(module).__name__}, not a Module")
+            setattr(self, str(i), module)
+
+    def forward(self, x):
+        for module in self._modules.values():
+            x = module(x)
+        return x
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __getitem__(self, index: int) -> Module:
+        return list(self._modules.values())[index]
+
+
+class MLP(Sequential):
+    """Fully connected net: Linear, activation, [Dropout], ..., Linear (no activation on the output).
+
+    `sizes` = [inputs, hidden..., outputs]. Weights are initialised by the activation (He for the
+    ReLU family, Xavier for sigmoid and tanh) unless `init` says otherwise.
+    """
+
+    def __init__(self, sizes, activation: str = "relu", dropout: float = 0.0, init: str = "auto",
+                 bias: bool = True, dtype: str = "float32", device=None):
+        sizes = [_positive_int("MLP sizes entry", s) for s in sizes]
+        if len(sizes) < 2:
+            raise ValueError(f"MLP sizes needs at least [inputs, outputs], got {sizes!r}")
+        act = normalize_activation(activation)
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; valid: {', '.join(INITS)}")
+        dropout = float(dropout)
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"MLP dropout must be in [0, 1), got {dropout!r}")
+        scheme = init_for(act) if init == "auto" else init
+        layers: list[Module] = []
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            layers.append(Linear(n_in, n_out, bias=bias, init=scheme, dtype=dtype, device=device))
+            if i < len(sizes) - 2:
+                layers.append(_ACTIVATION_MODULES[act]())
+                if dropout > 0:
+                    layers.append(Dropout(dropout))
+        super().__init__(*layers)
+        self.sizes = sizes
+        self.activation = act
+        self.dropout = dropout
+        self.init = init
+        self.has_bias = bool(bias)
+
+    def config(self) -> dict:
+        return {"type": "MLP", "sizes": list(self.sizes), "activation": self.activation,
+                "dropout": self.dropout, "init": self.init, "bias": self.has_bias}
+
+
+def from_config(config: dict, device=None) -> Module:
+    """Rebuild a module from `Module.config()` (weights freshly initialised; load them after)."""
+    if not isinstance(config, dict) or "type" not in config:
+        raise ValueError(f"model config must be a dict with a 'type', got {config!r}")
+    if config["type"] == "MLP":
+        return MLP(config["sizes"], activation=config.get("activation", "relu"),
+                   dropout=config.get("dropout", 0.0), init=config.get("init", "auto"),
+                   bias=config.get("bias", True), device=device)
+    raise ValueError(f"unknown model type {config['type']!r} in config (known: MLP)")
+
+
+__all__ = [
+    "ACTIVATIONS", "ELU", "INITS", "Dropout", "Identity", "LeakyReLU", "Linear", "MLP", "Module", "ReLU",
+    "Sequential", "Sigmoid", "StateDictError", "Tanh", "activation", "from_config", "init_for", "init_std",
+    "normalize_activation",
+]

@@ -1,0 +1,305 @@
+"""Optimizers (SGD with momentum / Nesterov, Adam) and learning-rate schedules (StepLR, CosineLR).
+
+Each optimizer's arithmetic lives in one function on raw arrays, `sgd_update` and `adam_update`,
+which changes the parameter and its state buffers in place on their own device (NumPy, CuPy or
+any array-API library). They have the signatures of the fused kernels planned in
+`xpgrad.kernels`, so swapping them in is a one-line change in `SGD.step` / `Adam.step`.
+
+    opt = optim.Adam(model.parameters(), lr=1e-3)
+    for x, y in loader:
+        loss = xg.softmax_cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from . import backend
+from .errors import XpgradError
+from .tensor import Tensor, is_floating
+
+
+class OptimizerStateError(XpgradError, ValueError):
+    """load_state_dict() was given the state of another optimizer or other parameters."""
+
+
+# ---- the updates on raw arrays ---------------------------------------------------------------
+
+
+def sgd_update(param, grad, velocity, lr, momentum, weight_decay, nesterov) -> None:
+    """One SGD step in place (PyTorch convention, no dampening).
+
+        g = grad + weight_decay * param
+        velocity = momentum * velocity + g           (when momentum != 0; velocity is None otherwise)
+        step = g + momentum * velocity  (nesterov)   or   velocity   or   g   (no momentum)
+        param -= lr * step
+    """
+    g = grad + weight_decay * param if weight_decay else grad
+    if velocity is not None:
+        velocity *= momentum
+        velocity += g
+        g = g + momentum * velocity if nesterov else velocity
+    param -= lr * g
+
+
+def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step) -> None:
+    """One Adam step in place (Kingma & Ba, as PyTorch's Adam; `step` counts from 1).
+
+        g = grad + weight_decay * param
+        m = beta1 m + (1 - beta1) g ;  v = beta2 v + (1 - beta2) g^2
+        param -= lr / (1 - beta1^step) * m / (sqrt(v) / sqrt(1 - beta2^step) + eps)
+    """
+    xp = backend.namespace_of(param)
+    g = grad + weight_decay * param if weight_decay else grad
+    m *= beta1
+    m += (1.0 - beta1) * g
+    v *= beta2
+    v += (1.0 - beta2) * (g * g)
+    denom = xp.sqrt(v)
+    denom /= math.sqrt(1.0 - beta2 ** step)
+    denom += eps
+    param -= (lr / (1.0 - beta1 ** step)) * (m / denom)
+
+
+# ---- optimizers ------------------------------------------------------------------------------
+
+
+def _check_number(owner: str, name: str, value, low=0.0, high=None, low_open=False) -> float:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{owner}: {name} must be a number, got {value!r}") from None
+    bad = not math.isfinite(value) or value < low or (low_open and value == low) or (high is not None and value >= high)
+    if bad:
+        interval = f"{'(' if low_open else '['}{low}, {high if high is not None else 'inf'})"
+        raise ValueError(f"{owner}: {name} must be in {interval}, got {value!r}")
+    return value
+
+
+class Optimizer:
+    """Holds the parameters (one group), the learning rate `lr` and per-parameter state buffers."""
+
+    _hyper: tuple = ()  # names of the JSON-able hyperparameters saved in state_dict
+    _buffers: tuple = ()  # names of the per-parameter state arrays
+
+    def __init__(self, params, lr):
+        name = type(self).__name__
+        params = list(params)
+        if not params:
+            raise ValueError(f"{name}: got an empty parameter list")
+        seen = set()
+        for i, p in enumerate(params):
+            if not isinstance(p, Tensor):
+                raise TypeError(f"{name}: parameter {i} is a {type(p).__name__}, not an xpgrad Tensor")
+            if not p.requires_grad or not p.is_leaf or not is_floating(p.dtype):
+                raise ValueError(
+                    f"{name}: parameter {i} (shape {p.shape}, dtype {p.dtype}) must be a floating-point leaf "
+                    f"tensor with requires_grad=True"
+                )
+            if id(p) in seen:
+                raise ValueError(f"{name}: parameter {i} (shape {p.shape}) appears more than once")
+            seen.add(id(p))
+        self.params: list[Tensor] = params
+        self.lr = _check_number(name, "lr", lr, low_open=True)
+        self.state: list[dict] = [{} for _ in params]
+
+    def zero_grad(self) -> None:
+        """Drop every parameter's gradient (the next backward writes a fresh one)."""
+        for p in self.params:
+            p.grad = None
+
+    def step(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _zeros(self, p: Tensor):
+        xp = backend.namespace_of(p.data)
+        return xp.zeros_like(p.data)
+
+    def hyperparameters(self) -> dict:
+        return {"lr": self.lr, **{k: getattr(self, k) for k in self._hyper}}
+
+    def state_dict(self) -> dict:
+        """{"type", "hyper" (JSON-able), "steps" (per parameter), "buffers" {"<index>.<name>": NumPy copy}}."""
+        from .nn import to_host
+
+        buffers = {}
+        steps = []
+        for i, st in enumerate(self.state):
+            steps.append(int(st.get("step", 0)))
+            for key in self._buffers:
+                if st.get(key) is not None:
+                    buffers[f"{i}.{key}"] = to_host(st[key])
+        return {"type": type(self).__name__, "hyper": self.hyperparameters(), "steps": steps, "buffers": buffers}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore hyperparameters and buffers saved by `state_dict` (checked before anything changes)."""
+        from .nn import to_place
+
+        name = type(self).__name__
+        if state.get("type") != name:
+            raise OptimizerStateError(f"{name}.load_state_dict: the state is of optimizer {state.get('type')!r}")
+        steps = list(state.get("steps", []))
+        if len(steps) != len(self.params):
+            raise OptimizerStateError(
+                f"{name}.load_state_dict: the state holds {len(steps)} parameters, this optimizer {len(self.params)}"
+            )
+        buffers = state.get("buffers", {})
+        for key, value in buffers.items():
+            index, _, buf = key.partition(".")
+            if not index.isdigit() or int(index) >= len(self.params) or buf not in self._buffers:
+                raise OptimizerStateError(f"{name}.load_state_dict: unexpected state buffer {key!r}")
+            p = self.params[int(index)]
+            if tuple(np.shape(value)) != p.shape:
+                raise OptimizerStateError(
+                    f"{name}.load_state_dict: buffer {key!r} has shape {tuple(np.shape(value))} but parameter "
+                    f"{index} has shape {p.shape}"
+                )
+        hyper = dict(state.get("hyper", {}))
+        self.lr = float(hyper.pop("lr", self.lr))
+        for k, v in hyper.items():
+            if k in self._hyper:
+                setattr(self, k, tuple(v) if isinstance(v, list) else v)
+        self.state = [{} for _ in self.params]
+        for i, n in enumerate(steps):
+            if n:
+                self.state[i]["step"] = int(n)
+        for key, value in buffers.items():
+            index, _, buf = key.partition(".")
+            p = self.params[int(index)]
+            self.state[int(index)][buf] = to_place(value, p.data)
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional momentum, Nesterov momentum and L2 weight decay."""
+
+    _hyper = ("momentum", "nesterov", "weight_decay")
+    _buffers = ("velocity",)
+
+    def __init__(self, params, lr: float, momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0):
+        super().__init__(params, lr)
+        self.momentum = _check_number("SGD", "momentum", momentum, high=1.0)
+        self.weight_decay = _check_number("SGD", "weight_decay", weight_decay)
+        self.nesterov = bool(nesterov)
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("SGD: nesterov=True needs a momentum > 0")
+
+    def step(self) -> None:
+        lr, momentum, wd, nesterov = self.lr, self.momentum, self.weight_decay, self.nesterov
+        for p, st in zip(self.params, self.state):
+            if p.grad is None:
+                continue
+            velocity = None
+            if momentum:
+                velocity = st.get("velocity")
+                if velocity is None:
+                    velocity = st["velocity"] = self._zeros(p)
+            st["step"] = st.get("step", 0) + 1
+            sgd_update(p.data, p.grad.data, velocity, lr, momentum, wd, nesterov)
+
+
+class Adam(Optimizer):
+    """Adam with bias correction and optional L2 weight decay (added to the gradient)."""
+
+    _hyper = ("betas", "eps", "weight_decay")
+    _buffers = ("m", "v")
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
+        super().__init__(params, lr)
+        try:
+            b1, b2 = betas
+        except (TypeError, ValueError):
+            raise ValueError(f"Adam: betas must be a pair (beta1, beta2), got {betas!r}") from None
+        self.betas = (_check_number("Adam", "beta1", b1, high=1.0), _check_number("Adam", "beta2", b2, high=1.0))
+        self.eps = _check_number("Adam", "eps", eps)
+        self.weight_decay = _check_number("Adam", "weight_decay", weight_decay)
+
+    def step(self) -> None:
+        lr, (b1, b2), eps, wd = self.lr, self.betas, self.eps, self.weight_decay
+        for p, st in zip(self.params, self.state):
+            if p.grad is None:
+                continue
+            m = st.get("m")
+            if m is None:
+                m = st["m"] = self._zeros(p)
+                st["v"] = self._zeros(p)
+            n = st["step"] = st.get("step", 0) + 1
+            adam_update(p.data, p.grad.data, m, st["v"], lr, b1, b2, eps, wd, n)
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam}
+
+
+# ---- learning-rate schedules -----------------------------------------------------------------
+
+
+class LRScheduler:
+    """Sets `optimizer.lr` from `base_lr` and the number of `step()` calls (call it once per epoch
+    or once per batch, as `step_size` / `total_steps` were counted)."""
+
+    def __init__(self, optimizer: Optimizer):
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"{type(self).__name__}: expected an xpgrad Optimizer, got {type(optimizer).__name__}")
+        self.optimizer = optimizer
+        self.base_lr = optimizer.lr
+        self.last_step = 0
+
+    def lr_at(self, step: int) -> float:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def step(self) -> float:
+        """Advance one step and set the optimizer's learning rate; returns it."""
+        self.last_step += 1
+        self.optimizer.lr = self.lr_at(self.last_step)
+        return self.optimizer.lr
+
+    def state_dict(self) -> dict:
+        return {"type": type(self).__name__, "base_lr": self.base_lr, "last_step": self.last_step}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("type") != type(self).__name__:
+            raise OptimizerStateError(f"{type(self).__name__}.load_state_dict: the state is of {state.get('type')!r}")
+        self.base_lr = float(state["base_lr"])
+        self.last_step = int(state["last_step"])
+        self.optimizer.lr = self.lr_at(self.last_step)
+
+
+class StepLR(LRScheduler):
+    """lr = base_lr * gamma ** (steps // step_size)."""
+
+    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1):
+        super().__init__(optimizer)
+        if isinstance(step_size, bool) or not isinstance(step_size, int) or step_size < 1:
+            raise ValueError(f"StepLR: step_size must be a positive int, got {step_size!r}")
+        self.step_size = step_size
+        self.gamma = _check_number("StepLR", "gamma", gamma, low_open=True)
+
+    def lr_at(self, step: int) -> float:
+        return self.base_lr * self.gamma ** (step // self.step_size)
+
+
+class CosineLR(LRScheduler):
+    """Cosine annealing from base_lr to min_lr over `total_steps` steps, then min_lr:
+    lr = min_lr + (base_lr - min_lr) * (1 + cos(pi * min(step, total_steps) / total_steps)) / 2."""
+
+    def __init__(self, optimizer: Optimizer, total_steps: int, min_lr: float = 0.0):
+        super().__init__(optimizer)
+        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+            raise ValueError(f"CosineLR: total_steps must be a positive int, got {total_steps!r}")
+        self.total_steps = total_steps
+        self.min_lr = _check_number("CosineLR", "min_lr", min_lr)
+        if self.min_lr > self.base_lr:
+            raise ValueError(f"CosineLR: min_lr {self.min_lr} exceeds the optimizer's lr {self.base_lr}")
+
+    def lr_at(self, step: int) -> float:
+        t = min(step, self.total_steps) / self.total_steps
+        return self.min_lr + (self.base_lr - self.min_lr) * (1.0 + math.cos(math.pi * t)) / 2.0
+
+
+__all__ = [
+    "OPTIMIZERS", "SGD", "Adam", "CosineLR", "LRScheduler", "Optimizer", "OptimizerStateError", "StepLR",
+    "adam_update", "sgd_update",
+]

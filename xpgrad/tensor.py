@@ -11,9 +11,21 @@ from . import backend
 from .errors import DTypeError
 
 
+_floating: dict = {}
+
+
 def is_floating(dtype) -> bool:
-    """True for real floating dtypes of any backend (array-API names)."""
-    return "float" in str(dtype)
+    """True for real floating dtypes of any backend (cached: str(dtype) is slow on NumPy)."""
+    key = (type(dtype), dtype)  # the type first: dtypes of different libraries never get compared
+    flag = _floating.get(key)
+    if flag is None:
+        flag = _floating[key] = "float" in str(dtype)
+    return flag
+
+
+def is_integer(dtype) -> bool:
+    """True for signed or unsigned integer dtypes of any backend."""
+    return not is_floating(dtype) and "int" in str(dtype)
 
 
 class Tensor:

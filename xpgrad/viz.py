@@ -320,7 +320,7 @@ def _const_of(t: Tensor):
 
 
 def _gate_label(node, labels: str) -> str:
-    """The circle's text: cs231n symbols ("*", "+1", "1/x", "exp") or op names ("mul", "add(., 1)")."""
+    """The circle's text: cs231n symbols ("*", "+1", "1/x", "exp") or op names ("mul", "add(1, x)")."""
     inputs = node.inputs
     consts = [(i, _const_of(x) if isinstance(x, Tensor) else x) for i, x in enumerate(inputs)
               if not isinstance(x, Tensor) or _is_const(x)]
@@ -329,7 +329,7 @@ def _gate_label(node, labels: str) -> str:
         if not consts:
             return name
         cmap = dict(consts)
-        parts = [_fmt_const(cmap[i]) if i in cmap else "." for i in range(len(inputs))]
+        parts = [_fmt_const(cmap[i]) if i in cmap else "x" for i in range(len(inputs))]
         return f"{name}({', '.join(parts)})"
     sym = _SYMBOLS.get(name, name)
     if not consts or len(inputs) != 2 or len(consts) != 1:
@@ -632,7 +632,7 @@ def to_dot(output: Tensor, show_grads: bool = True, collapse: bool | None = None
         tensors after `retain_grads` + ``backward(retain_graph=True)``). "compute": computed now
         with `compute_grads` (the graph must still be alive; no ``.grad`` is touched). Or a dict
         ``{id(tensor): grad}``.
-    labels: "symbols" (cs231n gates: ``*``, ``+1``, ``1/x``, ``exp``) or "names" (``mul``, ``add``).
+    labels: "symbols" (cs231n gates: ``*``, ``+1``, ``1/x``, ``exp``) or "names" (``mul``, ``add(1, x)``).
     rankdir: "LR" (left to right, as in the notes) or "TB".
     legend: a small colour key under the drawing.
     leaves_left: put every input on the left edge, as the notes do.

@@ -6,7 +6,7 @@ import numpy as np
 from .. import backend
 from ..autograd import Node, apply2
 from ..errors import DTypeError, LabelError, ShapeError
-from ..tensor import Tensor, is_floating
+from ..tensor import Tensor, is_floating, is_integer
 from .activation import log_softmax_array, relu, softmax
 from .arith import operand
 from .reduce import mean
@@ -24,7 +24,7 @@ def _labels(op: str, scores: Tensor, labels) -> Tensor:
         raise DTypeError(f"{op}: scores must be floating point, got dtype {scores.dtype}")
     if scores.ndim != 2:
         raise ShapeError(f"{op}: scores must be 2-D (N, C), got shape {scores.shape}")
-    if "int" not in str(labels.dtype):
+    if not is_integer(labels.dtype):
         raise DTypeError(f"{op}: labels must be integer class indices, got dtype {labels.dtype}")
     if labels.shape != (scores.shape[0],):
         raise ShapeError(f"{op}: labels must have shape ({scores.shape[0]},) to match scores {scores.shape}, got {labels.shape}")

@@ -49,12 +49,12 @@ def set_parallel(min_size=PARALLEL_MIN_SIZE):
 
 
 def _runner(serial, parallel=None):
-    """run(*args): the parallel kernel when enabled and args[0] is large enough, else the serial one."""
+    """run(*args): serial(*args), or parallel(*args, threads) when enabled and args[0] is large enough."""
 
     def run(*args):
         if (parallel is not None and _parallel_min_size is not None
                 and args[0].size >= _parallel_min_size and numba.get_num_threads() > 1):
-            return parallel(*args)
+            return parallel(*args, numba.get_num_threads())
         return serial(*args)
 
     return run
@@ -101,8 +101,7 @@ def _sigmoid_bwd(y, dy, out):
 
 
 @_parallel
-def _sigmoid_bwd_par(y, dy, out):
-    parts = numba.get_num_threads()
+def _sigmoid_bwd_par(y, dy, out, parts):
     for p in prange(parts):
         lo, hi = _span(p, y.size, parts)
         _sigmoid_bwd(y[lo:hi], dy[lo:hi], out[lo:hi])
@@ -129,8 +128,7 @@ def _bias_act_bwd(y, dy, dz, act, acc):
 
 
 @_parallel
-def _bias_act_bwd_par(y, dy, dz, act, acc):
-    parts = numba.get_num_threads()
+def _bias_act_bwd_par(y, dy, dz, act, acc, parts):
     partial = np.zeros((parts, acc.size))
     for p in prange(parts):
         lo, hi = _span(p, y.shape[0], parts)
@@ -171,8 +169,7 @@ def _bias_act_fwd(z, b, act, out):
 
 
 @_parallel
-def _bias_act_fwd_par(z, b, act, out):
-    parts = numba.get_num_threads()
+def _bias_act_fwd_par(z, b, act, out, parts):
     for p in prange(parts):
         lo, hi = _span(p, z.shape[0], parts)
         _bias_act_fwd(z[lo:hi], b, act, out[lo:hi])
@@ -209,8 +206,7 @@ def _softmax_xent_fwd(x, labels, probs, acc):
 
 
 @_parallel
-def _softmax_xent_fwd_par(x, labels, probs, acc):
-    parts = numba.get_num_threads()
+def _softmax_xent_fwd_par(x, labels, probs, acc, parts):
     partial = np.zeros((parts, 1))
     for p in prange(parts):
         lo, hi = _span(p, x.shape[0], parts)
@@ -242,8 +238,7 @@ def _softmax_xent_bwd(probs, labels, scale, out):
 
 
 @_parallel
-def _softmax_xent_bwd_par(probs, labels, scale, out):
-    parts = numba.get_num_threads()
+def _softmax_xent_bwd_par(probs, labels, scale, out, parts):
     for p in prange(parts):
         lo, hi = _span(p, probs.shape[0], parts)
         _softmax_xent_bwd(probs[lo:hi], labels[lo:hi], scale, out[lo:hi])
@@ -267,8 +262,7 @@ def _sgd(grad, vel, param, lr, momentum, weight_decay, nesterov):
 
 
 @_parallel
-def _sgd_par(grad, vel, param, lr, momentum, weight_decay, nesterov):
-    parts = numba.get_num_threads()
+def _sgd_par(grad, vel, param, lr, momentum, weight_decay, nesterov, parts):
     for p in prange(parts):
         lo, hi = _span(p, param.size, parts)
         _sgd(grad[lo:hi], vel[lo:hi], param[lo:hi], lr, momentum, weight_decay, nesterov)
@@ -292,8 +286,7 @@ def _adam(grad, m, v, param, step_size, beta2, c1, c2, eps, weight_decay, bc2_sq
 
 
 @_parallel
-def _adam_par(grad, m, v, param, step_size, beta2, c1, c2, eps, weight_decay, bc2_sqrt):
-    parts = numba.get_num_threads()
+def _adam_par(grad, m, v, param, step_size, beta2, c1, c2, eps, weight_decay, bc2_sqrt, parts):
     for p in prange(parts):
         lo, hi = _span(p, param.size, parts)
         _adam(grad[lo:hi], m[lo:hi], v[lo:hi], param[lo:hi], step_size, beta2, c1, c2, eps,

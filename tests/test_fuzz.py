@@ -39,11 +39,11 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
 import xpgrad as xg
-from xpgrad.testing import gradcheck
+from xpgrad.testing import GradcheckError, gradcheck
 
 try:  # the PyTorch cross-check is optional
     import torch
@@ -66,6 +66,7 @@ def _profile(ci_examples: int, long_examples: int) -> settings:
 NUMPY_PROFILE = _profile(60, LONG_EXAMPLES)
 STRICT_PROFILE = _profile(15, max(LONG_EXAMPLES // 10, 1))
 TORCH_PROFILE = _profile(40, LONG_EXAMPLES)
+SECOND_PROFILE = _profile(25, max(LONG_EXAMPLES // 10, 1))
 
 MAX_SIZE = 24  # elements per value: keeps finite differences cheap
 MAX_NDIM = 4
@@ -554,7 +555,7 @@ def _well_conditioned(p: Program, values) -> bool:
 
 # ---- statistics for the long profile ---------------------------------------------------------
 
-STATS = {"numpy": Counter(), "array_api_strict": Counter(), "torch": Counter()}
+STATS = {"numpy": Counter(), "array_api_strict": Counter(), "torch": Counter(), "second_order": Counter()}
 
 
 def _note(where: str, p: Program, fanout: bool) -> None:
@@ -581,11 +582,17 @@ def _valid(where: str, p: Program, kept) -> None:
     assume(ok)
 
 
+def _forward(p: Program, leaves, backend_name="numpy"):
+    """The base-point forward pass, keeping every intermediate (overflow is rejected later)."""
+    kept: list = []
+    with xg.use_backend(backend_name), np.errstate(all="ignore"):
+        out = run_program(p, leaves, XG_OPS, keep=kept)
+    return out, kept
+
+
 def check_program(p: Program, backend_name: str):
     leaves = make_leaves(p, backend_name)
-    kept: list = []
-    with xg.use_backend(backend_name):
-        out = run_program(p, leaves, XG_OPS, keep=kept)
+    out, kept = _forward(p, leaves, backend_name)
     _valid(backend_name, p, kept)
     wanted = [t for t in leaves if t.requires_grad]
     if not wanted:  # pragma: no cover - leaf 0 always requires grad
@@ -659,6 +666,64 @@ def test_fuzz_array_api_strict_gradients_match_finite_differences():
     _run_and_count("array_api_strict", _fuzz_strict, max(LONG_EXAMPLES // 10, 1) if LONG else 15)
 
 
+# ---- second order on random graphs -----------------------------------------------------------
+
+
+@SECOND_PROFILE
+@given(programs())
+def _fuzz_second_order(p):
+    """create_graph=True on a random graph: the gradient's own gradient vs finite differences
+    of the gradient (gradcheck of x -> grad(x), recomputed at each perturbed point)."""
+    leaves = make_leaves(p)
+    out, kept = _forward(p, leaves)
+    _valid("second_order", p, kept)
+    wanted = [i for i, t in enumerate(leaves) if t.requires_grad]
+    w = xg.tensor(np.random.default_rng(3).uniform(0.5, 1.5, size=out.shape), dtype="float64")
+
+    def gradient(*ins):
+        with xg.set_grad_enabled(True):
+            o = run_program(p, ins, XG_OPS)
+            gs = xg.grad([o], [ins[i] for i in wanted], grad_outputs=[w], create_graph=True)
+            return xg.concat([g.reshape(-1) for g in gs])
+
+    first = gradient(*leaves)
+    plain = xg.grad([out], [leaves[i] for i in wanted], grad_outputs=[w])
+    np.testing.assert_allclose(first.numpy(), np.concatenate([g.numpy().reshape(-1) for g in plain]),
+                               rtol=1e-12, atol=1e-12, err_msg=repr(p))
+    if first.requires_grad:
+        gradcheck(gradient, leaves)
+    else:  # the engine says the gradient is constant: it must not move when the inputs do
+        for t in leaves:
+            t.data = np.asarray(t.data + 1e-3)
+        np.testing.assert_allclose(gradient(*leaves).numpy(), first.numpy(), rtol=1e-9, atol=1e-12,
+                                   err_msg=f"gradient has no graph but depends on the inputs\n{p!r}")
+        STATS["second_order"]["constant_gradient"] += 1
+    _note("second_order", p, _has_fanout(p))
+
+
+def test_fuzz_second_order_matches_finite_differences():
+    _run_and_count("second_order", _fuzz_second_order, max(LONG_EXAMPLES // 10, 1) if LONG else 25)
+
+
+def test_fuzzer_catches_a_wrong_backward_rule(monkeypatch):
+    """The harness can fail: with tanh's local gradient broken (dy*(1-y) instead of
+    dy*(1-y^2)) the same search finds a graph whose gradient disagrees with finite differences."""
+    from xpgrad.ops import activation
+
+    monkeypatch.setattr(activation.Tanh, "backward", lambda self, F, gy, args, y: (gy * (1 - y),))
+
+    @settings(max_examples=50, deadline=None, derandomize=True, database=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(programs(kinds=("tanh", "add", "mul", "sum")))
+    def search(p):
+        check_program(p, "numpy")
+
+    with pytest.raises((GradcheckError, ExceptionGroup)) as info:
+        search()
+    assert "gradient wrong" in str(info.value) or any(
+        isinstance(e, GradcheckError) for e in getattr(info.value, "exceptions", ()))
+
+
 # ---- PyTorch cross-check ----------------------------------------------------------------------
 
 
@@ -721,8 +786,7 @@ def _torch_ops():
 @given(programs())
 def _fuzz_torch(p):
     leaves = make_leaves(p)
-    kept: list = []
-    out = run_program(p, leaves, XG_OPS, keep=kept)
+    out, kept = _forward(p, leaves)
     _valid("torch", p, kept)
     wanted = [i for i, t in enumerate(leaves) if t.requires_grad]
     w = np.random.default_rng(2).uniform(0.5, 1.5, size=out.shape)

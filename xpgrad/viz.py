@@ -289,7 +289,6 @@ class VizGraph:
     wires: list
     collapsed: bool
     has_grads: bool
-    title: str | None = None
 
     def node(self, label: str) -> VizNode:
         """The first node whose label is `label` (e.g. a leaf's name)."""
@@ -305,7 +304,7 @@ class VizGraph:
                 return w
         raise KeyError(f"no wire leaves node {node_id!r}")
 
-    def to_dot(self, rankdir: str = "LR", legend: bool = True, leaves_left: bool = True) -> str:
+    def to_dot(self, rankdir: str = "LR", legend: bool = True, leaves_left: bool | None = None) -> str:
         return _emit_dot(self, rankdir=rankdir, legend=legend, leaves_left=leaves_left)
 
 
@@ -345,6 +344,24 @@ def _gate_label(node, labels: str) -> str:
     return f"{name} {cs}"
 
 
+def _names_of(names) -> dict:
+    """`names` as {id(tensor): name}: a dict {name: tensor} or {id: name}, or a model's named_parameters()."""
+    if names is None:
+        return {}
+    if hasattr(names, "named_parameters"):
+        names = dict(names.named_parameters())
+    if isinstance(names, dict):
+        out = {}
+        for k, v in names.items():
+            if isinstance(v, Tensor):
+                out[id(v)] = str(k)
+            else:
+                out[k] = str(v)
+        return out
+    raise TypeError(f"viz: names must be a dict {{name: tensor}}, a dict {{id(tensor): name}} or a model with "
+                    f"named_parameters(), got {type(names).__name__}")
+
+
 def _grad_lookup(grads):
     if grads is None:
         return lambda t: t.grad
@@ -352,8 +369,13 @@ def _grad_lookup(grads):
 
 
 def build_graph(output: Tensor, show_grads: bool = True, collapse: bool | None = None, grads=None,
-                labels: str = "symbols") -> VizGraph:
+                labels: str = "symbols", names=None) -> VizGraph:
     """The drawing of `output`'s graph as a `VizGraph` (what `to_dot` writes out); see `to_dot`."""
+    names = _names_of(names)
+
+    def name_of(t):
+        return names.get(id(t)) or t.name
+
     if labels not in ("symbols", "names"):
         raise ValueError(f"viz: labels must be 'symbols' or 'names', got {labels!r}")
     tr = _trace(output)
@@ -380,7 +402,7 @@ def build_graph(output: Tensor, show_grads: bool = True, collapse: bool | None =
         gid = f"group_{gi}"
         for node in g["nodes"]:
             owner[id(node)] = gid
-        for leaf in g["params"]:
+        for leaf in g["params"] + g["masks"]:
             owner[id(leaf)] = gid
             hidden.add(id(leaf))
         for t in g["internal"]:
@@ -413,7 +435,7 @@ def build_graph(output: Tensor, show_grads: bool = True, collapse: bool | None =
                 continue
             lid = f"leaf_{counters['leaf']}"
             counters["leaf"] += 1
-            label = t.name if t.name else _fmt_shape(t.shape)
+            label = name_of(t) or _fmt_shape(t.shape)
             nodes.append(VizNode(lid, "leaf", label, requires_grad=t.requires_grad))
             display_of[id(t)] = lid
             continue
@@ -425,7 +447,7 @@ def build_graph(output: Tensor, show_grads: bool = True, collapse: bool | None =
             if gid not in group_emitted:
                 group_emitted.add(gid)
                 g = groups[int(gid.split("_")[1])]
-                gnode = _group_node(gid, g, grad_of if show_grads else None)
+                gnode = _group_node(gid, g, grad_of if show_grads else None, name_of)
                 any_grad = any_grad or any(color == GRAD_COLOR for _, color in gnode.details)
                 nodes.append(gnode)
             continue
@@ -453,10 +475,10 @@ def build_graph(output: Tensor, show_grads: bool = True, collapse: bool | None =
             dsts.append(out_id)
         if not dsts:
             continue
-        name = t.name if (item[0] == "op" and t.name and t is not output) else None
+        name = name_of(t) if (item[0] == "op" and t is not output) else None
         wires.append(VizWire(f"v_{wire_n}", src, dsts, format_value(t), grad_text(t), name=name, shape=t.shape))
         wire_n += 1
-    nodes.append(VizNode(out_id, "output", output.name or "out", requires_grad=output.requires_grad))
+    nodes.append(VizNode(out_id, "output", name_of(output) or "out", requires_grad=output.requires_grad))
     return VizGraph(nodes, wires, collapsed=bool(groups), has_grads=any_grad)
 
 
@@ -506,32 +528,44 @@ def _find_groups(tr: _Trace) -> list:
                     internal.append(out)
                     out = node_out[id(add)]
         elif node.name == "sub":
-            mul = next_op(out)
-            if mul is not None and mul.name == "mul" and mul.inputs[0] is out and mul.inputs[1] is out:
+            users = tr.consumers.get(id(out), [])
+            mul = users[0] if len(users) == 2 and users[0] is users[1] and out is not tr.output else None
+            if mul is not None and mul.name == "mul" and id(mul) not in taken and mul.inputs[0] is out:
                 sq = node_out[id(mul)]
                 mean = next_op(sq)
                 if mean is not None and mean.name == "mean":
                     groups.append({"title": "mse_loss", "nodes": [node, mul, mean], "params": [],
-                                   "internal": [out, sq]})
+                                   "internal": [out, sq], "masks": []})
                     taken.update({id(node), id(mul), id(mean)})
             continue
         else:
             continue
+        masks = []
         act = next_op(out)
         if act is not None and act.name in ACTIVATIONS:
             members.append(act)
             internal.append(out)
             title += f" + {act.name}"
-        groups.append({"title": title, "nodes": members, "params": params, "internal": internal})
+            out = node_out[id(act)]
+        drop = next_op(out)
+        if drop is not None and drop.name == "mul":  # nn.Dropout: out * (a constant mask of out's shape)
+            mask = drop.inputs[1] if drop.inputs[0] is out else drop.inputs[0]
+            if (isinstance(mask, Tensor) and mask is not out and mask._node is None and not mask.requires_grad
+                    and mask.shape == out.shape and _single_consumer(tr, mask, drop)):
+                members.append(drop)
+                masks.append(mask)
+                internal.append(out)
+                title += " + dropout"
+        groups.append({"title": title, "nodes": members, "params": params, "internal": internal, "masks": masks})
         taken.update(id(m) for m in members)
     return groups
 
 
-def _group_node(gid: str, g: dict, grad_of) -> VizNode:
+def _group_node(gid: str, g: dict, grad_of, name_of) -> VizNode:
     """A collapsed layer: its title, its parameters' shapes and (with `grad_of`) their gradient norms."""
     details = []
     if g["params"]:
-        names = [p.name or ("W" if p.ndim == 2 else "b") for p in g["params"]]
+        names = [name_of(p) or ("W" if p.ndim == 2 else "b") for p in g["params"]]
         details.append(("  ".join(f"{n} {_fmt_shape(p.shape)}" for n, p in zip(names, g["params"])), "#333333"))
         norms = []
         for n, p in zip(names, g["params"]):
@@ -559,7 +593,7 @@ def _wire_label(w: VizWire) -> str:
     top = _esc(w.value)
     if w.name:
         top = f"{_esc(w.name)} = {top}"
-    bottom = (f'<FONT COLOR="{GRAD_COLOR}">{_esc(w.grad)}</FONT>' if w.grad is not None else " ")
+    bottom = (f'<FONT COLOR="{GRAD_COLOR}">{_esc(w.grad)}</FONT>' if w.grad is not None else "&#160;")
     return (
         '<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1">'
         f'<TR><TD BORDER="1" SIDES="B" WIDTH="44"><FONT COLOR="{VALUE_COLOR}">{top}</FONT></TD></TR>'
@@ -584,7 +618,10 @@ def _node_attrs(n: VizNode) -> str:
             f"tooltip={_q(n.op)}")
 
 
-def _emit_dot(g: VizGraph, rankdir: str = "LR", legend: bool = True, leaves_left: bool = True) -> str:
+LEAVES_LEFT_UP_TO = 16  # leaves_left=None lines the inputs up on the left in graphs this small
+
+
+def _emit_dot(g: VizGraph, rankdir: str = "LR", legend: bool = True, leaves_left: bool | None = None) -> str:
     lines = [
         "digraph xpgrad {",
         f'  graph [rankdir={rankdir}, ordering=in, nodesep=0.18, ranksep=0.28, fontname="Helvetica", fontsize=10, '
@@ -614,6 +651,8 @@ def _emit_dot(g: VizGraph, rankdir: str = "LR", legend: bool = True, leaves_left
         for d in w.dsts:
             lines.append(f"  {w.id} -> {d} [tailport={out_port}];")
     leaves = [n.id for n in g.nodes if n.kind == "leaf"]
+    if leaves_left is None:
+        leaves_left = not g.collapsed and sum(n.kind in ("leaf", "op") for n in g.nodes) <= LEAVES_LEFT_UP_TO
     if leaves_left and leaves:
         lines.append("  { rank=source; " + "; ".join(leaves) + "; }")
     lines.append("}")
@@ -621,7 +660,8 @@ def _emit_dot(g: VizGraph, rankdir: str = "LR", legend: bool = True, leaves_left
 
 
 def to_dot(output: Tensor, show_grads: bool = True, collapse: bool | None = None, grads=None,
-           labels: str = "symbols", rankdir: str = "LR", legend: bool = True, leaves_left: bool = True) -> str:
+           labels: str = "symbols", names=None, rankdir: str = "LR", legend: bool = True,
+           leaves_left: bool | None = None) -> str:
     """Graphviz DOT source of the graph that computed `output`, drawn like the cs231n circuits.
 
     show_grads: draw gradients (red, under each value) where they are known.
@@ -633,13 +673,17 @@ def to_dot(output: Tensor, show_grads: bool = True, collapse: bool | None = None
         with `compute_grads` (the graph must still be alive; no ``.grad`` is touched). Or a dict
         ``{id(tensor): grad}``.
     labels: "symbols" (cs231n gates: ``*``, ``+1``, ``1/x``, ``exp``) or "names" (``mul``, ``add(1, x)``).
+    names: labels for tensors that have no ``name``: a model (its ``named_parameters()``, e.g.
+        "0.weight"), a dict ``{name: tensor}`` or a dict ``{id(tensor): name}``.
     rankdir: "LR" (left to right, as in the notes) or "TB".
     legend: a small colour key under the drawing.
-    leaves_left: put every input on the left edge, as the notes do.
+    leaves_left: put every input on the left edge, as the notes do; None (default) does so for
+        uncollapsed graphs of at most `LEAVES_LEFT_UP_TO` op + leaf nodes, and otherwise lets
+        each input sit next to the op that uses it.
 
     Raises GraphFreedError when a backward without retain_graph=True already freed the graph.
     """
-    g = build_graph(output, show_grads=show_grads, collapse=collapse, grads=grads, labels=labels)
+    g = build_graph(output, show_grads=show_grads, collapse=collapse, grads=grads, labels=labels, names=names)
     return g.to_dot(rankdir=rankdir, legend=legend, leaves_left=leaves_left)
 
 
@@ -705,16 +749,18 @@ def backward_and_draw(output: Tensor, path=None, grad=None, **to_dot_kwargs) -> 
     return source
 
 
-def render_step(loss: Tensor, path, collapse: bool = True, show_grads: bool = True) -> pathlib.Path:
+def render_step(loss: Tensor, path, model=None, collapse: bool = True, show_grads: bool = True) -> pathlib.Path:
     """Draw one training step of a model: the graph that computed `loss`, collapsed, with gradients.
 
     Call it after the forward pass and before ``loss.backward()``: the gradients are computed on
     the side (`compute_grads`, retaining the graph), so no ``.grad`` changes and the training
-    step's own backward runs as usual. Raises GraphFreedError after a backward that freed the graph,
-    GraphvizNotFoundError without Graphviz (unless `path` ends in .dot/.gv).
+    step's own backward runs as usual. `model` (anything with ``named_parameters()``) names the
+    parameters in the drawing. The format follows the suffix of `path` (see `render`).
+    Raises GraphFreedError after a backward that freed the graph, GraphvizNotFoundError without
+    Graphviz (unless `path` ends in .dot/.gv). Returns the path written.
     """
     grads = compute_grads(loss) if show_grads and loss.requires_grad else None
-    return render(loss, path, collapse=collapse, show_grads=show_grads, grads=grads)
+    return render(loss, path, collapse=collapse, show_grads=show_grads, grads=grads, names=model)
 
 
 # ---- the notes' examples ------------------------------------------------------------------------
@@ -782,8 +828,9 @@ EXAMPLES = {
 def example(name: str) -> Tensor:
     """The output of one of the `EXAMPLES` ("sigmoid-circuit", "apple", "apple-orange", "two-layer").
 
-    Built, with every interior gradient retained, after ``backward(retain_graph=True)``: its
-    leaves (``out`` -> walk, or `build_graph`) carry ``.grad`` and `to_dot` draws every gradient.
+    Built, then backpropagated with every interior gradient retained (`retain_grads`, then
+    ``backward(retain_graph=True)``), so `to_dot` draws every value and gradient. Draw it with
+    ``to_dot(out, **EXAMPLES[name][1])`` to get the example's own options (two-layer collapses).
     """
     try:
         build, _ = EXAMPLES[name]

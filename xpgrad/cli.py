@@ -1,0 +1,621 @@
+"""The `xpgrad` command: train, eval, info, bench and graph.
+
+    xpgrad train                                  # MLP on scikit-learn's digits, prints test accuracy
+    xpgrad train --dataset mnist --data-dir ~/mnist --hidden 100,100 --save mnist.npz --plot curves.png
+    xpgrad eval --load mnist.npz --data-dir ~/mnist
+    xpgrad info
+
+Every error prints one line starting with ``xpgrad: error:`` to stderr and exits non-zero:
+2 for a bad command line or an unavailable command, 1 for a failure while running, 130 when
+interrupted.
+
+Extension points for commands owned by other modules (imported only when used):
+- ``xpgrad bench <target>`` runs ``xpgrad.bench_<target>.run(sizes=, json_path=, threads=)``
+  (see BENCH_TARGETS); a target whose module does not exist yet says so and exits 2.
+- ``xpgrad graph ...`` hands its remaining arguments to ``xpgrad.viz.cli_main(argv) -> int``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import platform
+import sys
+from pathlib import Path
+
+PROG = "xpgrad"
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+EXIT_INTERRUPTED = 130
+
+DEFAULTS = {
+    "dataset": "digits",
+    "hidden": [256],
+    "activation": "relu",
+    "loss": "softmax-ce",
+    "optimizer": "adam",
+    "epochs": 40,
+    "batch_size": 32,
+    "seed": 0,
+}
+DEFAULT_LR = {"adam": 1e-3, "sgd": 0.05}
+DEFAULT_MOMENTUM = 0.9
+EVAL_BATCH_SIZE = 1024
+
+# `xpgrad bench <target>`: module xpgrad.bench_<target> with run(sizes=, json_path=, threads=) -> int
+BENCH_TARGETS = {
+    "kernels": "Numba kernels against NumPy (xpgrad.bench_kernels)",
+    "mlp": "MLP training step throughput (xpgrad.bench_mlp)",
+    "overhead": "per-op dispatch overhead of the engine (xpgrad.bench_overhead)",
+}
+GRAPH_MODULE = "xpgrad.viz"  # defines cli_main(argv: list[str]) -> int
+
+
+class UsageError(Exception):
+    """A bad command line (exit status 2)."""
+
+
+class CommandUnavailable(Exception):
+    """A command whose implementation is not installed yet (exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that raises UsageError instead of printing usage and exiting."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+# ---- argument types --------------------------------------------------------------------------
+
+
+def _hidden(text: str) -> list[int]:
+    if text.strip().lower() in ("", "none"):
+        return []
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or any(s < 1 for s in sizes):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive layer sizes such as 100,100 (or 'none'), got {text!r}"
+        )
+    return sizes
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _momentum(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
+    return value
+
+
+def _size_list(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        sizes = []
+    if not sizes or any(s < 1 for s in sizes):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive sizes such as 1000,100000, got {text!r}")
+    return sizes
+
+
+def _dataset_name(text: str) -> str:
+    from .data import DATASET_NAMES
+
+    key = text.strip().lower().replace("_", "-")
+    if key not in DATASET_NAMES:
+        raise argparse.ArgumentTypeError(f"unknown dataset {text!r} (choose from {', '.join(DATASET_NAMES)})")
+    return key
+
+
+def _activation_name(text: str) -> str:
+    from .nn import ACTIVATIONS, normalize_activation
+
+    try:
+        return normalize_activation(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"unknown activation {text!r} (choose from {', '.join(ACTIVATIONS)})"
+        ) from None
+
+
+# ---- the parser ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="xpgrad: a small define-by-run autodiff engine; train and inspect MLPs.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    d = DEFAULTS
+    train = sub.add_parser(
+        "train", help="train an MLP classifier",
+        description="Train an MLP classifier. The last line printed is the test accuracy. "
+                    "Ctrl-C stops after the current batch (and saves a checkpoint with --save); "
+                    "a second Ctrl-C aborts.",
+    )
+    train.add_argument("--dataset", type=_dataset_name, help=f"digits, mnist, fashion-mnist or spiral "
+                       f"(default {d['dataset']}; with --load, the checkpoint's)")
+    train.add_argument("--data-dir", help="folder of the IDX files for mnist / fashion-mnist")
+    train.add_argument("--hidden", type=_hidden, help=f"hidden layer sizes, e.g. 100,100 "
+                       f"(default {','.join(map(str, d['hidden']))})")
+    train.add_argument("--activation", type=_activation_name,
+                       help=f"relu, leaky_relu, elu, sigmoid or tanh (default {d['activation']})")
+    train.add_argument("--loss", choices=("softmax-ce", "hinge", "mse"), help=f"default {d['loss']}")
+    train.add_argument("--optimizer", choices=("sgd", "adam"), help=f"default {d['optimizer']}")
+    train.add_argument("--lr", type=_positive_float,
+                       help=f"learning rate (default {DEFAULT_LR['adam']} for adam, {DEFAULT_LR['sgd']} for sgd)")
+    train.add_argument("--momentum", type=_momentum, help=f"SGD momentum (default {DEFAULT_MOMENTUM})")
+    train.add_argument("--epochs", type=_nonnegative_int,
+                       help=f"total epochs; with --load, training resumes from the checkpoint's epoch "
+                            f"(default {d['epochs']})")
+    train.add_argument("--batch-size", type=_positive_int, help=f"default {d['batch_size']}")
+    train.add_argument("--seed", type=_nonnegative_int,
+                       help=f"seed of the weight init, dropout and shuffling (default {d['seed']})")
+    _add_backend(train)
+    train.add_argument("--save", metavar="PATH", help="write a checkpoint (.npz) at the end or on Ctrl-C")
+    train.add_argument("--load", metavar="PATH", help="resume from a checkpoint written by --save")
+    train.add_argument("--plot", metavar="PATH.png", help="write loss and accuracy curves (.png, .pdf or .svg)")
+    train.add_argument("--metrics-json", metavar="PATH", help="write final and per-epoch metrics as JSON")
+    train.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="accuracy of a saved model",
+                        description="Print the accuracy of a checkpoint's model on a dataset split.")
+    ev.add_argument("--load", metavar="PATH", required=True, help="checkpoint written by xpgrad train --save")
+    ev.add_argument("--dataset", type=_dataset_name, help="default: the dataset the checkpoint was trained on")
+    ev.add_argument("--data-dir", help="folder of the IDX files for mnist / fashion-mnist")
+    ev.add_argument("--split", choices=("test", "val", "train"), default="test", help="default test")
+    ev.add_argument("--batch-size", type=_positive_int, default=EVAL_BATCH_SIZE,
+                    help=f"evaluation batch size (default {EVAL_BATCH_SIZE})")
+    _add_backend(ev)
+    ev.set_defaults(func=cmd_eval)
+
+    info = sub.add_parser("info", help="backend, devices, versions, kernels and GPU availability")
+    _add_backend(info)
+    info.set_defaults(func=cmd_info)
+
+    bench = sub.add_parser("bench", help="benchmarks: " + ", ".join(BENCH_TARGETS))
+    bench_sub = bench.add_subparsers(dest="target", metavar="TARGET", parser_class=_Parser)
+    for target, text in BENCH_TARGETS.items():
+        b = bench_sub.add_parser(target, help=text, description=text)
+        b.add_argument("--sizes", type=_size_list, help="comma-separated problem sizes")
+        b.add_argument("--json", dest="json_path", metavar="PATH", help="also write the results as JSON")
+        b.add_argument("--threads", type=_positive_int, help="number of CPU threads (Numba / BLAS)")
+        b.set_defaults(func=cmd_bench, target=target)
+    bench.set_defaults(func=cmd_bench, target=None)
+
+    graph = sub.add_parser("graph", help="draw a computational graph (xpgrad.viz)", add_help=False,
+                           description="Handled by xpgrad.viz.cli_main.")
+    graph.add_argument("rest", nargs=argparse.REMAINDER)
+    graph.set_defaults(func=cmd_graph)
+    return parser
+
+
+def _add_backend(p) -> None:
+    p.add_argument("--backend", help="numpy, cupy, auto or an array-API module (overrides XPGRAD_BACKEND)")
+
+
+# ---- main ------------------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    """Run the `xpgrad` command line; returns the exit status (never raises SystemExit)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except UsageError as err:
+        return _fail(str(err), EXIT_USAGE)
+    except SystemExit as exit_:  # --help / --version
+        return exit_.code if isinstance(exit_.code, int) else 0
+    if args.command is None:
+        return _fail("missing command: choose one of train, eval, info, bench, graph (see xpgrad --help)",
+                     EXIT_USAGE)
+    import contextlib
+
+    from .backend import use_backend
+    from .errors import XpgradError
+
+    try:
+        # --backend overrides XPGRAD_BACKEND for this command only (restored afterwards)
+        with use_backend(args.backend) if getattr(args, "backend", None) else contextlib.nullcontext():
+            return args.func(args)
+    except UsageError as err:
+        return _fail(str(err), EXIT_USAGE)
+    except CommandUnavailable as err:
+        return _fail(str(err), EXIT_USAGE)
+    except KeyboardInterrupt:
+        return _fail("interrupted", EXIT_INTERRUPTED)
+    except (XpgradError, OSError, ValueError, ImportError) as err:
+        return _fail(_message(err), EXIT_FAILURE)
+
+
+def _message(err: BaseException) -> str:
+    text = str(err)
+    if isinstance(err, OSError) and err.filename is not None and str(err.filename) not in text:
+        text = f"{text}: {err.filename}"
+    if isinstance(err, ImportError) and not isinstance(err, ModuleNotFoundError) and not text:
+        text = repr(err)
+    return text or type(err).__name__
+
+
+def _fail(message: str, code: int) -> int:
+    one_line = " ".join(message.split())
+    print(f"{PROG}: error: {one_line}", file=sys.stderr, flush=True)
+    return code
+
+
+def _say(text: str, quiet: bool = False) -> None:
+    if not quiet:
+        print(text, flush=True)
+
+
+# ---- train -----------------------------------------------------------------------------------
+
+
+def _check_output_path(flag: str, path: str) -> Path:
+    p = Path(path).expanduser()
+    if p.is_dir():
+        raise UsageError(f"{flag} {path}: is a folder; give a file path")
+    folder = p.parent
+    if not folder.is_dir():
+        raise UsageError(f"{flag} {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"{flag} {path}: folder {folder} is not writable")
+    return p
+
+
+def _settings(args, saved: dict) -> dict:
+    """Flags given on the command line, else the checkpoint's settings, else DEFAULTS."""
+    out = {}
+    for key in ("dataset", "hidden", "activation", "loss", "optimizer", "epochs", "batch_size", "seed"):
+        given = getattr(args, key)
+        out[key] = given if given is not None else saved.get(key, DEFAULTS[key])
+    same_optimizer = out["optimizer"] == saved.get("optimizer")
+    if args.lr is not None:
+        out["lr"] = args.lr
+    elif same_optimizer and "lr" in saved:
+        out["lr"] = saved["lr"]
+    else:
+        out["lr"] = DEFAULT_LR[out["optimizer"]]
+    if out["optimizer"] == "sgd":
+        if args.momentum is not None:
+            out["momentum"] = args.momentum
+        else:
+            out["momentum"] = saved.get("momentum", DEFAULT_MOMENTUM) if same_optimizer else DEFAULT_MOMENTUM
+    elif args.momentum is not None:
+        raise UsageError("--momentum applies to --optimizer sgd only")
+    return out
+
+
+def cmd_train(args) -> int:
+    import xpgrad as xg
+
+    from . import nn, optim
+    from .checkpoint import CheckpointError, load_checkpoint, restore_model, restore_optimizer, save_checkpoint
+    from .data import DataLoader, load_dataset
+    from .train import (
+        Reporter, StopRequest, catch_sigint, describe_device, fit, history_from_json, history_to_json,
+        make_loss, plot_history, set_rng_state, write_json,
+    )
+
+    save = _check_output_path("--save", args.save) if args.save else None
+    plot = _check_output_path("--plot", args.plot) if args.plot else None
+    metrics_path = _check_output_path("--metrics-json", args.metrics_json) if args.metrics_json else None
+    if plot is not None and plot.suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise UsageError(f"--plot {args.plot}: the file name must end in .png, .pdf or .svg")
+    quiet = args.quiet
+
+    ckpt = load_checkpoint(Path(args.load).expanduser()) if args.load else None
+    saved = dict(ckpt.extra.get("settings", {})) if ckpt else {}
+    if ckpt is not None:
+        config = ckpt.model_config or {}
+        if config.get("type") != "MLP":
+            raise CheckpointError(f"checkpoint {ckpt.path} holds no MLP configuration; xpgrad train resumes MLPs only")
+        saved.setdefault("hidden", list(config["sizes"][1:-1]))
+        saved.setdefault("activation", config.get("activation"))
+        for key, flag in (("hidden", "--hidden"), ("activation", "--activation")):
+            given = getattr(args, key)
+            if given is not None and given != saved[key]:
+                raise CheckpointError(
+                    f"checkpoint {ckpt.path} was saved from a different architecture: it has {key} "
+                    f"{_show(saved[key])} but {flag} {_show(given)} was given"
+                )
+    s = _settings(args, saved)
+
+    splits = load_dataset(s["dataset"], args.data_dir)
+    backend_name = xg.get_backend().name
+    xg.manual_seed(s["seed"])
+    sizes = [splits.num_features, *s["hidden"], splits.num_classes]
+    if ckpt is not None:
+        saved_sizes = list(ckpt.model_config["sizes"])
+        if saved_sizes[0] != sizes[0] or saved_sizes[-1] != sizes[-1]:
+            raise CheckpointError(
+                f"checkpoint {ckpt.path} was saved from a different architecture: its MLP takes "
+                f"{saved_sizes[0]} inputs and gives {saved_sizes[-1]} classes, but dataset {s['dataset']} has "
+                f"{sizes[0]} features and {sizes[-1]} classes"
+            )
+    model = nn.MLP(sizes, activation=s["activation"])
+    if ckpt is not None:
+        restore_model(model, ckpt)
+    if s["optimizer"] == "adam":
+        opt = optim.Adam(model.parameters(), lr=s["lr"])
+    else:
+        opt = optim.SGD(model.parameters(), lr=s["lr"], momentum=s["momentum"])
+    start_epoch, history = 0, []
+    loader = DataLoader(splits.train, s["batch_size"], shuffle=True, seed=s["seed"])
+    if ckpt is not None:
+        start_epoch = int(ckpt.extra.get("epoch", 0))
+        history = history_from_json(ckpt.extra.get("history", []))[:start_epoch]
+        if ckpt.optimizer is not None and ckpt.optimizer.get("type") == type(opt).__name__:
+            restore_optimizer(opt, ckpt)
+            opt.lr = s["lr"]
+            if s["optimizer"] == "sgd":
+                opt.momentum = s["momentum"]
+        elif ckpt.optimizer is not None:
+            print(f"xpgrad: note: the checkpoint's optimizer is {ckpt.optimizer.get('type')}; "
+                  f"starting {type(opt).__name__} from a fresh state", file=sys.stderr)
+        set_rng_state(loader, ckpt.extra.get("rng", {}))
+
+    loss_fn = make_loss(s["loss"], splits.num_classes)
+    device = describe_device(model)
+    arch = "-".join(str(n) for n in sizes)
+    optimizer_text = f"{s['optimizer']} lr {s['lr']:g}" + (f" momentum {s['momentum']:g}" if s["optimizer"] == "sgd" else "")
+    _say(f"training MLP {arch} ({s['activation']}) on {splits.name}: {len(splits.train)} train / "
+         f"{len(splits.val)} val / {len(splits.test)} test samples; {s['loss']} loss, {optimizer_text}, "
+         f"batch {s['batch_size']}, epochs {start_epoch + 1}-{s['epochs']}; backend {backend_name} on {device}",
+         quiet)
+    if start_epoch >= s["epochs"]:
+        _say(f"the checkpoint already has {start_epoch} epochs (--epochs {s['epochs']}): nothing to train", quiet)
+
+    stop = StopRequest()
+    message = "xpgrad: stopping after this batch" + (f" and saving {save}" if save else "") + \
+              " (Ctrl-C again to abort)"
+    with catch_sigint(stop, message):
+        result = fit(model, opt, loss_fn, loader, s["epochs"], val=splits.val, test=splits.test,
+                     start_epoch=start_epoch, history=history, reporter=Reporter(quiet=quiet), stop=stop,
+                     eval_batch_size=EVAL_BATCH_SIZE)
+    history = result.history
+    if history and history[-1].epoch == result.epochs_done:
+        final = history[-1]
+        test_acc, val_acc, train_loss = final.test_accuracy, final.val_accuracy, final.train_loss
+    else:
+        from .train import accuracy
+
+        test_acc = accuracy(model, splits.test, EVAL_BATCH_SIZE)
+        val_acc = accuracy(model, splits.val, EVAL_BATCH_SIZE)
+        train_loss = None
+    if result.interrupted:
+        print(f"xpgrad: interrupted after {result.epochs_done} complete epochs", file=sys.stderr, flush=True)
+
+    new_records = history[start_epoch:] if len(history) > start_epoch else []
+    train_seconds = sum(r.seconds for r in new_records)
+    samples = len(splits.train) * len(new_records)
+    if save is not None:
+        settings = {**s, "dataset": splits.name}
+        extra = {"epoch": result.epochs_done, "settings": settings, "history": history_to_json(history),
+                 "rng": result.rng_state, "interrupted": result.interrupted, "backend": backend_name,
+                 "xpgrad_version": xg.__version__}
+        save_checkpoint(save, model, opt, extra=extra)
+        _say(f"saved checkpoint to {save}")
+    if plot is not None and history:
+        plot_history(history, plot, title=f"MLP {arch} ({s['activation']}) on {splits.name}, {optimizer_text}")
+        _say(f"saved plot to {plot}")
+    if metrics_path is not None:
+        payload = {
+            "dataset": splits.name, "backend": backend_name, "device": device,
+            "model": model.config(), "loss": s["loss"], "optimizer": s["optimizer"], "lr": s["lr"],
+            "momentum": s.get("momentum"), "batch_size": s["batch_size"], "seed": s["seed"],
+            "epochs": result.epochs_done, "interrupted": result.interrupted,
+            "final": {
+                "train_loss": train_loss, "val_accuracy": val_acc, "test_accuracy": test_acc,
+                "seconds": train_seconds, "total_seconds": result.seconds,
+                "samples_per_second": samples / train_seconds if train_seconds > 0 else None,
+            },
+            "per_epoch": history_to_json(history),
+        }
+        write_json(metrics_path, _strict(payload))
+        _say(f"saved metrics to {metrics_path}")
+    print(f"test accuracy: {test_acc:.4f}", flush=True)
+    return EXIT_INTERRUPTED if result.interrupted else 0
+
+
+def _show(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _strict(payload):
+    """Replace non-finite floats by None, recursively (strict JSON)."""
+    import math
+
+    if isinstance(payload, dict):
+        return {k: _strict(v) for k, v in payload.items()}
+    if isinstance(payload, list):
+        return [_strict(v) for v in payload]
+    if isinstance(payload, float) and not math.isfinite(payload):
+        return None
+    return payload
+
+
+# ---- eval ------------------------------------------------------------------------------------
+
+
+def cmd_eval(args) -> int:
+    from .checkpoint import CheckpointError, load_checkpoint
+    from .data import load_dataset
+    from .train import accuracy
+
+    ckpt = load_checkpoint(Path(args.load).expanduser())
+    name = args.dataset or ckpt.extra.get("settings", {}).get("dataset")
+    if name is None:
+        raise UsageError(f"checkpoint {ckpt.path} does not record its dataset; give --dataset")
+    splits = load_dataset(name, args.data_dir)
+    config = ckpt.model_config or {}
+    sizes = config.get("sizes")
+    if sizes and (sizes[0] != splits.num_features or sizes[-1] != splits.num_classes):
+        raise CheckpointError(
+            f"checkpoint {ckpt.path} was saved from a different architecture: its model takes {sizes[0]} inputs "
+            f"and gives {sizes[-1]} classes, but dataset {splits.name} has {splits.num_features} features "
+            f"and {splits.num_classes} classes"
+        )
+    model = ckpt.build_model()
+    data = getattr(splits, args.split)
+    acc = accuracy(model, data, args.batch_size)
+    print(f"{splits.name} {args.split} split: {len(data)} samples, model {_describe_model(config)}")
+    print(f"{args.split} accuracy: {acc:.4f}", flush=True)
+    return 0
+
+
+def _describe_model(config: dict) -> str:
+    if config.get("type") == "MLP":
+        return f"MLP {'-'.join(map(str, config['sizes']))} ({config.get('activation')})"
+    return str(config.get("type"))
+
+
+# ---- info ------------------------------------------------------------------------------------
+
+
+def _version(module: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(module)
+    except metadata.PackageNotFoundError:
+        try:
+            return getattr(importlib.import_module(module.replace("-", "_")), "__version__", "installed")
+        except ImportError:
+            return "not installed"
+
+
+def cmd_info(args) -> int:
+    import xpgrad as xg
+
+    from . import backend as _backend
+    from .errors import BackendError
+
+    lines = [f"xpgrad {xg.__version__} (python {platform.python_version()}, {platform.system()} {platform.machine()})"]
+    problem = None
+    env = os.environ.get(_backend.ENV_VAR)
+    source = f"--backend {args.backend}" if args.backend else (f"{_backend.ENV_VAR}={env}" if env else "default")
+    try:
+        current = xg.get_backend()
+        lines.append(f"backend: {current.name} (from {source})")
+    except BackendError as err:
+        problem = str(err)
+        lines.append(f"backend: unusable (from {source})")
+    gpu = xg.cupy_gpu_available()
+    devices = ["cpu"] + (_gpu_names() if gpu else [])
+    lines.append(f"devices: {', '.join(devices)}")
+    for package in ("numpy", "numba", "array-api-compat", "cupy", "scikit-learn", "matplotlib", "tqdm"):
+        lines.append(f"{package}: {_cupy_version() if package == 'cupy' else _version(package)}")
+    lines.append(f"kernels (numba): {_kernels_status()}")
+    lines.append(f"gpu: {'available' if gpu else 'not available'}")
+    print("\n".join(lines), flush=True)
+    if problem:
+        return _fail(problem, EXIT_FAILURE)
+    return 0
+
+
+def _cupy_version() -> str:
+    from importlib import metadata
+
+    for dist in ("cupy-cuda13x", "cupy-cuda12x", "cupy-cuda11x", "cupy"):
+        try:
+            return f"{metadata.version(dist)} ({dist})"
+        except metadata.PackageNotFoundError:
+            continue
+    return "not installed"
+
+
+def _kernels_status() -> str:
+    from .fns import kernels_enabled
+
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return "not available (numba is not installed)"
+    if not kernels_enabled():
+        return "available but switched off (XPGRAD_KERNELS=0)"
+    return "available"
+
+
+def _gpu_names() -> list[str]:
+    try:
+        import cupy
+
+        names = []
+        for i in range(cupy.cuda.runtime.getDeviceCount()):
+            name = cupy.cuda.runtime.getDeviceProperties(i)["name"]
+            names.append(f"cuda:{i} ({name.decode() if isinstance(name, bytes) else name})")
+        return names
+    except Exception:  # noqa: BLE001 - a listing problem must not break `info`
+        return ["cuda (device query failed)"]
+
+
+# ---- bench and graph (implemented by other modules) ----------------------------------------
+
+
+def _import_optional(module: str, command: str):
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        if err.name and (module == err.name or module.startswith(err.name + ".")):
+            raise CommandUnavailable(f"`{PROG} {command}` is not available yet ({module} does not exist)") from None
+        raise
+
+
+def cmd_bench(args) -> int:
+    if args.target is None:
+        raise UsageError(f"bench needs a target: one of {', '.join(BENCH_TARGETS)}")
+    module = _import_optional(f"xpgrad.bench_{args.target}", f"bench {args.target}")
+    code = module.run(sizes=args.sizes, json_path=args.json_path, threads=args.threads)
+    return 0 if code is None else int(code)
+
+
+def cmd_graph(args) -> int:
+    module = _import_optional(GRAPH_MODULE, "graph")
+    if not hasattr(module, "cli_main"):
+        raise CommandUnavailable(f"`{PROG} graph` is not available yet ({GRAPH_MODULE} has no cli_main)")
+    code = module.cli_main(list(args.rest))
+    return 0 if code is None else int(code)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

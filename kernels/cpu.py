@@ -1,15 +1,18 @@
-"""CPU kernels: Numba `@njit(cache=True)`, serial unless parallel kernels are switched on.
+"""CPU kernels: Numba `@njit(cache=True)`, serial unless the parallel kernels are switched on.
 
-Threads. Every kernel runs serially by default. On the 2-core dev/CI machines a `parallel=True`
-kernel next to threaded OpenBLAS made a layer 45x slower (libgomp and OpenBLAS workers spin on
-the same cores), a parallel launch costs microseconds, and parallel timings jumped 10x between
-runs. `set_parallel(min_size)` opts in: arrays of at least `min_size` elements then take a
-`prange` kernel split into `numba.get_num_threads()` parts (set with `numba.set_num_threads`);
-with one Numba thread the serial kernel always runs. PARALLEL_MIN_SIZE is the size from which
-2 threads beat 1 in bench/RESULTS_kernels.md. `scatter_add` is always serial.
+Threads. Every kernel runs serially by default, because on the 2-vCPU dev/CI machines parallel
+kernels do not reliably win: next to threaded OpenBLAS a `parallel=True` kernel made a layer 45x
+slower (libgomp and OpenBLAS workers spin on the same cores), and alone, 2-thread calls on
+2**19..2**22 elements often took a flat ~8 ms instead of 0.04-1 ms (measured with both the
+passive and active OMP wait policy; see bench/RESULTS_kernels.md). `set_parallel(min_size)`
+opts in: arrays of at least `min_size` elements then take a `prange` kernel cut into
+`numba.get_num_threads()` parts (set it with `numba.set_num_threads`); with one Numba thread
+the serial kernel runs whatever the size. PARALLEL_MIN_SIZE = 2**18 is where 2 threads beat 1
+here when no stall hit (sigmoid backward 19 us vs 34 us; at 2**16 they tie). `scatter_add` is
+always serial.
 
 All kernels use `error_model="numpy"` (no ZeroDivisionError checks, which would stop LLVM from
-vectorizing) and `_fastmath.exp` instead of libm's scalar exp. Layout and argument handling are
+vectorizing) and `_fastmath.exp` instead of libm's scalar exp. Argument checks and layout are
 in `_frontend` (non-contiguous arrays are copied, see there).
 """
 import math
@@ -27,7 +30,7 @@ __all__ = ["sigmoid_backward", "bias_act_backward", "bias_act_forward", "softmax
            "softmax_xent_backward", "sgd_update", "adam_update", "scatter_add", "set_parallel",
            "PARALLEL_MIN_SIZE"]
 
-PARALLEL_MIN_SIZE = 1 << 20
+PARALLEL_MIN_SIZE = 1 << 18
 _parallel_min_size = None
 
 _serial = njit(cache=True, error_model="numpy")
@@ -35,7 +38,7 @@ _parallel = njit(cache=True, error_model="numpy", parallel=True)
 _act_grad = _serial(_scalar.act_grad)
 _sgd_step = _serial(_scalar.sgd_step)
 _adam_step = _serial(_scalar.adam_step)
-_LANES = 16  # width of the blocked max reduction (one AVX-512 register of float32)
+_LANES = 16  # partial results of the row reductions (one AVX-512 register of float32)
 
 
 def set_parallel(min_size=PARALLEL_MIN_SIZE):
@@ -48,12 +51,12 @@ def set_parallel(min_size=PARALLEL_MIN_SIZE):
     return previous
 
 
-def _runner(serial, parallel=None):
+def _runner(serial, parallel):
     """run(*args): serial(*args), or parallel(*args, threads) when enabled and args[0] is large enough."""
 
     def run(*args):
-        if (parallel is not None and _parallel_min_size is not None
-                and args[0].size >= _parallel_min_size and numba.get_num_threads() > 1):
+        if (_parallel_min_size is not None and args[0].size >= _parallel_min_size
+                and numba.get_num_threads() > 1):
             return parallel(*args, numba.get_num_threads())
         return serial(*args)
 
@@ -66,30 +69,25 @@ def _span(part, n, parts):
     return part * n // parts, (part + 1) * n // parts
 
 
-@_serial
-def _row_max(a, lanes):
-    """max(a) for a.size >= 1, vectorized by keeping _LANES running maxima in `lanes`."""
-    lanes[:] = a[0]
+@njit(cache=True, error_model="numpy", inline="always")
+def _reduce(a, lanes, is_max):
+    """max(a) or sum(a) (a.size >= 1) as _LANES interleaved partial results, which LLVM
+    vectorizes without fastmath. Inlined by Numba: a call with array arguments costs ~40 ns."""
     body = a.size - a.size % _LANES
-    for k in range(0, body, _LANES):
+    r = a[0] if is_max else a.dtype.type(0)
+    if body:
+        lanes[:] = r
+        for k in range(0, body, _LANES):
+            for lane in range(_LANES):
+                v, w = a[k + lane], lanes[lane]
+                lanes[lane] = (v if v > w else w) if is_max else w + v
         for lane in range(_LANES):
-            v = a[k + lane]
-            lanes[lane] = v if v > lanes[lane] else lanes[lane]
-    m = lanes[0]
-    for lane in range(1, _LANES):
-        m = lanes[lane] if lanes[lane] > m else m
+            w = lanes[lane]
+            r = (w if w > r else r) if is_max else r + w
     for j in range(body, a.size):
-        m = a[j] if a[j] > m else m
-    return m
-
-
-@njit(cache=True, error_model="numpy", fastmath={"reassoc"})
-def _row_sum(a):
-    """sum(a), reassociated so LLVM vectorizes it."""
-    s = a.dtype.type(0)
-    for j in range(a.size):
-        s += a[j]
-    return s
+        v = a[j]
+        r = (v if v > r else r) if is_max else r + v
+    return r
 
 
 # ---- sigmoid backward: dx = dy * y * (1 - y) ----------------------------------------------
@@ -194,10 +192,10 @@ def _softmax_xent_fwd(x, labels, probs, acc):
     for i in range(x.shape[0]):
         xr, pr = x[i], probs[i]
         target = xr[labels[i]]  # read before probs (which may be x) is written
-        m = _row_max(xr, lanes)
+        m = _reduce(xr, lanes, True)
         for j in range(xr.size):
             pr[j] = exp(xr[j] - m)
-        s = _row_sum(pr)
+        s = _reduce(pr, lanes, False)
         inv = x.dtype.type(1) / s
         for j in range(pr.size):
             pr[j] *= inv
@@ -272,8 +270,9 @@ _run_sgd = _runner(_sgd, _sgd_par)
 
 
 def sgd_update(param, grad, velocity, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
-    """PyTorch SGD step in place (dampening 0): g = grad + wd*param; v = momentum*v + g;
-    param -= lr * (g + momentum*v if nesterov else v). velocity starts at zeros; None when momentum == 0.
+    """PyTorch SGD step in place (dampening 0), velocity starting at zeros (None if momentum == 0):
+
+    g = grad + weight_decay*param; v = momentum*v + g; param -= lr * (g + momentum*v if nesterov else v).
     """
     F.sgd_update(_run_sgd, param, grad, velocity, lr, momentum, weight_decay, nesterov)
 

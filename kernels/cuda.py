@@ -29,8 +29,8 @@ _sgd_step = cuda.jit(device=True)(_scalar.sgd_step)
 _adam_step = cuda.jit(device=True)(_scalar.adam_step)
 
 
-def _default_grid(work, threads=_THREADS):
-    return min(-(-work // threads), _MAX_BLOCKS), threads
+def _default_grid(work):
+    return min(-(-work // _THREADS), _MAX_BLOCKS), _THREADS
 
 
 def _launch(kernel, grid, *args):
@@ -84,7 +84,7 @@ def _bias_act_bwd(y, dy, dz, act, acc, rows):
 def _bias_act_bwd_runner(grid):
     def run(y, dy, dz, act, acc):
         blocks, threads = grid or _default_grid(y.size)
-        rows = max(1, -(-y.size // (blocks * threads)))
+        rows = max(1, -(-y.size // max(1, blocks * threads)))  # rows per work item
         _launch(_bias_act_bwd, (blocks, threads), y, dy, dz, act, acc, rows)
 
     return run

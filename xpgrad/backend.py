@@ -58,7 +58,8 @@ def _load_cupy(requested: str) -> Backend:
     if not cupy_gpu_available():
         raise NoGPUError(
             f"backend {requested!r}: CuPy is installed but no usable CUDA GPU or driver was found; "
-            f"use XPGRAD_BACKEND=numpy (or auto) on this machine, or check the driver with nvidia-smi"
+            f"use XPGRAD_BACKEND=numpy (or auto) on this machine, or check the driver with nvidia-smi; "
+            f"on a GPU host CuPy must match the CUDA driver: {CUDA_INSTALL_HINT}"
         )
     import array_api_compat.cupy as xp
 

@@ -9,10 +9,13 @@ Every error prints one line starting with ``xpgrad: error:`` to stderr and exits
 2 for a bad command line or an unavailable command, 1 for a failure while running, 130 when
 interrupted.
 
-Extension points for commands owned by other modules (imported only when used):
-- ``xpgrad bench <target>`` runs ``xpgrad.bench_<target>.run(sizes=, json_path=, threads=)``
-  (see BENCH_TARGETS); a target whose module does not exist yet says so and exits 2.
-- ``xpgrad graph ...`` hands its remaining arguments to ``xpgrad.viz.cli_main(argv) -> int``.
+Extension points for commands owned by other modules:
+- ``xpgrad bench <target> [--sizes N,M] [--json PATH] [--threads N]`` calls the function named
+  in BENCH_TARGETS (imported only when used) as ``fn(sizes=, json_path=, threads=)``; an int
+  result is the exit status (anything else means 0). A target whose module or function does not
+  exist yet says so and exits 2.
+- ``xpgrad graph``: `xpgrad.viz.add_graph_subcommand(subparsers)` registers its own parser and
+  handler; without it, `graph` says it is not available and exits 2.
 """
 from __future__ import annotations
 
@@ -32,23 +35,25 @@ DEFAULTS = {
     "dataset": "digits",
     "hidden": [256],
     "activation": "relu",
+    "dropout": 0.2,
     "loss": "softmax-ce",
     "optimizer": "adam",
-    "epochs": 40,
+    "epochs": 60,
     "batch_size": 32,
     "seed": 0,
 }
-DEFAULT_LR = {"adam": 1e-3, "sgd": 0.05}
+DEFAULT_LR = {"adam": 2e-3, "sgd": 0.05}
 DEFAULT_MOMENTUM = 0.9
 EVAL_BATCH_SIZE = 1024
 
-# `xpgrad bench <target>`: module xpgrad.bench_<target> with run(sizes=, json_path=, threads=) -> int
+# `xpgrad bench <target>`: (module, function, help); the function is called as
+# fn(sizes=list[int] | None, json_path=str | None, threads=int | None) and may return an exit status
 BENCH_TARGETS = {
-    "kernels": "Numba kernels against NumPy (xpgrad.bench_kernels)",
-    "mlp": "MLP training step throughput (xpgrad.bench_mlp)",
-    "overhead": "per-op dispatch overhead of the engine (xpgrad.bench_overhead)",
+    "kernels": ("xpgrad.bench_kernels", "run", "Numba kernels against NumPy"),
+    "mlp": ("xpgrad.bench_mlp", "cli_mlp", "MLP training steps: xpgrad against hand-written NumPy"),
+    "overhead": ("xpgrad.bench_mlp", "cli_overhead", "per-op overhead of the engine"),
 }
-GRAPH_MODULE = "xpgrad.viz"  # defines cli_main(argv: list[str]) -> int
+GRAPH_MODULE = "xpgrad.viz"  # defines add_graph_subcommand(subparsers) -> parser (with func set)
 
 
 class UsageError(Exception):
@@ -100,6 +105,16 @@ def _nonnegative_int(text: str) -> int:
         value = -1
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
+def _dropout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1), got {text!r}")
     return value
 
 
@@ -166,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = DEFAULTS
     train = sub.add_parser(
         "train", help="train an MLP classifier",
-        description="Train an MLP classifier. The last line printed is the test accuracy. "
+        description="Train an MLP classifier on inputs standardized with the training split's mean and "
+                    "std (kept in the model). The last line printed is the test accuracy. "
                     "Ctrl-C stops after the current batch (and saves a checkpoint with --save); "
                     "a second Ctrl-C aborts.",
     )
@@ -177,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
                        f"(default {','.join(map(str, d['hidden']))})")
     train.add_argument("--activation", type=_activation_name,
                        help=f"relu, leaky_relu, elu, sigmoid or tanh (default {d['activation']})")
+    train.add_argument("--dropout", type=_dropout,
+                       help=f"dropout probability after each hidden layer (default {d['dropout']})")
     train.add_argument("--loss", choices=("softmax-ce", "hinge", "mse"), help=f"default {d['loss']}")
     train.add_argument("--optimizer", choices=("sgd", "adam"), help=f"default {d['optimizer']}")
     train.add_argument("--lr", type=_positive_float,
@@ -213,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmarks: " + ", ".join(BENCH_TARGETS))
     bench_sub = bench.add_subparsers(dest="target", metavar="TARGET", parser_class=_Parser)
-    for target, text in BENCH_TARGETS.items():
+    for target, (_, _, text) in BENCH_TARGETS.items():
         b = bench_sub.add_parser(target, help=text, description=text)
         b.add_argument("--sizes", type=_size_list, help="comma-separated problem sizes")
         b.add_argument("--json", dest="json_path", metavar="PATH", help="also write the results as JSON")
@@ -221,10 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
         b.set_defaults(func=cmd_bench, target=target)
     bench.set_defaults(func=cmd_bench, target=None)
 
-    graph = sub.add_parser("graph", help="draw a computational graph (xpgrad.viz)", add_help=False,
-                           description="Handled by xpgrad.viz.cli_main.")
-    graph.add_argument("rest", nargs=argparse.REMAINDER)
-    graph.set_defaults(func=cmd_graph)
+    try:
+        add_graph = importlib.import_module(GRAPH_MODULE).add_graph_subcommand
+    except (ImportError, AttributeError):
+        graph = sub.add_parser("graph", help="draw a computational graph (not available yet)", add_help=False)
+        graph.set_defaults(func=cmd_graph_unavailable)
+    else:
+        add_graph(sub)
     return parser
 
 
@@ -240,7 +261,9 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra and getattr(args, "func", None) is not cmd_graph_unavailable:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except UsageError as err:
         return _fail(str(err), EXIT_USAGE)
     except SystemExit as exit_:  # --help / --version
@@ -305,7 +328,7 @@ def _check_output_path(flag: str, path: str) -> Path:
 def _settings(args, saved: dict) -> dict:
     """Flags given on the command line, else the checkpoint's settings, else DEFAULTS."""
     out = {}
-    for key in ("dataset", "hidden", "activation", "loss", "optimizer", "epochs", "batch_size", "seed"):
+    for key in ("dataset", "hidden", "activation", "dropout", "loss", "optimizer", "epochs", "batch_size", "seed"):
         given = getattr(args, key)
         out[key] = given if given is not None else saved.get(key, DEFAULTS[key])
     same_optimizer = out["optimizer"] == saved.get("optimizer")
@@ -332,7 +355,7 @@ def cmd_train(args) -> int:
     from .checkpoint import CheckpointError, load_checkpoint, restore_model, restore_optimizer, save_checkpoint
     from .data import DataLoader, load_dataset
     from .train import (
-        Reporter, StopRequest, catch_sigint, describe_device, fit, history_from_json, history_to_json,
+        Reporter, StopRequest, blas_threads_for, catch_sigint, describe_device, fit, history_from_json, history_to_json,
         make_loss, plot_history, set_rng_state, write_json,
     )
 
@@ -359,8 +382,9 @@ def cmd_train(args) -> int:
                     f"{_show(saved[key])} but {flag} {_show(given)} was given"
                 )
     s = _settings(args, saved)
+    data_dir = _data_dir(args.data_dir, s["dataset"], saved)
 
-    splits = load_dataset(s["dataset"], args.data_dir)
+    splits = load_dataset(s["dataset"], data_dir)
     backend_name = xg.get_backend().name
     xg.manual_seed(s["seed"])
     sizes = [splits.num_features, *s["hidden"], splits.num_classes]
@@ -372,9 +396,13 @@ def cmd_train(args) -> int:
                 f"{saved_sizes[0]} inputs and gives {saved_sizes[-1]} classes, but dataset {s['dataset']} has "
                 f"{sizes[0]} features and {sizes[-1]} classes"
             )
-    model = nn.MLP(sizes, activation=s["activation"])
+    # inputs are standardized with the training split's statistics (kept in the model's buffers)
+    standardize = bool(ckpt.model_config.get("standardize", False)) if ckpt is not None else True
+    model = nn.MLP(sizes, activation=s["activation"], dropout=s["dropout"], standardize=standardize)
     if ckpt is not None:
         restore_model(model, ckpt)
+    else:
+        model.fit_standardizer(splits.train.x)
     if s["optimizer"] == "adam":
         opt = optim.Adam(model.parameters(), lr=s["lr"])
     else:
@@ -397,9 +425,12 @@ def cmd_train(args) -> int:
     loss_fn = make_loss(s["loss"], splits.num_classes)
     device = describe_device(model)
     arch = "-".join(str(n) for n in sizes)
-    optimizer_text = f"{s['optimizer']} lr {s['lr']:g}" + (f" momentum {s['momentum']:g}" if s["optimizer"] == "sgd" else "")
-    _say(f"training MLP {arch} ({s['activation']}) on {splits.name}: {len(splits.train)} train / "
-         f"{len(splits.val)} val / {len(splits.test)} test samples; {s['loss']} loss, {optimizer_text}, "
+    optimizer_text = f"{s['optimizer']} lr {s['lr']:g}"
+    if s["optimizer"] == "sgd":
+        optimizer_text += f" momentum {s['momentum']:g}"
+    _say(f"training MLP {arch} ({s['activation']}, dropout {s['dropout']:g}) on {splits.name}: "
+         f"{len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test samples; {s['loss']} loss, "
+         f"{optimizer_text}, "
          f"batch {s['batch_size']}, epochs {start_epoch + 1}-{s['epochs']}; backend {backend_name} on {device}",
          quiet)
     if start_epoch >= s["epochs"]:
@@ -408,7 +439,7 @@ def cmd_train(args) -> int:
     stop = StopRequest()
     message = "xpgrad: stopping after this batch" + (f" and saving {save}" if save else "") + \
               " (Ctrl-C again to abort)"
-    with catch_sigint(stop, message):
+    with catch_sigint(stop, message), blas_threads_for(model, s["batch_size"]):
         result = fit(model, opt, loss_fn, loader, s["epochs"], val=splits.val, test=splits.test,
                      start_epoch=start_epoch, history=history, reporter=Reporter(quiet=quiet), stop=stop,
                      eval_batch_size=EVAL_BATCH_SIZE)
@@ -429,7 +460,7 @@ def cmd_train(args) -> int:
     train_seconds = sum(r.seconds for r in new_records)
     samples = len(splits.train) * len(new_records)
     if save is not None:
-        settings = {**s, "dataset": splits.name}
+        settings = {**s, "dataset": splits.name, "data_dir": data_dir}
         extra = {"epoch": result.epochs_done, "settings": settings, "history": history_to_json(history),
                  "rng": result.rng_state, "interrupted": result.interrupted, "backend": backend_name,
                  "xpgrad_version": xg.__version__}
@@ -455,6 +486,13 @@ def cmd_train(args) -> int:
         _say(f"saved metrics to {metrics_path}")
     print(f"test accuracy: {test_acc:.4f}", flush=True)
     return EXIT_INTERRUPTED if result.interrupted else 0
+
+
+def _data_dir(given, dataset: str, saved: dict):
+    """--data-dir as an absolute path, else the checkpoint's folder when it holds the same dataset."""
+    if given:
+        return str(Path(given).expanduser().resolve())
+    return saved.get("data_dir") if saved.get("dataset") == dataset else None
 
 
 def _show(value) -> str:
@@ -483,10 +521,11 @@ def cmd_eval(args) -> int:
     from .train import accuracy
 
     ckpt = load_checkpoint(Path(args.load).expanduser())
-    name = args.dataset or ckpt.extra.get("settings", {}).get("dataset")
+    saved = ckpt.extra.get("settings", {})
+    name = args.dataset or saved.get("dataset")
     if name is None:
         raise UsageError(f"checkpoint {ckpt.path} does not record its dataset; give --dataset")
-    splits = load_dataset(name, args.data_dir)
+    splits = load_dataset(name, _data_dir(args.data_dir, name, saved))
     config = ckpt.model_config or {}
     sizes = config.get("sizes")
     if sizes and (sizes[0] != splits.num_features or sizes[-1] != splits.num_classes):
@@ -571,6 +610,10 @@ def _kernels_status() -> str:
         import numba  # noqa: F401
     except ImportError:
         return "not available (numba is not installed)"
+    try:
+        importlib.import_module("xpgrad.kernels")
+    except Exception as err:  # noqa: BLE001 - report any failure to load, do not crash `info`
+        return f"not available (importing xpgrad.kernels failed: {type(err).__name__}: {err})"
     if not kernels_enabled():
         return "available but switched off (XPGRAD_KERNELS=0)"
     return "available"
@@ -604,17 +647,19 @@ def _import_optional(module: str, command: str):
 def cmd_bench(args) -> int:
     if args.target is None:
         raise UsageError(f"bench needs a target: one of {', '.join(BENCH_TARGETS)}")
-    module = _import_optional(f"xpgrad.bench_{args.target}", f"bench {args.target}")
-    code = module.run(sizes=args.sizes, json_path=args.json_path, threads=args.threads)
-    return 0 if code is None else int(code)
+    module_name, function, _ = BENCH_TARGETS[args.target]
+    module = _import_optional(module_name, f"bench {args.target}")
+    fn = getattr(module, function, None)
+    if fn is None:
+        raise CommandUnavailable(
+            f"`{PROG} bench {args.target}` is not available yet ({module_name} has no {function}())"
+        )
+    code = fn(sizes=args.sizes, json_path=args.json_path, threads=args.threads)
+    return code if isinstance(code, int) and not isinstance(code, bool) else 0
 
 
-def cmd_graph(args) -> int:
-    module = _import_optional(GRAPH_MODULE, "graph")
-    if not hasattr(module, "cli_main"):
-        raise CommandUnavailable(f"`{PROG} graph` is not available yet ({GRAPH_MODULE} has no cli_main)")
-    code = module.cli_main(list(args.rest))
-    return 0 if code is None else int(code)
+def cmd_graph_unavailable(args) -> int:
+    raise CommandUnavailable(f"`{PROG} graph` is not available yet ({GRAPH_MODULE} has no add_graph_subcommand)")
 
 
 if __name__ == "__main__":  # pragma: no cover

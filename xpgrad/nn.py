@@ -1,8 +1,10 @@
 """Neural-network building blocks: Module, Linear, Sequential, activations, Dropout and MLP.
 
 A `Module` registers what is assigned to its attributes: a Tensor with ``requires_grad=True``
-becomes a parameter, a Module a sub-module. Parameters are plain xpgrad Tensors (the engine
-checks ``type(t) is Tensor`` on its hot paths, so there is no Parameter subclass).
+becomes a parameter, a Module a sub-module; `register_buffer` adds a non-trainable Tensor that is
+saved and moved with the parameters (e.g. the input statistics of `Standardize`). Parameters are
+plain xpgrad Tensors (the engine checks ``type(t) is Tensor`` on its hot paths, so there is no
+Parameter subclass).
 
     import xpgrad as xg
     from xpgrad import nn
@@ -59,6 +61,7 @@ class Module:
 
     def __init__(self):
         object.__setattr__(self, "_parameters", {})
+        object.__setattr__(self, "_buffers", {})
         object.__setattr__(self, "_modules", {})
         object.__setattr__(self, "training", True)
 
@@ -71,7 +74,12 @@ class Module:
                 f"first in {type(self).__name__}.__init__"
             )
         modules = self.__dict__["_modules"]
-        if isinstance(value, Tensor) and value.requires_grad:
+        buffers = self.__dict__["_buffers"]
+        if name in buffers:
+            if not isinstance(value, Tensor) or value.requires_grad:
+                raise TypeError(f"{type(self).__name__}.{name} is a buffer: assign a Tensor without requires_grad")
+            buffers[name] = value
+        elif isinstance(value, Tensor) and value.requires_grad:
             if value._node is not None:
                 raise ValueError(
                     f"{type(self).__name__}.{name}: a parameter must be a leaf tensor, but this one was "
@@ -88,7 +96,17 @@ class Module:
             modules.pop(name, None)
         object.__setattr__(self, name, value)
 
+    def register_buffer(self, name: str, value: Tensor) -> None:
+        """Add a non-trainable tensor that state_dict() saves and to() moves."""
+        if not isinstance(value, Tensor) or value.requires_grad:
+            raise TypeError(f"register_buffer {name!r}: expected a Tensor without requires_grad")
+        if name in self._parameters or name in self._modules:
+            raise ValueError(f"register_buffer {name!r}: the name is already a parameter or sub-module")
+        self._buffers[name] = value
+        object.__setattr__(self, name, value)
+
     def __delattr__(self, name):
+        self._buffers.pop(name, None)
         self._parameters.pop(name, None)
         self._modules.pop(name, None)
         object.__delattr__(self, name)
@@ -120,6 +138,12 @@ class Module:
                 seen.add(id(p))
                 yield (f"{mod_name}.{name}" if mod_name else name), p
 
+    def named_buffers(self, prefix: str = ""):
+        """(dotted name, buffer) pairs."""
+        for mod_name, module in self.named_modules(prefix):
+            for name, b in module._buffers.items():
+                yield (f"{mod_name}.{name}" if mod_name else name), b
+
     def parameters(self) -> list[Tensor]:
         return [p for _, p in self.named_parameters()]
 
@@ -142,24 +166,30 @@ class Module:
             p.grad = None
 
     def to(self, device) -> Module:
-        """Move every parameter (and gradient) to `device` in place; the Tensors stay the same objects."""
+        """Move every parameter (and gradient) and buffer to `device` in place; the Tensors stay the
+        same objects, so an optimizer made before the move still holds them."""
         for p in self.parameters():
             p.data = backend.move(p.data, device)
             if p.grad is not None:
                 p.grad = Tensor(backend.move(p.grad.data, device))
+        for _, b in self.named_buffers():
+            b.data = backend.move(b.data, device)
         return self
 
+    def _state_tensors(self) -> dict[str, Tensor]:
+        return {**dict(self.named_parameters()), **dict(self.named_buffers())}
+
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Host NumPy copies of the parameters by dotted name."""
-        return {name: to_host(p.data) for name, p in self.named_parameters()}
+        """Host NumPy copies of the parameters and buffers by dotted name."""
+        return {name: to_host(t.data) for name, t in self._state_tensors().items()}
 
     def load_state_dict(self, state: dict, strict: bool = True) -> None:
-        """Copy arrays by dotted name into the parameters (on their device, in their dtype).
+        """Copy arrays by dotted name into the parameters and buffers (on their device, in their dtype).
 
         Raises StateDictError, before changing anything, when a shape differs or (with
         `strict`) a name is missing or unexpected.
         """
-        own = dict(self.named_parameters())
+        own = self._state_tensors()
         problems = []
         if strict:
             missing = [k for k in own if k not in state]
@@ -343,6 +373,39 @@ class Dropout(Module):
         return f"p={self.p}"
 
 
+class Standardize(Module):
+    """y = (x - mean) * scale per feature, with buffers `mean` and `scale` (not trained).
+
+    `fit(x)` sets them from training data: mean and scale = 1 / (std + floor); the floor keeps
+    features that are almost constant (border pixels) from being blown up. A fresh layer is the
+    identity (mean 0, scale 1).
+    """
+
+    def __init__(self, num_features: int, floor: float = 0.1, dtype: str = "float32", device=None):
+        super().__init__()
+        from .creation import tensor
+
+        self.num_features = _positive_int("Standardize num_features", num_features)
+        self.floor = float(floor)
+        self.register_buffer("mean", tensor(np.zeros(self.num_features), dtype=dtype, device=device))
+        self.register_buffer("scale", tensor(np.ones(self.num_features), dtype=dtype, device=device))
+
+    def fit(self, x) -> Standardize:
+        """Set mean and scale from host samples `x` of shape (n, num_features)."""
+        x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        if x.shape[1] != self.num_features or len(x) == 0:
+            raise ValueError(f"Standardize.fit: expected samples of shape (n>0, {self.num_features}), got {x.shape}")
+        self.mean.data = to_place(x.mean(axis=0), self.mean.data)
+        self.scale.data = to_place(1.0 / (x.std(axis=0) + self.floor), self.scale.data)
+        return self
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) * self.scale
+
+    def extra_repr(self):
+        return f"num_features={self.num_features}, floor={self.floor}"
+
+
 class Sequential(Module):
     """Modules applied in order; sub-modules are named "0", "1", ..."""
 
@@ -369,14 +432,16 @@ class Sequential(Module):
 
 
 class MLP(Sequential):
-    """Fully connected net: Linear, activation, [Dropout], ..., Linear (no activation on the output).
+    """Fully connected net: [Standardize], Linear, activation, [Dropout], ..., Linear (no activation
+    on the output).
 
     `sizes` = [inputs, hidden..., outputs]. Weights are initialised by the activation (He for the
-    ReLU family, Xavier for sigmoid and tanh) unless `init` says otherwise.
+    ReLU family, Xavier for sigmoid and tanh) unless `init` says otherwise. With `standardize`,
+    a Standardize layer comes first: call `fit_standardizer(train_x)` before training.
     """
 
     def __init__(self, sizes, activation: str = "relu", dropout: float = 0.0, init: str = "auto",
-                 bias: bool = True, dtype: str = "float32", device=None):
+                 bias: bool = True, standardize: bool = False, dtype: str = "float32", device=None):
         sizes = [_positive_int("MLP sizes entry", s) for s in sizes]
         if len(sizes) < 2:
             raise ValueError(f"MLP sizes needs at least [inputs, outputs], got {sizes!r}")
@@ -387,7 +452,7 @@ class MLP(Sequential):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"MLP dropout must be in [0, 1), got {dropout!r}")
         scheme = init_for(act) if init == "auto" else init
-        layers: list[Module] = []
+        layers: list[Module] = [Standardize(sizes[0], dtype=dtype, device=device)] if standardize else []
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
             layers.append(Linear(n_in, n_out, bias=bias, init=scheme, dtype=dtype, device=device))
             if i < len(sizes) - 2:
@@ -400,10 +465,19 @@ class MLP(Sequential):
         self.dropout = dropout
         self.init = init
         self.has_bias = bool(bias)
+        self.standardize = bool(standardize)
+
+    def fit_standardizer(self, x) -> MLP:
+        """Set the input statistics of the Standardize layer from training samples `x`."""
+        if not self.standardize:
+            raise ValueError("fit_standardizer: this MLP was built with standardize=False")
+        self[0].fit(x)
+        return self
 
     def config(self) -> dict:
         return {"type": "MLP", "sizes": list(self.sizes), "activation": self.activation,
-                "dropout": self.dropout, "init": self.init, "bias": self.has_bias}
+                "dropout": self.dropout, "init": self.init, "bias": self.has_bias,
+                "standardize": self.standardize}
 
 
 def from_config(config: dict, device=None) -> Module:
@@ -413,12 +487,13 @@ def from_config(config: dict, device=None) -> Module:
     if config["type"] == "MLP":
         return MLP(config["sizes"], activation=config.get("activation", "relu"),
                    dropout=config.get("dropout", 0.0), init=config.get("init", "auto"),
-                   bias=config.get("bias", True), device=device)
+                   bias=config.get("bias", True), standardize=config.get("standardize", False),
+                   device=device)
     raise ValueError(f"unknown model type {config['type']!r} in config (known: MLP)")
 
 
 __all__ = [
     "ACTIVATIONS", "ELU", "INITS", "Dropout", "Identity", "LeakyReLU", "Linear", "MLP", "Module", "ReLU",
-    "Sequential", "Sigmoid", "StateDictError", "Tanh", "activation", "from_config", "init_for", "init_std",
-    "normalize_activation",
+    "Sequential", "Sigmoid", "Standardize", "StateDictError", "Tanh", "activation", "from_config", "init_for",
+    "init_std", "normalize_activation",
 ]

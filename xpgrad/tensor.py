@@ -28,6 +28,11 @@ def is_integer(dtype) -> bool:
     return not is_floating(dtype) and "int" in str(dtype)
 
 
+def dtype_name(dtype) -> str:
+    """The backend-independent name of a dtype for messages: ``float32``, not ``array_api_strict.float32``."""
+    return str(dtype).rsplit(".", 1)[-1]
+
+
 class Tensor:
     """An n-d array on one device that can record the ops applied to it.
 
@@ -54,7 +59,7 @@ class Tensor:
         """Mark this leaf as needing a gradient (floating dtypes only)."""
         if flag and not is_floating(self.data.dtype):
             raise DTypeError(
-                f"requires_grad: only floating-point tensors can require gradients, got dtype {self.data.dtype}; "
+                f"requires_grad: only floating-point tensors can require gradients, got dtype {dtype_name(self.data.dtype)}; "
                 f"convert first, e.g. xg.tensor(data, dtype='float32', requires_grad=True)"
             )
         if not flag and self._node is not None:

@@ -7,8 +7,10 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -217,8 +219,9 @@ class Reporter:
         from tqdm import tqdm
 
         width = len(str(epochs))
+        columns, rows = _terminal_size(sys.stderr)
         self.bar = tqdm(total=batches, desc=f"epoch {epoch:>{width}}/{epochs}", unit="batch", leave=True,
-                        file=sys.stderr, dynamic_ncols=True)
+                        file=sys.stderr, dynamic_ncols=columns is None, ncols=columns, nrows=rows)
         bar = self.bar
 
         def on_batch(n):
@@ -238,6 +241,16 @@ class Reporter:
             self.bar = None
         elif not self.quiet:
             print(f"epoch {record.epoch:>3}  {_summary(record)}", file=self.stream, flush=True)
+
+
+def _terminal_size(stream):
+    """(columns, rows) to give tqdm: None where the terminal reports a size (tqdm follows it), else
+    100 columns / 24 rows (a pseudo-terminal of size 0, where tqdm would draw nothing)."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, ValueError, OSError):
+        return 100, 24
+    return (None if size.columns > 0 else 100), (None if size.lines > 0 else 24)
 
 
 def _isatty(stream) -> bool:
@@ -309,6 +322,31 @@ def plot_history(history, path, title: str | None = None):
     return atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=100))
 
 
+SMALL_GEMM = 1 << 24  # batch * in * out below which one BLAS thread is faster than several
+_THREAD_ENV = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
+
+
+def blas_threads_for(model, batch_size: int):
+    """A context manager limiting NumPy's BLAS to one thread when every GEMM of a training step is
+    small (a few 100k multiply-adds on digits): extra BLAS threads only add spin and sync cost
+    there, and on a busy machine spinning threads can slow a run down tenfold. Nothing changes
+    for large models, non-NumPy backends, without threadpoolctl, or when the user set a
+    *_NUM_THREADS variable."""
+    weights = [p for p in model.parameters() if p.ndim == 2]
+    if not weights or any(type(p.data).__module__ != "numpy" for p in weights):
+        return contextlib.nullcontext()
+    if any(os.environ.get(name) for name in _THREAD_ENV):
+        return contextlib.nullcontext()
+    work = max(batch_size * p.shape[0] * p.shape[1] for p in weights)
+    if work >= SMALL_GEMM:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
 def describe_device(model) -> str:
     """Where the model's parameters live, e.g. "cpu" or "cuda:0 (NVIDIA H100 ...)"."""
     params = model.parameters()
@@ -329,7 +367,8 @@ def describe_device(model) -> str:
 
 
 __all__ = [
-    "LOSSES", "EpochRecord", "FitResult", "Reporter", "StopRequest", "accuracy", "catch_sigint", "describe_device",
+    "LOSSES", "EpochRecord", "FitResult", "Reporter", "StopRequest", "accuracy", "blas_threads_for", "catch_sigint",
+    "describe_device",
     "fit", "history_from_json", "history_to_json", "make_loss", "plot_history", "rng_state", "set_rng_state",
     "train_epoch", "write_json",
 ]

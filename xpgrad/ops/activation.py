@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..autograd import Node, apply1, apply2, array_fns
 from ..errors import DTypeError, ShapeError
-from ..tensor import Tensor, is_floating
+from ..tensor import Tensor, dtype_name, is_floating
 from .reduce import max as reduce_max
 from .reduce import normalize_axis
 from .shape import reshape
@@ -11,7 +11,7 @@ from .shape import reshape
 
 def _require_float(op: str, x: Tensor) -> None:
     if not is_floating(x.dtype):
-        raise DTypeError(f"{op}: expects a floating-point tensor, got dtype {x.dtype}")
+        raise DTypeError(f"{op}: expects a floating-point tensor, got dtype {dtype_name(x.dtype)}")
 
 
 class Sigmoid(Node):

@@ -6,7 +6,7 @@ import numpy as np
 from .. import backend
 from ..autograd import Node, apply2
 from ..errors import DTypeError, LabelError, ShapeError
-from ..tensor import Tensor, is_floating, is_integer
+from ..tensor import Tensor, dtype_name, is_floating, is_integer
 from .activation import log_softmax_array, relu, softmax
 from .arith import operand
 from .reduce import mean
@@ -17,15 +17,17 @@ from .shape import one_hot
 def _labels(op: str, scores: Tensor, labels) -> Tensor:
     """Validate (N, C) scores against integer labels in [0, C); the same error on every backend."""
     if not isinstance(labels, Tensor):
-        labels = operand(labels, scores)
-        if not isinstance(labels, Tensor):
+        if isinstance(labels, (list, tuple)):
+            labels = np.asarray(labels)  # a list of ints is int64 labels, not float32 values beside `scores`
+        if not hasattr(labels, "shape"):
             raise DTypeError(f"{op}: labels must be an integer array of shape (N,), got {labels!r}")
+        labels = operand(labels, scores)
     if not is_floating(scores.dtype):
-        raise DTypeError(f"{op}: scores must be floating point, got dtype {scores.dtype}")
+        raise DTypeError(f"{op}: scores must be floating point, got dtype {dtype_name(scores.dtype)}")
     if scores.ndim != 2:
         raise ShapeError(f"{op}: scores must be 2-D (N, C), got shape {scores.shape}")
     if not is_integer(labels.dtype):
-        raise DTypeError(f"{op}: labels must be integer class indices, got dtype {labels.dtype}")
+        raise DTypeError(f"{op}: labels must be integer class indices, got dtype {dtype_name(labels.dtype)}")
     if labels.shape != (scores.shape[0],):
         raise ShapeError(f"{op}: labels must have shape ({scores.shape[0]},) to match scores {scores.shape}, got {labels.shape}")
     backend.check_same_place(op, scores.data, labels.data)
@@ -88,6 +90,8 @@ def mse_loss(pred: Tensor, target) -> Tensor:
     target = operand(target, pred)
     if isinstance(target, Tensor) and target.shape != pred.shape:
         raise ShapeError(f"mse_loss: pred has shape {pred.shape} but target has shape {target.shape}; they must match")
+    if isinstance(target, Tensor):
+        backend.check_same_place("mse_loss", pred.data, target.data)
     diff = pred - target
     return mean(diff * diff)
 

@@ -190,6 +190,10 @@ def getitem(x: Tensor, index) -> Tensor:
     """x[index] for ints, slices, None, Ellipsis and integer arrays (repeated indices accumulate)."""
     node = GetItem()
     node.index = _normalize_index(index, x)
+    if type(x.data) is not np.ndarray and _is_basic_index(node.index):
+        items = node.index if isinstance(node.index, tuple) else (node.index,)
+        if not any(i is Ellipsis for i in items):  # the array API indexes every axis: x[0] means x[0, ...]
+            node.index = items + (Ellipsis,)
     node.in_shape = x.shape
     return apply1(node, x)
 

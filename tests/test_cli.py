@@ -319,3 +319,28 @@ def test_small_models_train_with_one_blas_thread(monkeypatch):
     assert type(blas_threads_for(large, 100)).__name__ == "nullcontext"
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")  # the user's choice wins
     assert type(blas_threads_for(small, 32)).__name__ == "nullcontext"
+
+
+def _write_idx(path, array):
+    import gzip
+    import struct
+
+    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+def test_mnist_folder_train_and_eval_remember_the_data_dir(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    data = tmp_path / "mnist"
+    data.mkdir()
+    for stem, n in (("train", 120), ("t10k", 30)):
+        _write_idx(data / f"{stem}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(data / f"{stem}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
+    ck = str(tmp_path / "m.npz")
+    code, out, err = run_main(capsys, "train", "--dataset", "mnist", "--data-dir", str(data), "--epochs", "1",
+                              "--hidden", "8", "--save", ck)
+    assert code == 0 and err == [] and "784-8-10" in out[0] and FINAL.match(out[-1])
+    code, out, err = run_main(capsys, "eval", "--load", ck)  # no --data-dir: the checkpoint's folder
+    assert code == 0 and out[0].startswith("mnist test split: 30 samples") and FINAL.match(out[-1])
+    code, _, err = run_main(capsys, "eval", "--load", ck, "--data-dir", str(tmp_path / "elsewhere"))
+    assert code == 1 and "elsewhere" in err[0]

@@ -7,16 +7,39 @@ so one rule serves both passes.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
 
-from . import backend
+from . import backend, buffers
+
+
+_kernels_on = os.environ.get("XPGRAD_KERNELS", "1") != "0"
 
 
 def kernels_enabled() -> bool:
-    """False when XPGRAD_KERNELS=0 switches the Numba kernels off."""
-    return os.environ.get("XPGRAD_KERNELS", "1") != "0"
+    """Whether NumPy/CuPy arrays take the Numba kernels (XPGRAD_KERNELS=0 switches them off)."""
+    return _kernels_on
+
+
+@contextlib.contextmanager
+def use_kernels(flag: bool):
+    """Context manager: Numba kernels on or off inside the block (for comparisons and debugging)."""
+    global _kernels_on
+    previous, _kernels_on = _kernels_on, bool(flag)
+    try:
+        yield
+    finally:
+        _kernels_on = previous
+
+
+def _kernel_float(*arrays) -> bool:
+    """Kernels apply: switched on, and all arrays float32 or all float64."""
+    if not _kernels_on:
+        return False
+    dtype = arrays[0].dtype
+    return dtype.char in "fd" and all(a.dtype == dtype for a in arrays[1:])
 
 
 def _is_basic_index(index) -> bool:
@@ -63,12 +86,49 @@ class ArrayFns:
         """dx = dy * y * (1 - y): the sigmoid gate's local gradient times the upstream one."""
         return gy * (y * (1 - y))
 
+    def sigmoid(self, a):
+        """Logistic sigmoid of a raw array."""
+        return sigmoid_array(self.xp, a)
+
+    def act_grad(self, activation: str, y, gy):
+        """Upstream gradient times the activation's local gradient, from the activation output y."""
+        if activation == "sigmoid":
+            return self.sigmoid_grad(y, gy)
+        return self.xp.where(y > 0, gy, self.xp.zeros_like(gy))
+
+    def bias_act(self, z, b, activation: str):
+        """act(z + b), in place on the GEMM output z where the library allows."""
+        if b is not None:
+            z += b
+        if activation == "relu":
+            return self.xp.maximum(z, 0)
+        return sigmoid_array(self.xp, z)
+
+    def bias_act_grad(self, activation: str, y, gy, with_bias: bool):
+        """(dz, db) of act(z + b): db is None without a bias."""
+        dz = self.act_grad(activation, y, gy)
+        return dz, (self.xp.sum(dz, axis=0) if with_bias else None)
+
+    def softmax_xent(self, z, labels):
+        """(mean cross-entropy, softmax probabilities) of (N, C) logits and integer labels."""
+        xp = self.xp
+        logp = log_softmax_array(xp, z, 1)
+        picked = xp.sum(xp.where(self._hot(labels, z.shape[1]), logp, xp.zeros_like(logp)), axis=1)
+        return -xp.sum(picked) / z.shape[0], xp.exp(logp)
+
+    def softmax_xent_grad(self, probs, labels, scale):
+        """(probs - onehot(labels)) * scale."""
+        return self.xp.where(self._hot(labels, probs.shape[1]), probs - 1, probs) * scale
+
+    def _hot(self, labels, num_classes):
+        """Boolean (N, C) mask of the label positions."""
+        xp = self.xp
+        return xp.reshape(labels, (-1, 1)) == xp.reshape(xp.arange(num_classes, device=labels.device), (1, -1))
+
     def one_hot(self, labels, num_classes, dtype):
         """(N, C) one-hot rows of `labels` (portable; losses avoid it where a fast path exists)."""
         xp = self.xp
-        classes = xp.arange(num_classes, device=labels.device)
-        hot = xp.reshape(labels, (-1, 1)) == xp.reshape(classes, (1, -1))
-        return xp.astype(hot, dtype)
+        return xp.astype(self._hot(labels, num_classes), dtype)
 
     def index_grad(self, gy, index, shape):
         """Zeros of `shape` with `gy` added at `index` (repeated indices accumulate)."""
@@ -97,16 +157,84 @@ class ArrayFns:
         return x[index]
 
 
+def log_softmax_array(xp, a, axis):
+    """Stable log-softmax of a raw array via log-sum-exp (all -inf rows stay finite-safe)."""
+    m = xp.max(a, axis=axis, keepdims=True)
+    shifted = a - xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+
+
+def sigmoid_array(xp, a):
+    """Stable logistic sigmoid of a raw array (portable)."""
+    e = xp.exp(-xp.abs(a))
+    r = 1 / (1 + e)
+    return xp.where(a >= 0, r, e * r)
+
+
 class NumpyFns(ArrayFns):
-    """NumPy fast paths on top of the portable code."""
+    """NumPy fast paths on top of the portable code: the Numba CPU kernels and pooled buffers."""
+
+    def __init__(self, xp):
+        super().__init__(xp)
+        from . import kernels
+
+        self.k = kernels
+        self._zeros = {}
 
     def sum(self, x, axis=None, keepdims=False):
         return x.sum(axis=axis, keepdims=keepdims)  # the method skips numpy.sum's Python wrapper
+
+    def sigmoid_grad(self, y, gy):
+        if y.shape == gy.shape and _kernel_float(y, gy):
+            return self.k.sigmoid_backward(y, gy, out=buffers.empty_like(y))
+        return gy * (y * (1 - y))
+
+    def sigmoid(self, a):
+        """Sigmoid forward in one pass (the linear-epilogue kernel with a zero bias)."""
+        if not _kernel_float(a) or a.ndim == 0:
+            return sigmoid_array(self.xp, a)
+        rows = a.reshape(-1, a.shape[-1])
+        return self.k.bias_act_forward(rows, self._zero_bias(a.shape[-1], a.dtype), "sigmoid").reshape(a.shape)
+
+    def _zero_bias(self, n, dtype):
+        key = (n, dtype.char)
+        zeros = self._zeros.get(key)
+        if zeros is None:
+            zeros = self._zeros[key] = np.zeros(n, dtype)
+        return zeros
+
+    def bias_act(self, z, b, activation):
+        if z.ndim == 2 and _kernel_float(z) and (b is None or b.dtype == z.dtype):
+            bias = b if b is not None else self._zero_bias(z.shape[1], z.dtype)
+            return self.k.bias_act_forward(z, bias, activation, out=z)
+        return super().bias_act(z, b, activation)
+
+    def bias_act_grad(self, activation, y, gy, with_bias):
+        if y.ndim == 2 and y.shape == gy.shape and _kernel_float(y, gy):
+            dz, db = self.k.bias_act_backward(y, gy, activation, dz_out=buffers.empty_like(y))
+            return dz, (db if with_bias else None)
+        return super().bias_act_grad(activation, y, gy, with_bias)
+
+    def softmax_xent(self, z, labels):
+        if _kernel_float(z):
+            return self.k.softmax_xent_forward(z, labels)
+        logp = log_softmax_array(self.xp, z, 1)
+        return -logp[np.arange(z.shape[0]), labels].sum() / z.shape[0], np.exp(logp)
+
+    def softmax_xent_grad(self, probs, labels, scale):
+        if _kernel_float(probs):
+            return self.k.softmax_xent_backward(probs, labels, float(scale))
+        g = probs * scale
+        g[np.arange(probs.shape[0]), labels] -= scale
+        return g
 
     def index_grad(self, gy, index, shape):
         out = np.zeros(shape, dtype=gy.dtype)
         if _is_basic_index(index):
             out[index] = gy
+        elif (type(index) is np.ndarray and index.ndim == 1 and index.dtype.kind in "iu" and _kernel_float(out, gy)
+              and (index.size == 0 or index.min() >= 0)):
+            self.k.scatter_add(out, index, gy)  # repeated rows accumulate, like np.add.at but one pass
         else:
             np.add.at(out, index, gy)
         return out

@@ -4,7 +4,7 @@ import operator
 from ..tensor import Tensor
 from .activation import elu, leaky_relu, log_softmax, maxout, relu, sigmoid, sigmoid_grad, softmax, tanh
 from .arith import _compare, abs, add, div, exp, log, maximum, minimum, mul, neg, pow, sqrt, sub, where
-from .linalg import linear, matmul
+from .linalg import bias_act_grad, linear, matmul
 from .loss import hinge_loss, mse_loss, softmax_cross_entropy
 from .reduce import max, mean, min, sum
 from .shape import (
@@ -46,7 +46,7 @@ def _install_tensor_methods() -> None:
 _install_tensor_methods()
 
 __all__ = [
-    "abs", "add", "astype", "broadcast_to", "concat", "div", "elu", "exp", "getitem", "hinge_loss", "index_grad",
+    "abs", "add", "astype", "bias_act_grad", "broadcast_to", "concat", "div", "elu", "exp", "getitem", "hinge_loss", "index_grad",
     "leaky_relu", "linear", "log", "log_softmax", "matmul", "matrix_transpose", "max", "maximum", "maxout", "mean",
     "min", "minimum", "move", "mse_loss", "mul", "neg", "one_hot", "pow", "relu", "reshape", "sigmoid",
     "sigmoid_grad", "softmax", "softmax_cross_entropy", "sqrt", "stack", "sub", "sum", "tanh", "transpose", "where",

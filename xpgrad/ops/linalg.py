@@ -1,7 +1,10 @@
 """matmul (1-D, 2-D, batched) and the Affine layer `linear` as one node."""
 from __future__ import annotations
 
-from ..autograd import Node, apply2, apply_n
+from ..autograd import Node, apply2, apply_n, array_fns
+from .activation import sigmoid_grad
+from .arith import where
+from .reduce import sum as reduce_sum
 from ..errors import ShapeError
 from ..tensor import Tensor
 
@@ -72,6 +75,44 @@ class Linear(Node):
         return gx, gW, gb
 
 
+class LinearAct(Linear):
+    """act(x @ W + b) as one node: bias add and activation in one pass over the GEMM output, and
+    in backward the activation gradient and db = sum(dz, axis=0) in one pass (fused kernels)."""
+
+    __slots__ = ("activation",)
+    name = "linear_act"
+    saves_output = True
+
+    def forward(self, xp, x, W, b=None):
+        z = x @ W
+        return array_fns(z).bias_act(z, b, self.activation)
+
+    def backward(self, F, gy, args, y):
+        x, W = args[0], args[1]
+        n_in, n_out = W.shape
+        with_bias = len(args) == 3 and self.needs(2)
+        if len(y.shape) != 2:
+            y, gy = F.reshape(y, (-1, n_out)), F.reshape(gy, (-1, n_out))
+        dz, db = F.bias_act_grad(self.activation, y, gy, with_bias)
+        gx = gW = None
+        if self.needs(0):
+            gx = dz @ W.mT
+            if len(x.shape) != 2:
+                gx = F.reshape(gx, tuple(x.shape))
+        if self.needs(1):
+            gW = (F.reshape(x, (-1, n_in)) if len(x.shape) != 2 else x).mT @ dz
+        return (gx, gW) if len(args) == 2 else (gx, gW, db)
+
+
+def bias_act_grad(activation: str, y: Tensor, gy: Tensor, with_bias: bool):
+    """Differentiable (dz, db) of act(z + b) given its output y (create_graph path of LinearAct)."""
+    dz = sigmoid_grad(y, gy) if activation == "sigmoid" else where(y > 0, gy, gy * 0)
+    return dz, (reduce_sum(dz, axis=0) if with_bias else None)
+
+
+ACTIVATIONS = (None, "identity", "relu", "sigmoid")
+
+
 def matmul(a: Tensor, b: Tensor) -> Tensor:
     """Matrix product with NumPy semantics (1-D, 2-D and batched operands)."""
     if a.ndim == 0 or b.ndim == 0:
@@ -83,14 +124,25 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     return apply2(MatMul(), a, b)
 
 
-def linear(x: Tensor, W: Tensor, b: Tensor | None = None) -> Tensor:
-    """x @ W + b with W of shape (in, out), as one node (the notes' Affine layer)."""
+def linear(x: Tensor, W: Tensor, b: Tensor | None = None, activation: str | None = None) -> Tensor:
+    """x @ W + b with W of shape (in, out), as one node (the notes' Affine layer).
+
+    `activation` ("relu" or "sigmoid") fuses the activation into the same node: one pass over
+    the GEMM output forward, one pass for dz and db backward (Numba kernels on NumPy).
+    """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"linear: activation must be one of {ACTIVATIONS}, got {activation!r}")
     if W.ndim != 2:
         raise ShapeError(f"linear: W must be 2-D (in_features, out_features), got shape {W.shape}")
     if x.ndim == 0 or x.shape[-1] != W.shape[0]:
         raise ShapeError(f"linear: x has shape {x.shape} but W expects {W.shape[0]} input features (W shape {W.shape})")
+    if activation in (None, "identity"):
+        node = Linear()
+    else:
+        node = LinearAct()
+        node.activation = activation
     if b is None:
-        return apply2(Linear(), x, W)
+        return apply2(node, x, W)
     if b.shape != (W.shape[1],):
         raise ShapeError(f"linear: b must have shape ({W.shape[1]},) to match W {W.shape}, got {b.shape}")
-    return apply_n(Linear(), (x, W, b))
+    return apply_n(node, (x, W, b))

@@ -1,13 +1,11 @@
 """Losses: Softmax-with-loss as one node, mean squared error, and the cs231n multiclass SVM."""
 from __future__ import annotations
 
-import numpy as np
-
 from .. import backend
-from ..autograd import Node, apply2
+from ..autograd import Node, apply2, array_fns
 from ..errors import DTypeError, LabelError, ShapeError
 from ..tensor import Tensor, dtype_name, is_floating, is_integer
-from .activation import log_softmax_array, relu, softmax
+from .activation import relu, softmax
 from .arith import operand
 from .reduce import mean
 from .reduce import sum as reduce_sum
@@ -43,38 +41,22 @@ def _labels(op: str, scores: Tensor, labels) -> Tensor:
 
 
 class SoftmaxCrossEntropy(Node):
-    """mean_i -log softmax(z_i)[y_i]; backward (softmax(z) - onehot(y)) / N without a one-hot on NumPy."""
+    """mean_i -log softmax(z_i)[y_i]; backward (softmax(z) - onehot(y)) / N, row by row without a
+    one-hot matrix on NumPy (one Numba pass each way)."""
 
-    __slots__ = ("logp",)
+    __slots__ = ("probs",)
     name = "softmax_cross_entropy"
 
     def forward(self, xp, z, labels):
-        logp = log_softmax_array(xp, z, 1)
-        n = z.shape[0]
-        if type(z) is np.ndarray or backend.is_cupy(z):
-            picked = logp[xp.arange(n), labels]
-        else:
-            picked = xp.sum(xp.where(_hot(xp, labels, z.shape[1]), logp, xp.zeros_like(logp)), axis=1)
-        self.logp = logp
-        return -xp.sum(picked) / n
+        loss, self.probs = array_fns(z).softmax_xent(z, labels)
+        return loss
 
     def backward(self, F, gy, args, y):
         z, labels = args
-        n = z.shape[0]
-        scale = gy / n
+        scale = gy / z.shape[0]
         if F.tensors:
             return (softmax(z, axis=1) - one_hot(labels, z.shape[1], z.dtype)) * scale, None
-        p = F.exp(self.logp)
-        if type(p) is np.ndarray or backend.is_cupy(p):
-            p[F.xp.arange(n), labels] -= 1
-            p *= scale
-            return p, None
-        return F.where(_hot(F.xp, labels, z.shape[1]), p - 1, p) * scale, None
-
-
-def _hot(xp, labels, num_classes):
-    """Boolean (N, C) mask of the label positions (portable path only)."""
-    return xp.reshape(labels, (-1, 1)) == xp.reshape(xp.arange(num_classes, device=labels.device), (1, -1))
+        return F.softmax_xent_grad(self.probs, labels, scale), None
 
 
 def softmax_cross_entropy(logits: Tensor, labels) -> Tensor:

@@ -1,0 +1,80 @@
+"""Engine-level: gradients through the ops with the Numba kernels on equal those with kernels off."""
+import numpy as np
+import pytest
+
+import xpgrad as xg
+from xpgrad import buffers
+from xpgrad.fns import kernels_enabled, use_kernels
+
+
+def _grads(fn, arrays, kernels: bool):
+    with use_kernels(kernels):
+        leaves = [xg.tensor(a, requires_grad=True) for a in arrays]
+        out = fn(*leaves)
+        out.backward(np.ones(out.shape, dtype=arrays[0].dtype) if out.ndim else None)
+        return out.numpy().copy(), [t.grad.numpy().copy() for t in leaves]
+
+
+CASES = {
+    "sigmoid": (lambda x: xg.sigmoid(x), [(7, 1023)]),
+    "sigmoid_3d": (lambda x: xg.sigmoid(x) * 2.0, [(2, 3, 5)]),
+    "linear_relu": (lambda x, W, b: xg.linear(x, W, b, activation="relu"), [(33, 17), (17, 9), (9,)]),
+    "linear_sigmoid": (lambda x, W, b: xg.linear(x, W, b, activation="sigmoid"), [(33, 17), (17, 9), (9,)]),
+    "linear_sigmoid_no_bias": (lambda x, W: xg.linear(x, W, activation="sigmoid"), [(5, 4), (4, 3)]),
+    "linear_relu_3d": (lambda x, W, b: xg.linear(x, W, b, activation="relu"), [(2, 5, 4), (4, 3), (3,)]),
+    "softmax_cross_entropy": (lambda z: xg.softmax_cross_entropy(z, xg.tensor(np.arange(13) % 4)), [(13, 4)]),
+    "getitem_rows": (lambda x: x[xg.tensor(np.array([3, 0, 3, 1, 3]))] * 2.0, [(4, 6)]),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_kernels_on_equal_kernels_off(name, dtype):
+    fn, shapes = CASES[name]
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    out_on, grads_on = _grads(fn, arrays, True)
+    out_off, grads_off = _grads(fn, arrays, False)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out_on, out_off, rtol=tol, atol=tol)
+    for on, off in zip(grads_on, grads_off):
+        np.testing.assert_allclose(on, off, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid"])
+def test_fused_linear_matches_separate_ops(activation):
+    rng = np.random.default_rng(1)
+    x, W, b = rng.standard_normal((6, 5)), rng.standard_normal((5, 4)), rng.standard_normal(4)
+    fused = _grads(lambda x, W, b: xg.linear(x, W, b, activation=activation), [x, W, b], True)
+    act = xg.relu if activation == "relu" else xg.sigmoid
+    separate = _grads(lambda x, W, b: act(xg.linear(x, W, b)), [x, W, b], False)
+    np.testing.assert_allclose(fused[0], separate[0], rtol=1e-12)
+    for a, c in zip(fused[1], separate[1]):
+        np.testing.assert_allclose(a, c, rtol=1e-12, atol=1e-14)
+
+
+def test_pooled_gradient_buffers_never_alias_a_live_gradient():
+    n = buffers.MIN_BYTES // 4 + 1  # large enough to be pooled (float32)
+    rng = np.random.default_rng(2)
+    x = xg.tensor(rng.standard_normal(n).astype(np.float32), requires_grad=True)
+    xg.sigmoid(x).backward(np.ones(n, np.float32))
+    first = x.grad  # keep it alive: the next backward must not write into it
+    kept = first.numpy().copy()
+    x.grad = None
+    xg.sigmoid(x * 2.0).backward(np.ones(n, np.float32))
+    np.testing.assert_array_equal(first.numpy(), kept)
+    assert not np.shares_memory(first.numpy(), x.grad.numpy())
+    del first
+    x.grad = None
+    xg.sigmoid(x).backward(np.ones(n, np.float32))  # now the first buffer is free again
+    np.testing.assert_allclose(x.grad.numpy(), kept, rtol=1e-6)
+
+
+def test_xpgrad_kernels_env_switch_is_read_at_import():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "from xpgrad.fns import kernels_enabled; print(kernels_enabled())"],
+                         capture_output=True, text=True, env={**__import__("os").environ, "XPGRAD_KERNELS": "0"})
+    assert out.stdout.strip() == "False", out.stderr
+    assert kernels_enabled() in (True, False)

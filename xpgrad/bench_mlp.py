@@ -267,54 +267,33 @@ def numpy_step_fn(cfg: dict, dtype=np.float32):
 
 
 def xpgrad_step_fn(cfg: dict, dtype=np.float32):
-    """The same network and step with xpgrad: ops, backward, SGD (xpgrad.optim when present)."""
+    """The same network and step as a user writes it: nn.MLP, a loss, backward, optim.SGD."""
     import xpgrad as xg
+    from xpgrad import nn, optim
 
     x, y, W, B = _init(cfg, dtype)
     X, Y = xg.tensor(x), xg.tensor(y)
-    weights = [xg.tensor(w, requires_grad=True) for w in W]
-    biases = [xg.tensor(b, requires_grad=True) for b in B] if B is not None else [None] * len(W)
-    params = weights + [b for b in biases if b is not None]
-    act = xg.sigmoid if cfg["activation"] == "sigmoid" else xg.relu
-    optimizer = _sgd(params, cfg["lr"])
+    model = nn.MLP(cfg["sizes"], activation=cfg["activation"], bias=cfg["bias"], dtype=np.dtype(dtype).name)
+    layers = [m for m in model if isinstance(m, nn.Linear)]
+    for i, layer in enumerate(layers):  # the same starting point as the NumPy contender
+        layer.weight.data[...] = W[i]
+        if B is not None:
+            layer.bias.data[...] = B[i]
+    optimizer = optim.SGD(model.parameters(), lr=cfg["lr"])
 
     def step():
-        h = X
-        for i, (w, b) in enumerate(zip(weights, biases)):
-            h = xg.linear(h, w, b)
-            if i < len(weights) - 1:
-                h = act(h)
+        out = model(X)
         if cfg["loss"] == "squared_error":
-            diff = h - Y
+            diff = out - Y
             loss = (diff * diff).sum()
         else:
-            loss = xg.softmax_cross_entropy(h, Y)
+            loss = xg.softmax_cross_entropy(out, Y)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         return loss
 
     return step
-
-
-def _sgd(params, lr):
-    try:
-        from xpgrad.optim import SGD
-    except ImportError:
-        SGD = None
-    if SGD is not None:
-        return SGD(params, lr=lr)
-
-    class PlainSGD:
-        def zero_grad(self):
-            for p in params:
-                p.grad = None
-
-        def step(self):
-            for p in params:
-                p.data -= lr * p.grad.data
-
-    return PlainSGD()
 
 
 def torch_step_fn(cfg: dict, dtype=np.float32):
@@ -476,6 +455,41 @@ def plot_mlp(results: list, path: str) -> None:
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     os.replace(tmp, path)
+
+
+def cli_overhead(sizes=None, json_path=None, threads=None) -> int:
+    """`xpgrad bench overhead`: per-op table (chain length from --sizes), then the deep-chain check."""
+    payload = {"environment": environment(), "overhead": [], "depth": None}
+    for length in sizes or [1000]:
+        for n in [threads] if threads else [1, 2]:
+            result = run_overhead(length=length, threads=n)
+            payload["overhead"].append(result)
+            print(format_overhead(result), end="\n\n")
+    payload["depth"] = run_depth()
+    for depth, d in payload["depth"].items():
+        print(f"chain of {depth:>9,} muls: forward {d['forward_s']:.2f} s, backward {d['backward_s']:.2f} s, "
+              f"free {d['free_s']:.2f} s, grad {d['grad']}")
+    if json_path:
+        write_json(payload, json_path)
+    return 0
+
+
+def cli_mlp(sizes=None, json_path=None, threads=None, plot_path=None) -> int:
+    """`xpgrad bench mlp`: configs (a), (b), (c) at 1 and 2 threads (or --threads), plus float64 for (a)."""
+    payload = {"environment": environment(), "runs": []}
+    for n in [threads] if threads else [1, 2]:
+        result = run_mlp(threads=n)
+        payload["runs"].append(result)
+        print(format_mlp(result), end="\n\n")
+    wide = run_mlp(configs=("a",), threads=threads or 1, dtype="float64")
+    payload["runs"].append(wide)
+    print(format_mlp(wide))
+    if json_path:
+        write_json(payload, json_path)
+    if plot_path:
+        plot_mlp([r for r in payload["runs"] if r["dtype"] == "float32"], plot_path)
+        print(f"plot written to {plot_path}")
+    return 0
 
 
 def write_json(payload: dict, path: str) -> None:

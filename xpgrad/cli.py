@@ -211,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--load", metavar="PATH", help="resume from a checkpoint written by --save")
     train.add_argument("--plot", metavar="PATH.png", help="write loss and accuracy curves (.png, .pdf or .svg)")
     train.add_argument("--metrics-json", metavar="PATH", help="write final and per-epoch metrics as JSON")
+    train.add_argument("--graph", metavar="PATH.svg", help="draw one training step's graph (values and gradients)")
     train.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     train.set_defaults(func=cmd_train)
 
@@ -236,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
         b.add_argument("--sizes", type=_size_list, help="comma-separated problem sizes")
         b.add_argument("--json", dest="json_path", metavar="PATH", help="also write the results as JSON")
         b.add_argument("--threads", type=_positive_int, help="number of CPU threads (Numba / BLAS)")
+        if target == "mlp":
+            b.add_argument("--plot", dest="plot_path", metavar="PATH.png", help="bar chart of steps/s per config")
         b.set_defaults(func=cmd_bench, target=target)
     bench.set_defaults(func=cmd_bench, target=None)
 
@@ -362,6 +365,7 @@ def cmd_train(args) -> int:
     save = _check_output_path("--save", args.save) if args.save else None
     plot = _check_output_path("--plot", args.plot) if args.plot else None
     metrics_path = _check_output_path("--metrics-json", args.metrics_json) if args.metrics_json else None
+    graph = _check_output_path("--graph", args.graph) if args.graph else None
     if plot is not None and plot.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise UsageError(f"--plot {args.plot}: the file name must end in .png, .pdf or .svg")
     quiet = args.quiet
@@ -469,6 +473,9 @@ def cmd_train(args) -> int:
     if plot is not None and history:
         plot_history(history, plot, title=f"MLP {arch} ({s['activation']}) on {splits.name}, {optimizer_text}")
         _say(f"saved plot to {plot}")
+    if graph is not None:
+        _draw_step(model, loss_fn, splits.train, graph)
+        _say(f"saved graph of one training step to {graph}")
     if metrics_path is not None:
         payload = {
             "dataset": splits.name, "backend": backend_name, "device": device,
@@ -486,6 +493,18 @@ def cmd_train(args) -> int:
         _say(f"saved metrics to {metrics_path}")
     print(f"test accuracy: {test_acc:.4f}", flush=True)
     return EXIT_INTERRUPTED if result.interrupted else 0
+
+
+def _draw_step(model, loss_fn, dataset, path) -> None:
+    """Draw the graph of one step of `model` on a few training samples (layers collapsed)."""
+    from .data import DataLoader
+    from .viz import GraphvizNotFoundError, render_step
+
+    x, y = next(iter(DataLoader(dataset, batch_size=8)))
+    try:
+        render_step(loss_fn(model(x), y), path, model=model)
+    except GraphvizNotFoundError as err:
+        raise UsageError(f"--graph {path}: {err}") from None
 
 
 def _data_dir(given, dataset: str, saved: dict):
@@ -654,7 +673,8 @@ def cmd_bench(args) -> int:
         raise CommandUnavailable(
             f"`{PROG} bench {args.target}` is not available yet ({module_name} has no {function}())"
         )
-    code = fn(sizes=args.sizes, json_path=args.json_path, threads=args.threads)
+    extra = {"plot_path": args.plot_path} if getattr(args, "plot_path", None) else {}
+    code = fn(sizes=args.sizes, json_path=args.json_path, threads=args.threads, **extra)
     return code if isinstance(code, int) and not isinstance(code, bool) else 0
 
 

@@ -417,8 +417,18 @@ class Sequential(Module):
             setattr(self, str(i), module)
 
     def forward(self, x):
-        for module in self._modules.values():
-            x = module(x)
+        """Run the modules in order; a Linear followed by ReLU or Sigmoid runs as one fused node."""
+        modules = list(self._modules.values())
+        i = 0
+        while i < len(modules):
+            module = modules[i]
+            fused = _FUSED_ACTIVATIONS.get(type(modules[i + 1])) if i + 1 < len(modules) else None
+            if fused is not None and type(module) is Linear:
+                x = linear(x, module.weight, module.bias, activation=fused)
+                i += 2
+            else:
+                x = module(x)
+                i += 1
         return x
 
     def __len__(self):
@@ -429,6 +439,9 @@ class Sequential(Module):
 
     def __getitem__(self, index: int) -> Module:
         return list(self._modules.values())[index]
+
+
+_FUSED_ACTIVATIONS = {ReLU: "relu", Sigmoid: "sigmoid"}
 
 
 class MLP(Sequential):

@@ -18,8 +18,9 @@ import math
 
 import numpy as np
 
-from . import backend
+from . import backend, kernels
 from .errors import XpgradError
+from .fns import kernels_enabled
 from .tensor import Tensor, is_floating
 
 
@@ -63,6 +64,14 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step) ->
     denom /= math.sqrt(1.0 - beta2 ** step)
     denom += eps
     param -= (lr / (1.0 - beta1 ** step)) * (m / denom)
+
+
+def _fused(name: str, param, grad):
+    """The fused Numba update `name` for NumPy float32/float64 arrays when kernels are on, else None."""
+    if (type(param) is np.ndarray and type(grad) is np.ndarray and param.dtype.char in "fd"
+            and grad.dtype == param.dtype and kernels_enabled()):
+        return getattr(kernels, name)
+    return None
 
 
 # ---- optimizers ------------------------------------------------------------------------------
@@ -198,7 +207,8 @@ class SGD(Optimizer):
                 if velocity is None:
                     velocity = st["velocity"] = self._zeros(p)
             st["step"] = st.get("step", 0) + 1
-            sgd_update(p.data, p.grad.data, velocity, lr, momentum, wd, nesterov)
+            update = _fused("sgd_update", p.data, p.grad.data) or sgd_update
+            update(p.data, p.grad.data, velocity, lr, momentum, wd, nesterov)
 
 
 class Adam(Optimizer):
@@ -227,7 +237,8 @@ class Adam(Optimizer):
                 m = st["m"] = self._zeros(p)
                 st["v"] = self._zeros(p)
             n = st["step"] = st.get("step", 0) + 1
-            adam_update(p.data, p.grad.data, m, st["v"], lr, b1, b2, eps, wd, n)
+            update = _fused("adam_update", p.data, p.grad.data) or adam_update
+            update(p.data, p.grad.data, m, st["v"], lr, b1, b2, eps, wd, n)
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam}

@@ -511,9 +511,11 @@ def _find_groups(tr: _Trace) -> list:
         node, out = item[1], item[2]
         members, params, internal = [node], [], []
         title = None
-        if node.name == "linear":
+        if node.name in ("linear", "linear_act"):
             W = node.inputs[1]
             title = f"Linear {W.shape[0]}\u2192{W.shape[1]}" if W.ndim == 2 else "Linear"
+            if node.name == "linear_act":  # xg.linear(..., activation=...): the activation is inside the node
+                title += f" + {node.activation}"
             params = [p for p in node.inputs[1:] if _own_param(tr, p, node)]
         elif node.name == "matmul" and _own_param(tr, node.inputs[1], node, ndim=2):
             W = node.inputs[1]

@@ -16,6 +16,8 @@ def _labels(op: str, scores: Tensor, labels) -> Tensor:
     """Validate (N, C) scores against integer labels in [0, C); the same error on every backend."""
     if not isinstance(labels, Tensor):
         if isinstance(labels, (list, tuple)):
+            import numpy as np
+
             labels = np.asarray(labels)  # a list of ints is int64 labels, not float32 values beside `scores`
         if not hasattr(labels, "shape"):
             raise DTypeError(f"{op}: labels must be an integer array of shape (N,), got {labels!r}")

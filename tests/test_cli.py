@@ -194,15 +194,13 @@ def test_cupy_backend_without_gpu_is_one_error_line(capsys):
     assert code == 1 and len(err) == 1 and "cupy" in err[0].lower() and err[0].startswith("xpgrad: error: ")
 
 
-@pytest.mark.parametrize("target", ["mlp", "overhead"])
-def test_bench_targets_not_yet_available(target, capsys):
-    from xpgrad.cli import BENCH_TARGETS
+def test_bench_mlp_passes_the_plot_path(monkeypatch, capsys):
+    import xpgrad.bench_mlp as bench_mlp
 
-    module, function, _ = BENCH_TARGETS[target]
-    if importlib.util.find_spec(module) is not None and hasattr(importlib.import_module(module), function):
-        pytest.skip(f"{module}.{function} exists now")
-    code, _, err = run_main(capsys, "bench", target)
-    assert code == 2 and len(err) == 1 and f"`xpgrad bench {target}` is not available yet" in err[0]
+    calls = []
+    monkeypatch.setattr(bench_mlp, "cli_mlp", lambda **kwargs: calls.append(kwargs) or 0)
+    assert main(["bench", "mlp", "--threads", "1", "--plot", "steps.png"]) == 0
+    assert calls == [{"sizes": None, "json_path": None, "threads": 1, "plot_path": "steps.png"}]
 
 
 def test_bench_calls_the_target_function(monkeypatch, capsys):
@@ -216,16 +214,7 @@ def test_bench_calls_the_target_function(monkeypatch, capsys):
     assert main(["bench", "kernels"]) == 0
 
 
-def test_graph_without_viz_is_unavailable(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "xpgrad.viz", None)  # import fails
-    code, _, err = run_main(capsys, "graph", "--out", "g.svg")
-    assert code == 2 and len(err) == 1 and "`xpgrad graph` is not available yet" in err[0]
-
-
 def test_graph_is_dispatched_to_viz(capsys):
-    viz = pytest.importorskip("xpgrad.viz")
-    if not hasattr(viz, "add_graph_subcommand"):
-        pytest.skip("xpgrad.viz has no CLI hook")
     code, out, _ = run_main(capsys, "graph", "--example", "apple", "--out", "-")
     assert code == 0 and out[0].startswith("digraph")
     code, _, err = run_main(capsys, "graph", "--example", "nope")

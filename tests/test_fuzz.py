@@ -2,7 +2,8 @@
 
 A hypothesis strategy builds random programs: random compositions of every differentiable op
 of the engine (elementwise arithmetic with tensors and Python scalars, math, activations,
-reductions, shape ops, indexing, concat/stack, matmul, linear, the losses) over mutually
+reductions, shape ops, indexing, concat/stack, matmul, linear and the fused
+linear+activation node, the losses) over mutually
 broadcastable shapes, with fan-out (one value consumed by several ops, ``a * a``,
 ``stack([a, a])``, ``a.T @ a``) and reuse of intermediate values. Every value nobody
 consumed is flattened into the output, so every op contributes to it. Each program is then
@@ -20,9 +21,9 @@ consumed is flattened into the output, so every op contributes to it. Each progr
 
 A meta-test breaks tanh's backward rule and checks that the same search finds the bug.
 
-Programs whose base point sits within 1e-3 of a kink (relu/abs/leaky_relu/elu at 0, a near
-tie in maximum/minimum/max/min/maxout, a hinge margin at 0) or whose values overflow are
-rejected with `assume`: finite differences are meaningless there.
+Programs whose base point sits within 1e-3 of a kink (relu/abs/leaky_relu/elu and the fused
+linear+relu at 0, a near tie in maximum/minimum/max/min/maxout, a hinge margin at 0) or whose
+values overflow are rejected with `assume`: finite differences are meaningless there.
 
 Profiles
 --------
@@ -183,7 +184,7 @@ BINARY = ("add", "sub", "mul", "div", "maximum", "minimum", "pow", "where")
 REDUCE = ("sum", "mean", "max", "min")
 SCALAR = ("add_s", "radd_s", "sub_s", "rsub_s", "mul_s", "rmul_s", "div_s", "rdiv_s", "pow_s", "rpow_s")
 OTHER = ("log", "sqrt", "softmax", "log_softmax", "reshape", "transpose", "broadcast_to", "getitem",
-         "concat", "stack", "matmul", "gram", "linear", "softmax_cross_entropy", "hinge_loss", "mse_loss",
+         "concat", "stack", "matmul", "gram", "linear", "linear_act", "softmax_cross_entropy", "hinge_loss", "mse_loss",
          "maxout")
 OP_KINDS = UNARY + BINARY + REDUCE + SCALAR + OTHER
 
@@ -374,7 +375,7 @@ def _gen_step(b: Builder, kind, a):
             return None
         t = b.emit("transpose", (a,), (s[1], s[0]), axes=(1, 0))
         return b.emit("matmul", (t, a), (s[1], s[1]))
-    if kind == "linear":
+    if kind in ("linear", "linear_act"):  # linear_act: the fused linear(..., activation=) node
         if nd == 0:
             return None
         k = s[-1]
@@ -384,10 +385,11 @@ def _gen_step(b: Builder, kind, a):
         out = s[:-1] + (n,)
         if _size(out) > MAX_SIZE:
             return None
+        params = {"activation": draw(st.sampled_from(["relu", "sigmoid"]))} if kind == "linear_act" else {}
         if draw(st.booleans()):
             bias = _second_operand(b, a, lambda t: t == (n,), lambda: (n,))
-            return b.emit("linear", (a, other, bias), out)
-        return b.emit("linear", (a, other), out)
+            return b.emit(kind, (a, other, bias), out, **params)
+        return b.emit(kind, (a, other), out, **params)
     if kind in ("softmax_cross_entropy", "hinge_loss"):
         if nd == 0:
             return None
@@ -468,6 +470,7 @@ def _xg_ops():
         "stack": lambda *xs, axis: xg.stack(xs, axis=axis),
         "matmul": lambda a, b: a @ b,
         "linear": lambda x, W, b=None: xg.linear(x, W, b),
+        "linear_act": lambda x, W, b=None, activation=None: xg.linear(x, W, b, activation=activation),
         "softmax_cross_entropy": lambda z, labels: xg.softmax_cross_entropy(z, _const(labels, z)),
         "hinge_loss": lambda s, labels, margin: xg.hinge_loss(s, _const(labels, s), margin=margin),
         "mse_loss": xg.mse_loss,
@@ -539,6 +542,9 @@ def kink_margin(p: Program, values) -> float:
             margin = min(margin, _min_nonzero_abs(xs[0]))
         elif op in ("maximum", "minimum"):
             margin = min(margin, _min_nonzero_abs(xs[0] - xs[1]))
+        elif op == "linear_act" and params["activation"] == "relu":
+            z = xs[0] @ xs[1] + (xs[2] if len(xs) == 3 else 0.0)
+            margin = min(margin, _min_nonzero_abs(z))
         elif op in ("max", "min"):
             x = xs[0]
             axis = params["axis"]
@@ -786,6 +792,8 @@ def _torch_ops():
         "stack": lambda *xs, axis: torch.stack(xs, dim=axis),
         "matmul": lambda a, b: a @ b,
         "linear": lambda x, W, b=None: x @ W if b is None else x @ W + b,
+        "linear_act": lambda x, W, b=None, activation=None: (torch.relu if activation == "relu" else torch.sigmoid)(
+            x @ W if b is None else x @ W + b),
         "softmax_cross_entropy": lambda z, labels: F.cross_entropy(z, torch.as_tensor(labels)),
         "hinge_loss": hinge,
         "mse_loss": lambda p, t: ((p - t) ** 2).mean(),

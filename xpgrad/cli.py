@@ -6,16 +6,13 @@
     xpgrad info
 
 Every error prints one line starting with ``xpgrad: error:`` to stderr and exits non-zero:
-2 for a bad command line or an unavailable command, 1 for a failure while running, 130 when
-interrupted.
+2 for a bad command line, 1 for a failure while running, 130 when interrupted.
 
-Extension points for commands owned by other modules:
+Commands implemented in other modules:
 - ``xpgrad bench <target> [--sizes N,M] [--json PATH] [--threads N]`` calls the function named
   in BENCH_TARGETS (imported only when used) as ``fn(sizes=, json_path=, threads=)``; an int
-  result is the exit status (anything else means 0). A target whose module or function does not
-  exist yet says so and exits 2.
-- ``xpgrad graph``: `xpgrad.viz.add_graph_subcommand(subparsers)` registers its own parser and
-  handler; without it, `graph` says it is not available and exits 2.
+  result is the exit status (anything else means 0).
+- ``xpgrad graph``: `xpgrad.viz.add_graph_subcommand(subparsers)` registers its parser and handler.
 """
 from __future__ import annotations
 
@@ -53,15 +50,11 @@ BENCH_TARGETS = {
     "mlp": ("xpgrad.bench_mlp", "cli_mlp", "MLP training steps: xpgrad against hand-written NumPy"),
     "overhead": ("xpgrad.bench_mlp", "cli_overhead", "per-op overhead of the engine"),
 }
-GRAPH_MODULE = "xpgrad.viz"  # defines add_graph_subcommand(subparsers) -> parser (with func set)
+GRAPH_MODULE = "xpgrad.viz"  # add_graph_subcommand(subparsers) registers `xpgrad graph`
 
 
 class UsageError(Exception):
     """A bad command line (exit status 2)."""
-
-
-class CommandUnavailable(Exception):
-    """A command whose implementation is not installed yet (exit status 2)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -242,13 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
         b.set_defaults(func=cmd_bench, target=target)
     bench.set_defaults(func=cmd_bench, target=None)
 
-    try:
-        add_graph = importlib.import_module(GRAPH_MODULE).add_graph_subcommand
-    except (ImportError, AttributeError):
-        graph = sub.add_parser("graph", help="draw a computational graph (not available yet)", add_help=False)
-        graph.set_defaults(func=cmd_graph_unavailable)
-    else:
-        add_graph(sub)
+    importlib.import_module(GRAPH_MODULE).add_graph_subcommand(sub)
     return parser
 
 
@@ -264,9 +251,7 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         parser = build_parser()
-        args, extra = parser.parse_known_args(argv)
-        if extra and getattr(args, "func", None) is not cmd_graph_unavailable:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args = parser.parse_args(argv)
     except UsageError as err:
         return _fail(str(err), EXIT_USAGE)
     except SystemExit as exit_:  # --help / --version
@@ -284,8 +269,6 @@ def main(argv=None) -> int:
         with use_backend(args.backend) if getattr(args, "backend", None) else contextlib.nullcontext():
             return args.func(args)
     except UsageError as err:
-        return _fail(str(err), EXIT_USAGE)
-    except CommandUnavailable as err:
         return _fail(str(err), EXIT_USAGE)
     except KeyboardInterrupt:
         return _fail("interrupted", EXIT_INTERRUPTED)
@@ -654,32 +637,14 @@ def _gpu_names() -> list[str]:
 # ---- bench and graph (implemented by other modules) ----------------------------------------
 
 
-def _import_optional(module: str, command: str):
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as err:
-        if err.name and (module == err.name or module.startswith(err.name + ".")):
-            raise CommandUnavailable(f"`{PROG} {command}` is not available yet ({module} does not exist)") from None
-        raise
-
-
 def cmd_bench(args) -> int:
     if args.target is None:
         raise UsageError(f"bench needs a target: one of {', '.join(BENCH_TARGETS)}")
     module_name, function, _ = BENCH_TARGETS[args.target]
-    module = _import_optional(module_name, f"bench {args.target}")
-    fn = getattr(module, function, None)
-    if fn is None:
-        raise CommandUnavailable(
-            f"`{PROG} bench {args.target}` is not available yet ({module_name} has no {function}())"
-        )
+    fn = getattr(importlib.import_module(module_name), function)
     extra = {"plot_path": args.plot_path} if getattr(args, "plot_path", None) else {}
     code = fn(sizes=args.sizes, json_path=args.json_path, threads=args.threads, **extra)
     return code if isinstance(code, int) and not isinstance(code, bool) else 0
-
-
-def cmd_graph_unavailable(args) -> int:
-    raise CommandUnavailable(f"`{PROG} graph` is not available yet ({GRAPH_MODULE} has no add_graph_subcommand)")
 
 
 if __name__ == "__main__":  # pragma: no cover

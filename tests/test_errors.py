@@ -193,6 +193,11 @@ def test_mixed_devices_name_the_op_and_both_places(op, strict_pair):
     assert message.startswith(f"{op}:"), message
 
 
+def test_unknown_fused_activation():
+    raises(ValueError, lambda: xg.linear(t(2, 3), t(3, 4), activation="tanh"), "linear:", "'tanh'", "relu",
+           "sigmoid")
+
+
 def test_unknown_device_string():
     raises(ValueError, lambda: t(2).to("tpu"), "'tpu'", "'cpu', 'cuda' or 'cuda:N'")
 

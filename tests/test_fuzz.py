@@ -13,6 +13,8 @@ consumed is flattened into the output, so every op contributes to it. Each progr
   atol 1e-5, rtol 1e-4) for every leaf that requires grad;
 * differentiated again with ``out.backward(w)``: the accumulated ``.grad`` of every leaf
   must equal what `xg.grad` returned (fan-out sums);
+* on NumPy, run again with the Numba kernels switched off (`xpgrad.fns.use_kernels(False)`):
+  forward value and gradients must agree with the kernel path to ~1e-12;
 * when PyTorch is importable, run again in torch (float64) and compared value by value,
   output and every gradient, with tight tolerances. Without torch that comparison is skipped
   (a separate test, reported as skipped);
@@ -53,6 +55,7 @@ from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
 import xpgrad as xg
+from xpgrad.fns import use_kernels
 from xpgrad.testing import GradcheckError, gradcheck
 
 try:  # the PyTorch cross-check is optional
@@ -631,6 +634,15 @@ def check_program(p: Program, backend_name: str):
     for t, g in zip(wanted, grads):
         assert t.grad is not None, f"{p!r}\nbackward left a leaf without .grad"
         np.testing.assert_allclose(t.grad.numpy(), g.numpy(), rtol=1e-12, atol=1e-12, err_msg=repr(p))
+    if backend_name == "numpy":  # the Numba kernels against the portable array code, same program
+        with use_kernels(False), np.errstate(all="ignore"):
+            plain_out = run_program(p, leaves, XG_OPS)
+            plain = xg.grad([plain_out], wanted, grad_outputs=[wt])
+        np.testing.assert_allclose(out.numpy(), plain_out.numpy(), rtol=1e-12, atol=1e-13,
+                                   err_msg=f"forward with kernels != without\n{p!r}")
+        for g, q in zip(grads, plain):
+            np.testing.assert_allclose(g.numpy(), q.numpy(), rtol=1e-11, atol=1e-12,
+                                       err_msg=f"gradient with kernels != without\n{p!r}")
     return out, grads
 
 

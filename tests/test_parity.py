@@ -143,6 +143,10 @@ OPS = {
     # layers and losses
     "linear": (lambda x, W, b: xg.linear(x, W, b), [F(4, 3), F(3, 2), F(2)]),
     "linear_no_bias_3d": (lambda x, W: xg.linear(x, W), [F(2, 2, 3), F(3, 2)]),
+    "linear_relu": (lambda x, W, b: xg.linear(x, W, b, activation="relu"), [F(4, 3), F(3, 5), F(5)]),
+    "linear_sigmoid": (lambda x, W, b: xg.linear(x, W, b, activation="sigmoid"), [F(4, 3), F(3, 5), F(5)]),
+    "linear_sigmoid_3d_no_bias": (lambda x, W: xg.linear(x, W, activation="sigmoid"), [F(2, 2, 3), F(3, 2)]),
+    "linear_relu_1d": (lambda x, W, b: xg.linear(x, W, b, activation="relu"), [F(3), F(3, 4), F(4)]),
     "softmax_cross_entropy": (lambda z, y: xg.softmax_cross_entropy(z, y), [F(4, 3), I(0, 2, 1, 2)]),
     "mse_loss": (lambda p, t: xg.mse_loss(p, t), [F(2, 3), C(2, 3)]),
     "hinge_loss": (lambda s, y: xg.hinge_loss(s, y), [F(4, 3, kind="grid"), I(1, 0, 2, 1)]),

@@ -110,6 +110,9 @@ CASES = {
     "linear": (lambda x, W, b: xg.linear(x, W, b) ** 2, [(3, 2), (2, 4), (4,)]),
     "linear_no_bias": (lambda x, W: xg.tanh(xg.linear(x, W)), [(3, 2), (2, 4)]),
     "linear_3d": (lambda x, W, b: xg.linear(x, W, b) ** 2, [(2, 3, 2), (2, 4), (4,)]),
+    "linear_sigmoid": (lambda x, W, b: xg.linear(x, W, b, activation="sigmoid"), [(3, 2), (2, 4), (4,)]),
+    "linear_sigmoid_3d_no_bias": (lambda x, W: xg.linear(x, W, activation="sigmoid"), [(2, 3, 2), (2, 4)]),
+    "linear_relu_squared": (lambda x, W, b: xg.linear(x, W, b, activation="relu") ** 2, [(3, 2), (2, 4), (4,)]),
     "softmax_cross_entropy": (lambda z: xg.softmax_cross_entropy(z, _labels(z)), [(4, 3)]),
     "softmax_cross_entropy_of_linear": (
         lambda x, W: xg.softmax_cross_entropy(xg.linear(x, W), _labels(x)), [(4, 2), (2, 3)]),
@@ -156,11 +159,15 @@ def _make_inputs(specs, backend="numpy"):
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_second_derivative_matches_finite_differences(name):
     fn, specs = CASES[name]
-    check_second_order(fn, _make_inputs(specs))
+    inputs = _make_inputs(specs)
+    if name.startswith("linear_relu"):  # finite differences need the pre-activations away from 0
+        x, W, b = (i.numpy() for i in inputs)
+        assert np.min(np.abs(x @ W + b)) > 1e-2, "the fixed inputs put a pre-activation at the relu kink"
+    check_second_order(fn, inputs)
 
 
 STRICT_CASES = ["sigmoid", "tanh", "softmax_cross_entropy", "log_softmax", "linear", "div", "pow_tensor",
-                "getitem_slice_squared", "max_squared", "elu", "matmul_batched"]
+                "getitem_slice_squared", "max_squared", "elu", "matmul_batched", "linear_sigmoid"]
 
 
 @pytest.mark.parametrize("name", STRICT_CASES)
@@ -238,5 +245,5 @@ def test_second_order_check_catches_a_wrong_second_derivative(monkeypatch):
 def test_every_op_with_curvature_is_covered():
     """The op list of the brief: each has a bare case above (not only a composed one)."""
     required = {"mul", "div", "pow_tensor", "exp", "log", "sqrt", "sigmoid", "tanh", "elu", "softmax_last",
-                "log_softmax", "matmul_2d", "linear", "softmax_cross_entropy", "mse_loss"}
+                "log_softmax", "matmul_2d", "linear", "linear_sigmoid", "softmax_cross_entropy", "mse_loss"}
     assert required <= set(CASES)

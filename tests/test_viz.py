@@ -394,8 +394,11 @@ def test_cli_prints_dot_to_stdout_and_reports_missing_graphviz(tmp_path, monkeyp
     printed = capsys.readouterr().out
     assert Dot(printed).wire_into("output") == ("220", None)
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert _cli(["graph", "--out", str(tmp_path / "g.svg")]) == 2
-    assert "apt-get install graphviz" in capsys.readouterr().err
+    from xpgrad.cli import main
+
+    assert main(["graph", "--out", str(tmp_path / "g.svg")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("xpgrad: error: ") and "apt-get install graphviz" in err[0]
 
 
 def test_example_rejects_unknown_names():

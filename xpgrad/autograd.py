@@ -191,14 +191,6 @@ def _new_tensor(data) -> Tensor:
     return out
 
 
-def _generation_of(t) -> int:
-    """-1 for inputs that need no gradient, else the generation of the tensor's node (leaves: 0)."""
-    if type(t) is not Tensor or not t.requires_grad:
-        return -1
-    node = t._node
-    return 0 if node is None else node.gen
-
-
 def _link(node: Node, out: Tensor, inputs, args, gen: int) -> Tensor:
     """Record `node` as the creator of `out` (gen is the largest input generation)."""
     node.inputs = inputs
@@ -278,9 +270,9 @@ def apply2(node: Node, x, y) -> Tensor:
 def apply_n(node: Node, inputs) -> Tensor:
     """Run an op over any number of Tensor inputs (all on one device)."""
     inputs = tuple(inputs)
-    args = tuple(t.data for t in inputs)
+    args = tuple([t.data for t in inputs])
     first = args[0]
-    for other in args[1:]:
+    for other in args:
         if type(other) is not type(first) or type(first) is not np.ndarray:
             backend.check_same_place(node.name, first, other)
     try:
@@ -290,7 +282,13 @@ def apply_n(node: Node, inputs) -> Tensor:
     except (ValueError, TypeError, IndexError) as exc:
         raise _wrap_error(node, args, exc) from None
     out = _new_tensor(data)
-    gen = max(_generation_of(t) for t in inputs) if _grad_enabled else -1
+    gen = -1
+    if _grad_enabled:
+        for t in inputs:
+            if t.requires_grad:
+                g = 0 if t._node is None else t._node.gen
+                if g > gen:
+                    gen = g
     if gen >= 0:
         return _link(node, out, inputs, args, gen)
     if _debug:
@@ -360,8 +358,8 @@ def _seed_grad(root: Tensor, grad, create_graph: bool):
                 f"backward: output has shape {root.shape}; gradients can be implied only for one-element outputs, "
                 f"pass grad= with the output's shape"
             )
-        xp = backend.namespace_of(root.data)
-        g = xp.ones_like(root.data)
+        data = root.data
+        g = np.ones_like(data) if type(data) is np.ndarray else backend.namespace_of(data).ones_like(data)
         return Tensor(g) if create_graph else g
     g = grad if type(grad) is Tensor else Tensor(grad if hasattr(grad, "shape") else backend.namespace_of(root.data).asarray(grad, dtype=root.dtype))
     if g.shape != root.shape:
@@ -384,11 +382,11 @@ def run_backward(roots, grads, *, retain_graph: bool, create_graph: bool, target
                 "and call ops outside no_grad()"
             )
     pending: dict = {}
-    leaf_grads: dict = {}  # id(leaf) -> [leaf, grad]
+    leaf_grads: dict = {}  # leaf -> summed gradient (Tensors hash by identity)
     for r, g in zip(roots, grads):
         g = _seed_grad(r, g, create_graph)
         if r._node is None:
-            _accumulate(leaf_grads, r, g)
+            leaf_grads[r] = g
         else:
             pending[r._node] = pending[r._node] + g if r._node in pending else g
     nodes = _collect(roots)
@@ -433,7 +431,8 @@ def run_backward(roots, grads, *, retain_graph: bool, create_graph: bool, target
                     g = unbroadcast(F_tensor if create_graph else F, g, t.shape)
                 tn = t._node
                 if tn is None:
-                    _accumulate(leaf_grads, t, g)
+                    previous = leaf_grads.get(t)
+                    leaf_grads[t] = g if previous is None else previous + g
                 else:
                     previous = pending.get(tn)
                     pending[tn] = g if previous is None else previous + g
@@ -441,25 +440,17 @@ def run_backward(roots, grads, *, retain_graph: bool, create_graph: bool, target
                 node.inputs = node.args = node.saved = None
 
     if wanted is None:
-        for t, g in leaf_grads.values():
+        for t, g in leaf_grads.items():
             t.grad = _as_tensor(g) if t.grad is None else t.grad + _as_tensor(g)
         return None
-    for t, g in leaf_grads.values():
+    for t, g in leaf_grads.items():
         if id(t) in wanted:
             found[id(t)] = g
     return [found.get(id(t)) for t in targets]
 
 
-def _accumulate(store: dict, leaf: Tensor, g) -> None:
-    entry = store.get(id(leaf))
-    if entry is None:
-        store[id(leaf)] = [leaf, g]
-    else:
-        entry[1] = entry[1] + g
-
-
 def _as_tensor(g) -> Tensor:
-    return g if type(g) is Tensor else Tensor(g)
+    return g if type(g) is Tensor else _new_tensor(g)
 
 
 _fns_by_namespace: dict = {}

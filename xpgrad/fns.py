@@ -86,6 +86,10 @@ class ArrayFns:
         """dx = dy * y * (1 - y): the sigmoid gate's local gradient times the upstream one."""
         return gy * (y * (1 - y))
 
+    def min_max(self, a) -> tuple:
+        """(min, max) of a non-empty array as Python numbers."""
+        return int(self.xp.min(a)), int(self.xp.max(a))
+
     def sigmoid(self, a):
         """Logistic sigmoid of a raw array."""
         return sigmoid_array(self.xp, a)
@@ -184,6 +188,9 @@ class NumpyFns(ArrayFns):
     def sum(self, x, axis=None, keepdims=False):
         return x.sum(axis=axis, keepdims=keepdims)  # the method skips numpy.sum's Python wrapper
 
+    def min_max(self, a) -> tuple:
+        return int(a.min()), int(a.max())
+
     def sigmoid_grad(self, y, gy):
         if y.shape == gy.shape and _kernel_float(y, gy):
             return self.k.sigmoid_backward(y, gy, out=buffers.empty_like(y))
@@ -206,10 +213,13 @@ class NumpyFns(ArrayFns):
     def bias_act(self, z, b, activation):
         if z.ndim == 2 and _kernel_float(z) and (b is None or b.dtype == z.dtype):
             bias = b if b is not None else self._zero_bias(z.shape[1], z.dtype)
-            return self.k.bias_act_forward(z, bias, activation, out=z)
+            # a separate output: in place (out=z) the compiler's no-alias check fails and the loop runs scalar
+            return self.k.bias_act_forward(z, bias, activation, out=buffers.empty_like(z))
         return super().bias_act(z, b, activation)
 
     def bias_act_grad(self, activation, y, gy, with_bias):
+        if not with_bias and activation == "sigmoid":
+            return self.sigmoid_grad(y, gy), None
         if y.ndim == 2 and y.shape == gy.shape and _kernel_float(y, gy):
             dz, db = self.k.bias_act_backward(y, gy, activation, dz_out=buffers.empty_like(y))
             return dz, (db if with_bias else None)

@@ -66,10 +66,13 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step) ->
     param -= (lr / (1.0 - beta1 ** step)) * (m / denom)
 
 
+FUSED_MIN_SIZE = 4096  # below this a kernel call's fixed cost (~2 us) exceeds NumPy's few passes
+
+
 def _fused(name: str, param, grad):
     """The fused Numba update `name` for NumPy float32/float64 arrays when kernels are on, else None."""
-    if (type(param) is np.ndarray and type(grad) is np.ndarray and param.dtype.char in "fd"
-            and grad.dtype == param.dtype and kernels_enabled()):
+    if (type(param) is np.ndarray and type(grad) is np.ndarray and param.size >= FUSED_MIN_SIZE
+            and param.dtype.char in "fd" and grad.dtype == param.dtype and kernels_enabled()):
         return getattr(kernels, name)
     return None
 

@@ -33,8 +33,7 @@ def _labels(op: str, scores: Tensor, labels) -> Tensor:
     backend.check_same_place(op, scores.data, labels.data)
     num_classes = scores.shape[1]
     if labels.shape[0]:
-        xp = backend.namespace_of(labels.data)
-        low, high = int(xp.min(labels.data)), int(xp.max(labels.data))
+        low, high = array_fns(labels.data).min_max(labels.data)
         if low < 0 or high >= num_classes:
             raise LabelError(
                 f"{op}: labels must lie in [0, {num_classes}) for {num_classes} classes, got min {low} and max {high}"

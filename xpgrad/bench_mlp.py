@@ -334,7 +334,8 @@ def run_mlp(configs=("a", "b", "c"), threads: int = 1, rounds: int = 15, dtype: 
             torch.set_num_threads(threads)
         for key in configs:
             cfg = CONFIGS[key]
-            contenders = {"numpy": numpy_step_fn(cfg, np_dtype), "xpgrad": xpgrad_step_fn(cfg, np_dtype)}
+            contenders = {"numpy": numpy_step_fn(cfg, np_dtype), "xpgrad": xpgrad_step_fn(cfg, np_dtype),
+                          "no_kernels": _without_kernels(xpgrad_step_fn(cfg, np_dtype))}
             if _torch_available():
                 contenders["torch"] = torch_step_fn(cfg, np_dtype)
             steps = max(1, int(0.2 / _probe(contenders["numpy"])))
@@ -351,6 +352,17 @@ def run_mlp(configs=("a", "b", "c"), threads: int = 1, rounds: int = 15, dtype: 
                 }
             results[key] = entry
     return {"threads": threads, "dtype": dtype, "rounds": rounds, "configs": results}
+
+
+def _without_kernels(step):
+    """`step` with XPGRAD_KERNELS switched off (the portable array-API paths), for comparison."""
+    from xpgrad.fns import use_kernels
+
+    def run():
+        with use_kernels(False):
+            return step()
+
+    return run
 
 
 def _probe(fn) -> float:

@@ -261,7 +261,18 @@ def apply2(node: Node, x, y) -> Tensor:
             if g > gen:
                 gen = g
         if gen >= 0:
-            return _link(node, out, (x, y), (a, b), gen)
+            if _debug:
+                return _link(node, out, (x, y), (a, b), gen)
+            node.inputs = (x, y)  # _link, inlined on the hottest path
+            node.args = (a, b)
+            node.gen = gen + 1
+            node.retain = False
+            node.out = weakref.ref(out)
+            node.saved = data if node.saves_output else None
+            node.site = None
+            out._node = node
+            out.requires_grad = True
+            return out
     if _debug:
         _check_finite(data, f"{node.name} forward output", _user_site())
     return out
@@ -397,6 +408,7 @@ def run_backward(roots, grads, *, retain_graph: bool, create_graph: bool, target
     with context:
         F_tensor = _tensor_fns() if create_graph else None
         gy_type = F = None
+        debug, capture_all = _debug, wanted is not None
         for node in nodes:
             gy = pending.pop(node, None)
             if gy is None:
@@ -406,7 +418,7 @@ def run_backward(roots, grads, *, retain_graph: bool, create_graph: bool, target
                     f"backward: the graph through op '{node.name}' was already freed by an earlier backward; "
                     f"pass retain_graph=True to the first backward to go through it twice"
                 )
-            out = node.out() if (node.retain or wanted is not None) else None
+            out = node.out() if (capture_all or node.retain) else None
             if out is not None:
                 if wanted is not None and id(out) in wanted:
                     found[id(out)] = gy
@@ -425,7 +437,7 @@ def run_backward(roots, grads, *, retain_graph: bool, create_graph: bool, target
             for t, g in zip(node.inputs, in_grads):
                 if g is None or type(t) is not Tensor or not t.requires_grad:
                     continue
-                if _debug:
+                if debug:
                     _check_finite(g.data if create_graph else g, f"gradient computed by {node.name} backward", node.site)
                 if broadcasts and g.shape != t.data.shape:
                     g = unbroadcast(F_tensor if create_graph else F, g, t.shape)

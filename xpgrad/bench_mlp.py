@@ -111,6 +111,14 @@ class RefValue:
                     parent.grad = parent.grad + g
 
 
+def _chain(y, length: int):
+    """`length` alternating mul/add ops on `y` (any value type with * and +)."""
+    for _ in range(length // 2):
+        y = y * 1.0001
+        y = y + 0.5
+    return y
+
+
 def _chain_xpgrad(length: int):
     import xpgrad as xg
 
@@ -118,33 +126,21 @@ def _chain_xpgrad(length: int):
 
     def run():
         x.grad = None
-        y = x
-        for _ in range(length // 2):
-            y = y * 1.0001
-            y = y + 0.5
-        y.backward(np.ones(1))
+        _chain(x, length).backward(np.ones(1))
 
     return run
 
 
 def _chain_reference(length: int):
     def run():
-        x = RefValue(np.ones(1))
-        y = x
-        for _ in range(length // 2):
-            y = y * 1.0001
-            y = y + 0.5
-        y.backward()
+        _chain(RefValue(np.ones(1)), length).backward()
 
     return run
 
 
 def _chain_numpy(length: int):
     def run():  # forward only, one NumPy call per op: the floor an engine builds on
-        y = np.ones(1)
-        for _ in range(length // 2):
-            y = y * 1.0001
-            y = y + 0.5
+        _chain(np.ones(1), length)
 
     return run
 
@@ -157,11 +153,7 @@ def _chain_torch(length: int):
 
     def run():
         x.grad = None
-        y = x
-        for _ in range(length // 2):
-            y = y * 1.0001
-            y = y + 0.5
-        y.backward(torch.ones(1, dtype=torch.float64))
+        _chain(x, length).backward(torch.ones(1, dtype=torch.float64))
 
     return run
 

@@ -101,34 +101,24 @@ def _nonnegative_int(text: str) -> int:
     return value
 
 
-def _dropout(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1), got {text!r}")
-    return value
+def _float_arg(accept, expected: str):
+    """An argparse type: a float for which `accept(value)` holds, else an error naming `expected`."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _momentum(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}")
-    return value
+_dropout = _float_arg(lambda v: 0 <= v < 1, "a probability in [0, 1)")
+_positive_float = _float_arg(lambda v: 0 < v < float("inf"), "a positive number")
+_momentum = _float_arg(lambda v: 0 <= v < 1, "a number in [0, 1)")
 
 
 def _size_list(text: str) -> list[int]:

@@ -70,7 +70,7 @@ def test_no_grad_records_nothing():
         y = x * 2.0
     assert y._node is None and not y.requires_grad
     assert xg.is_grad_enabled()
-    with pytest.raises(RuntimeError, match="does not require grad"):
+    with pytest.raises(xg.NoGraphError, match="does not require grad"):
         y.backward()
 
 

@@ -12,7 +12,7 @@ from .autograd import backward, grad, is_grad_enabled, no_grad, set_debug, set_g
 from .backend import cupy_gpu_available, get_backend, set_backend, use_backend
 from .creation import arange, full, manual_seed, ones, ones_like, rand, randn, tensor, zeros, zeros_like
 from .errors import (
-    BackendError, CupyNotInstalledError, DeviceMismatchError, DTypeError, GraphFreedError, LabelError, NoGPUError,
+    BackendError, CupyNotInstalledError, DeviceMismatchError, DTypeError, GraphFreedError, LabelError, NoGPUError, NoGraphError,
     NonFiniteError, ShapeError, UnknownBackendError, XpgradError,
 )
 from .ops import (

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import backend
 from .backend import _namespaces
-from .errors import DTypeError, GraphFreedError, NonFiniteError, ShapeError, XpgradError
+from .errors import DTypeError, GraphFreedError, NoGraphError, NonFiniteError, ShapeError, XpgradError
 from .tensor import Tensor, dtype_name, is_floating, is_integer
 
 # ---- global switches ------------------------------------------------------------------------
@@ -388,7 +388,7 @@ def run_backward(roots, grads, *, retain_graph: bool, create_graph: bool, target
     """
     for r in roots:
         if not r.requires_grad:
-            raise RuntimeError(
+            raise NoGraphError(
                 "backward: tensor does not require grad and has no graph; create leaves with requires_grad=True "
                 "and call ops outside no_grad()"
             )
@@ -507,7 +507,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph: bo
         grad_outputs = [grad_outputs]
     for i, t in enumerate(inputs):
         if not isinstance(t, Tensor) or not t.requires_grad:
-            raise ValueError(f"grad: inputs[{i}] does not require grad; only tensors with requires_grad=True can be differentiated against")
+            raise NoGraphError(f"grad: inputs[{i}] does not require grad; only tensors with requires_grad=True can be differentiated against")
     keep = create_graph if retain_graph is None else retain_graph
     found = run_backward(outputs, grad_outputs, retain_graph=keep, create_graph=create_graph, targets=inputs)
     result = []

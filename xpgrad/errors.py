@@ -37,6 +37,10 @@ class LabelError(XpgradError, IndexError):
     """Class labels out of range for a classification loss."""
 
 
+class NoGraphError(XpgradError, RuntimeError, ValueError):
+    """backward() or xg.grad() was asked to differentiate through a tensor that does not require grad."""
+
+
 class GraphFreedError(XpgradError, RuntimeError):
     """backward() reached a node whose saved buffers were already freed."""
 

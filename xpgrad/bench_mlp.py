@@ -435,25 +435,31 @@ def format_mlp(result: dict) -> str:
 
 
 def plot_mlp(results: list, path: str) -> None:
-    """Bar chart of steps/s per config and contender (one panel per thread count)."""
+    """Bars of speed relative to hand-written NumPy per config and contender, labelled with steps/s
+    (one panel per thread count)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 3.8), squeeze=False)
     for ax, result in zip(axes[0], results):
         keys = list(result["configs"])
         names = list(next(iter(result["configs"].values()))["contenders"])
         width = 0.8 / len(names)
         for j, name in enumerate(names):
-            values = [result["configs"][k]["contenders"][name]["steps_per_s"] for k in keys]
-            ax.bar([i + j * width for i in range(len(keys))], values, width, label=name)
-        ax.set_yscale("log")
+            entries = [result["configs"][k]["contenders"][name] for k in keys]
+            xs = [i + j * width for i in range(len(keys))]
+            bars = ax.bar(xs, [e["ratio_to_numpy"]["median_s"] for e in entries], width, label=name)
+            for bar, e in zip(bars, entries):
+                ax.annotate(f"{e['steps_per_s']:,.0f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                            ha="center", va="bottom", fontsize=6, rotation=90, xytext=(0, 2), textcoords="offset points")
+        ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_xticks([i + width * (len(names) - 1) / 2 for i in range(len(keys))], [f"({k})" for k in keys])
-        ax.set_ylabel("training steps / s")
+        ax.set_ylim(0, 1.35)
+        ax.set_ylabel("speed / hand-written NumPy (labels: steps/s)")
         ax.set_title(f"{result['threads']} thread(s), {result['dtype']}")
-        ax.legend()
+        ax.legend(fontsize=7, loc="upper right", ncol=2)
     fig.tight_layout()
     tmp = f"{path}.tmp.png"
     fig.savefig(tmp, dpi=110)

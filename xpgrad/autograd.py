@@ -404,8 +404,9 @@ def run_backward(roots, grads, *, retain_graph: bool, create_graph: bool, target
     wanted = {id(t): t for t in targets} if targets is not None else None
     found: dict = {}
 
-    context = set_grad_enabled(create_graph)
-    with context:
+    global _grad_enabled  # recording on only for create_graph (a plain try/finally: cheaper than a context manager)
+    previous_enabled, _grad_enabled = _grad_enabled, create_graph
+    try:
         F_tensor = _tensor_fns() if create_graph else None
         gy_type = F = None
         debug, capture_all = _debug, wanted is not None
@@ -450,6 +451,8 @@ def run_backward(roots, grads, *, retain_graph: bool, create_graph: bool, target
                     pending[tn] = g if previous is None else previous + g
             if not retain_graph:
                 node.inputs = node.args = node.saved = None
+    finally:
+        _grad_enabled = previous_enabled
 
     if wanted is None:
         for t, g in leaf_grads.items():

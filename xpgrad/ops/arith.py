@@ -45,7 +45,7 @@ class Sub(Node):
         return a - b
 
     def backward(self, F, gy, args, y):
-        return gy, -gy
+        return gy, (-gy if self.needs(1) else None)
 
 
 class Mul(Node):
@@ -58,7 +58,7 @@ class Mul(Node):
 
     def backward(self, F, gy, args, y):
         a, b = args
-        return gy * b, gy * a
+        return (gy * b if self.needs(0) else None), (gy * a if self.needs(1) else None)
 
 
 class Div(Node):

@@ -1,5 +1,4 @@
 """The `xpgrad` command line: train / eval / info in-process via main(), error lines, and real subprocesses."""
-import importlib.util
 import json
 import os
 import re

@@ -6,6 +6,7 @@ Broadcasting is undone by the engine (`broadcasts = True` → `autograd.unbroadc
 from __future__ import annotations
 
 import math
+import operator
 
 from .. import backend
 from ..autograd import Node, apply1, apply2
@@ -158,28 +159,24 @@ class Maximum(Node):
     __slots__ = ()
     name = "maximum"
     broadcasts = True
+    wins = operator.gt  # which input takes the gradient
 
     def forward(self, xp, a, b):
-        return xp.maximum(a, b) if hasattr(a, "shape") else xp.maximum(b, a)
+        pick = getattr(xp, self.name)
+        return pick(a, b) if hasattr(a, "shape") else pick(b, a)
 
     def backward(self, F, gy, args, y):
         a, b = args
-        return _route(F, gy, a > b, a == b), _route(F, gy, b > a, a == b)
+        ties = a == b
+        return _route(F, gy, self.wins(a, b), ties), _route(F, gy, self.wins(b, a), ties)
 
 
-class Minimum(Node):
+class Minimum(Maximum):
     """Elementwise min: the gradient goes to the smaller input; ties split it evenly."""
 
     __slots__ = ()
     name = "minimum"
-    broadcasts = True
-
-    def forward(self, xp, a, b):
-        return xp.minimum(a, b) if hasattr(a, "shape") else xp.minimum(b, a)
-
-    def backward(self, F, gy, args, y):
-        a, b = args
-        return _route(F, gy, a < b, a == b), _route(F, gy, b < a, a == b)
+    wins = operator.lt
 
 
 def _route(F, gy, wins, ties):

@@ -78,3 +78,35 @@ def test_xpgrad_kernels_env_switch_is_read_at_import():
                          capture_output=True, text=True, env={**__import__("os").environ, "XPGRAD_KERNELS": "0"})
     assert out.stdout.strip() == "False", out.stderr
     assert kernels_enabled() in (True, False)
+
+
+def test_cuda_kernel_table_matches_cpu_table():
+    """The engine's CuPy table (KernelFns over xpgrad.kernels.cuda) gives the CPU table's results.
+
+    Without a GPU the CUDA kernels run under the Numba simulator on NumPy arrays; on a GPU host the
+    real CuPy path is covered by tests/test_parity.py.
+    """
+    import array_api_compat.numpy as xp
+
+    from xpgrad import kernels
+    from xpgrad.fns import KernelFns
+
+    cpu = KernelFns(xp, kernels, np.empty_like)
+    gpu = KernelFns(xp, kernels.cuda, np.empty_like)
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((5, 7)).astype(np.float32)
+    y = 1 / (1 + np.exp(-z))
+    gy = rng.standard_normal((5, 7)).astype(np.float32)
+    b = rng.standard_normal(7).astype(np.float32)
+    labels = np.array([0, 6, 3, 3, 1])
+    checks = [
+        (lambda f: f.sigmoid_grad(y, gy)),
+        (lambda f: f.sigmoid(z)),
+        (lambda f: f.bias_act(z.copy(), b, "relu")),
+        (lambda f: f.bias_act_grad("relu", np.maximum(z, 0), gy, True)[1]),
+        (lambda f: f.softmax_xent(z, labels)[1]),
+        (lambda f: f.softmax_xent_grad(y / y.sum(1, keepdims=True), labels, 0.2)),
+        (lambda f: f.index_grad(gy, np.array([1, 1, 4, 0, 1]), (6, 7))),
+    ]
+    for check in checks:
+        np.testing.assert_allclose(check(gpu), check(cpu), rtol=1e-5, atol=1e-6)

@@ -175,25 +175,29 @@ def sigmoid_array(xp, a):
     return xp.where(a >= 0, r, e * r)
 
 
-class NumpyFns(ArrayFns):
-    """NumPy fast paths on top of the portable code: the Numba CPU kernels and pooled buffers."""
+class KernelFns(ArrayFns):
+    """Fast paths shared by NumPy (Numba CPU kernels) and CuPy (numba.cuda kernels).
 
-    def __init__(self, xp):
+    `kernels` is xpgrad.kernels (CPU) or xpgrad.kernels.cuda: same names, same arguments.
+    `empty_like` gives an output buffer (pooled for large NumPy arrays). Fancy indexing works on
+    both libraries, so the loss fallbacks use it instead of a one-hot mask.
+    """
+
+    def __init__(self, xp, kernels, empty_like):
         super().__init__(xp)
-        from . import kernels
-
         self.k = kernels
+        self.empty_like = empty_like
         self._zeros = {}
 
     def sum(self, x, axis=None, keepdims=False):
-        return x.sum(axis=axis, keepdims=keepdims)  # the method skips numpy.sum's Python wrapper
+        return x.sum(axis=axis, keepdims=keepdims)  # the method skips the library's Python wrapper
 
     def min_max(self, a) -> tuple:
         return int(a.min()), int(a.max())
 
     def sigmoid_grad(self, y, gy):
         if y.shape == gy.shape and _kernel_float(y, gy):
-            return self.k.sigmoid_backward(y, gy, out=buffers.empty_like(y))
+            return self.k.sigmoid_backward(y, gy, out=self.empty_like(y))
         return gy * (y * (1 - y))
 
     def sigmoid(self, a):
@@ -207,21 +211,21 @@ class NumpyFns(ArrayFns):
         key = (n, dtype.char)
         zeros = self._zeros.get(key)
         if zeros is None:
-            zeros = self._zeros[key] = np.zeros(n, dtype)
+            zeros = self._zeros[key] = self.xp.zeros(n, dtype=dtype)
         return zeros
 
     def bias_act(self, z, b, activation):
         if z.ndim == 2 and _kernel_float(z) and (b is None or b.dtype == z.dtype):
             bias = b if b is not None else self._zero_bias(z.shape[1], z.dtype)
             # a separate output: in place (out=z) the compiler's no-alias check fails and the loop runs scalar
-            return self.k.bias_act_forward(z, bias, activation, out=buffers.empty_like(z))
+            return self.k.bias_act_forward(z, bias, activation, out=self.empty_like(z))
         return super().bias_act(z, b, activation)
 
     def bias_act_grad(self, activation, y, gy, with_bias):
         if not with_bias and activation == "sigmoid":
             return self.sigmoid_grad(y, gy), None
         if y.ndim == 2 and y.shape == gy.shape and _kernel_float(y, gy):
-            dz, db = self.k.bias_act_backward(y, gy, activation, dz_out=buffers.empty_like(y))
+            dz, db = self.k.bias_act_backward(y, gy, activation, dz_out=self.empty_like(y))
             return dz, (db if with_bias else None)
         return super().bias_act_grad(activation, y, gy, with_bias)
 
@@ -229,55 +233,55 @@ class NumpyFns(ArrayFns):
         if _kernel_float(z):
             return self.k.softmax_xent_forward(z, labels)
         logp = log_softmax_array(self.xp, z, 1)
-        return -logp[np.arange(z.shape[0]), labels].sum() / z.shape[0], np.exp(logp)
+        return -logp[self.xp.arange(z.shape[0]), labels].sum() / z.shape[0], self.xp.exp(logp)
 
     def softmax_xent_grad(self, probs, labels, scale):
         if _kernel_float(probs):
             return self.k.softmax_xent_backward(probs, labels, float(scale))
         g = probs * scale
-        g[np.arange(probs.shape[0]), labels] -= scale
+        g[self.xp.arange(probs.shape[0]), labels] -= scale
         return g
 
     def index_grad(self, gy, index, shape):
-        out = np.zeros(shape, dtype=gy.dtype)
+        out = self.xp.zeros(shape, dtype=gy.dtype)
         if _is_basic_index(index):
             out[index] = gy
-        elif (type(index) is np.ndarray and index.ndim == 1 and index.dtype.kind in "iu" and _kernel_float(out, gy)
-              and (index.size == 0 or index.min() >= 0)):
-            self.k.scatter_add(out, index, gy)  # repeated rows accumulate, like np.add.at but one pass
+        elif (type(index) is type(gy) and index.ndim == 1 and index.dtype.kind in "iu" and _kernel_float(out, gy)
+              and (index.size == 0 or int(index.min()) >= 0)):
+            self.k.scatter_add(out, index, gy)  # repeated rows accumulate, in one pass (atomics on the GPU)
         else:
-            np.add.at(out, index, gy)
+            self.scatter_add_fallback(out, index, gy)
         return out
+
+    def scatter_add_fallback(self, out, index, gy):
+        np.add.at(out, index, gy)
 
     def scatter_or_take(self, x, index):
         return x[index]
 
 
-class CupyFns(ArrayFns):
-    """CuPy fast paths on top of the portable code."""
+class CupyFns(KernelFns):
+    """CuPy: the numba.cuda kernels, launched on CuPy's current stream."""
 
-    def index_grad(self, gy, index, shape):
-        import cupy
+    def scatter_add_fallback(self, out, index, gy):
         import cupyx
 
-        out = cupy.zeros(shape, dtype=gy.dtype)
-        if _is_basic_index(index):
-            out[index] = gy
-        else:
-            cupyx.scatter_add(out, index, gy)
-        return out
-
-    def scatter_or_take(self, x, index):
-        return x[index]
+        cupyx.scatter_add(out, index, gy)
 
 
 def array_fns_for(xp) -> ArrayFns:
     """The function table for arrays of namespace `xp`."""
     name = getattr(xp, "__name__", "")
     if name.endswith("numpy"):
-        return NumpyFns(xp)
+        from . import kernels
+
+        return KernelFns(xp, kernels, buffers.empty_like)
     if name.endswith("cupy"):
-        return CupyFns(xp)
+        import cupy
+
+        from .kernels import cuda
+
+        return CupyFns(xp, cuda, cupy.empty_like)
     return ArrayFns(xp)
 
 

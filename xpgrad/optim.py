@@ -70,10 +70,14 @@ FUSED_MIN_SIZE = 4096  # below this a kernel call's fixed cost (~2 us) exceeds N
 
 
 def _fused(name: str, param, grad):
-    """The fused Numba update `name` for NumPy float32/float64 arrays when kernels are on, else None."""
-    if (type(param) is np.ndarray and type(grad) is np.ndarray and param.size >= FUSED_MIN_SIZE
-            and param.dtype.char in "fd" and grad.dtype == param.dtype and kernels_enabled()):
+    """The fused update `name` (Numba CPU kernel for NumPy, numba.cuda for CuPy) when it applies, else None."""
+    if (param.size < FUSED_MIN_SIZE or type(grad) is not type(param) or param.dtype.char not in "fd"
+            or grad.dtype != param.dtype or not kernels_enabled()):
+        return None
+    if type(param) is np.ndarray:
         return getattr(kernels, name)
+    if backend.is_cupy(param):
+        return getattr(kernels.cuda, name)
     return None
 
 

@@ -332,3 +332,14 @@ def test_mnist_folder_train_and_eval_remember_the_data_dir(tmp_path, capsys):
     assert code == 0 and out[0].startswith("mnist test split: 30 samples") and FINAL.match(out[-1])
     code, _, err = run_main(capsys, "eval", "--load", ck, "--data-dir", str(tmp_path / "elsewhere"))
     assert code == 1 and "elsewhere" in err[0]
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_train_on_array_api_strict_backend(capsys, optimizer):
+    try:
+        code, out, err = run_main(capsys, "train", "--backend", "array_api_strict", "--epochs", "2",
+                                  "--hidden", "256", "--optimizer", optimizer, "--quiet")
+    finally:
+        xg.set_backend(None)
+    assert code == 0, err
+    assert FINAL.match(out[-1]) and float(out[-1].split()[-1]) > 0.5

@@ -254,3 +254,24 @@ def test_same_results_as_the_fused_kernels_when_present():
     kernels.adam_update(p2, g, m2, v2, 1e-3, 0.9, 0.999, 1e-8, 0.01, 3)
     np.testing.assert_allclose(p, p2, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(m, m2, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_large_parameters_update_the_same_on_every_backend(name):
+    """Above the fused-kernel size the NumPy path takes the Numba kernel, array_api_strict the portable update."""
+    from xpgrad import optim
+
+    rng = np.random.default_rng(4)
+    start, grad = rng.standard_normal((64, 100)), rng.standard_normal((64, 100))
+    results = []
+    for backend_name in ("numpy", "array_api_strict"):
+        with xg.use_backend(backend_name):
+            p = xg.tensor(start, requires_grad=True)
+            g = xg.tensor(grad)
+        opt = optim.SGD([p], lr=0.1, momentum=0.9) if name == "sgd" else optim.Adam([p], lr=0.01)
+        for _ in range(3):
+            p.grad = g
+            opt.step()
+        results.append(p.numpy())
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-12, atol=1e-12)
+    assert not np.allclose(results[0], start)

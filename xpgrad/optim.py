@@ -71,14 +71,16 @@ FUSED_MIN_SIZE = 4096  # below this a kernel call's fixed cost (~2 us) exceeds N
 
 def _fused(name: str, param, grad):
     """The fused update `name` (Numba CPU kernel for NumPy, numba.cuda for CuPy) when it applies, else None."""
+    if type(param) is np.ndarray:
+        module = kernels
+    elif backend.is_cupy(param):
+        module = kernels.cuda
+    else:
+        return None  # other array-API libraries: the portable update
     if (param.size < FUSED_MIN_SIZE or type(grad) is not type(param) or param.dtype.char not in "fd"
             or grad.dtype != param.dtype or not kernels_enabled()):
         return None
-    if type(param) is np.ndarray:
-        return getattr(kernels, name)
-    if backend.is_cupy(param):
-        return getattr(kernels.cuda, name)
-    return None
+    return getattr(module, name)
 
 
 # ---- optimizers ------------------------------------------------------------------------------

@@ -150,15 +150,6 @@ class Tensor:
         """A new leaf sharing this tensor's data, cut from the graph."""
         return Tensor(self.data)
 
-    def to(self, device) -> "Tensor":
-        """This tensor on `device` ("cpu", "cuda", "cuda:N"); the result is a differentiable copy."""
-        data = backend.move(self.data, device)
-        if data is self.data:
-            return self
-        from .ops.shape import to_device_op
-
-        return to_device_op(self, data)
-
     # ---- autograd ------------------------------------------------------------------------
     def retain_grad(self) -> "Tensor":
         """Keep this non-leaf tensor's gradient in `.grad` after backward."""

@@ -8,7 +8,7 @@ from .linalg import bias_act_grad, linear, matmul
 from .loss import hinge_loss, mse_loss, softmax_cross_entropy
 from .reduce import max, mean, min, sum
 from .shape import (
-    astype, broadcast_to, concat, getitem, index_grad, matrix_transpose, move, one_hot, reshape, stack, transpose,
+    astype, broadcast_to, concat, getitem, index_grad, matrix_transpose, move, one_hot, reshape, stack, to, transpose,
 )
 
 
@@ -36,7 +36,7 @@ def _install_tensor_methods() -> None:
         setattr(T, f"__{name}__", _compare(op))
     T.__hash__ = object.__hash__  # __eq__ is elementwise; identity hashing keeps tensors usable as keys
     T.sum, T.mean, T.max, T.min = sum, mean, max, min
-    T.reshape, T.transpose, T.broadcast_to, T.astype = reshape, transpose, broadcast_to, astype
+    T.reshape, T.transpose, T.broadcast_to, T.astype, T.to = reshape, transpose, broadcast_to, astype, to
     T.exp, T.log, T.sqrt, T.abs = exp, log, sqrt, abs
     T.sigmoid, T.tanh, T.relu, T.softmax, T.log_softmax = sigmoid, tanh, relu, softmax, log_softmax
     T.T = property(lambda self: transpose(self))

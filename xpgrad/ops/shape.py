@@ -250,8 +250,11 @@ def astype(x: Tensor, dtype) -> Tensor:
     return apply1(node, x)
 
 
-def to_device_op(x: Tensor, moved) -> Tensor:
-    """Record a move of `x` whose data is already `moved` (used by Tensor.to)."""
+def to(x: Tensor, device) -> Tensor:
+    """`x` on `device` ("cpu", "cuda", "cuda:N"): `x` itself when already there, else a differentiable copy."""
+    moved = backend.move(x.data, device)
+    if moved is x.data:
+        return x
     node = ToDevice()
     node.moved = moved
     node.source = x.device
@@ -259,7 +262,7 @@ def to_device_op(x: Tensor, moved) -> Tensor:
 
 
 def move(x: Tensor, device) -> Tensor:
-    return x.to(device)
+    return to(x, device)
 
 
 def one_hot(labels, num_classes: int, dtype) -> Tensor:
@@ -270,5 +273,5 @@ def one_hot(labels, num_classes: int, dtype) -> Tensor:
 
 __all__ = [
     "reshape", "transpose", "matrix_transpose", "broadcast_to", "getitem", "index_grad", "concat", "stack",
-    "astype", "to_device_op", "move", "one_hot", "normalize_axis",
+    "astype", "to", "move", "one_hot", "normalize_axis",
 ]

@@ -154,7 +154,7 @@ class ArrayFns:
         flat = xp.reshape(gy, (rows.shape[0], -1))
         return xp.reshape(rows.mT @ flat, shape)
 
-    def scatter_or_take(self, x, index):
+    def getitem(self, x, index):
         """Forward of getitem: plain indexing, with `take` for a lone integer array."""
         if hasattr(index, "shape") and index.ndim == 1 and "int" in str(index.dtype):
             return self.xp.take(x, index, axis=0)
@@ -256,7 +256,7 @@ class KernelFns(ArrayFns):
     def scatter_add_fallback(self, out, index, gy):
         np.add.at(out, index, gy)
 
-    def scatter_or_take(self, x, index):
+    def getitem(self, x, index):
         return x[index]
 
 

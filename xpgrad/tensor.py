@@ -161,8 +161,5 @@ class Tensor:
         """Accumulate d(self)/d(leaf) into every leaf that requires grad (see `xpgrad.autograd`)."""
         autograd.backward([self], [grad], retain_graph=retain_graph, create_graph=create_graph)
 
-    def zero_grad_(self) -> None:
-        self.grad = None
-
 
 from . import autograd  # noqa: E402  (autograd builds Tensors; imported after the class exists)

@@ -59,7 +59,7 @@ class GetItem(Node):
     name = "getitem"
 
     def forward(self, xp, a):
-        return array_fns(a).scatter_or_take(a, self.index)
+        return array_fns(a).getitem(a, self.index)
 
     def backward(self, F, gy, args, y):
         return (F.index_grad(gy, self.index, self.in_shape),)

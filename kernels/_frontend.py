@@ -71,7 +71,20 @@ def _elementwise(run, written, arrays, *scalars):
             a[...] = b
 
 
+def _ready(dtype, *arrays) -> bool:
+    """All arrays C-contiguous with exactly `dtype` (float32/float64): the checks can be skipped."""
+    if dtype.char not in "fd":
+        return False
+    for a in arrays:
+        if a.dtype is not dtype or not a.flags.c_contiguous:
+            return False
+    return True
+
+
 def sigmoid_backward(run, y, dy, out):
+    if out is not None and y.shape == dy.shape == out.shape and _ready(y.dtype, y, dy, out):
+        run(y.reshape(-1), dy.reshape(-1), out.reshape(-1))  # common case: contiguous views, no copies
+        return out
     out = _xp(y).empty_like(y) if out is None else out
     _check(y, dy, out)
     _elementwise(run, 1, (y, dy, out))
@@ -79,9 +92,15 @@ def sigmoid_backward(run, y, dy, out):
 
 
 def bias_act_backward(run, y, dy, activation, dz_out):
+    xp = _xp(y)
+    act = ACTIVATIONS.get(activation, -1)
+    if (dz_out is not None and act in (SIGMOID, RELU) and y.ndim == 2 and y.shape == dy.shape == dz_out.shape
+            and _ready(y.dtype, y, dy, dz_out)):
+        acc = xp.zeros(y.shape[1], xp.float64)
+        run(y, dy, dz_out, act, acc)  # the common case, checked in one pass
+        return dz_out, acc.astype(y.dtype)
     act = _activation(activation, (SIGMOID, RELU))
     _matrix(y, "y")
-    xp = _xp(y)
     dz = xp.empty_like(y) if dz_out is None else dz_out
     _check(y, dy, dz)
     acc = xp.zeros(y.shape[1], xp.float64)
@@ -92,6 +111,11 @@ def bias_act_backward(run, y, dy, activation, dz_out):
 
 
 def bias_act_forward(run, z, b, activation, out):
+    act = ACTIVATIONS.get(activation, -1)
+    if (out is not None and z.ndim == 2 and act in (IDENTITY, SIGMOID, RELU) and out.shape == z.shape
+            and b.shape == z.shape[1:] and _ready(z.dtype, z, b, out)):
+        run(z, b, act, out)  # the common case, checked in one pass (this path is per-layer overhead)
+        return out
     act = _activation(activation, (IDENTITY, SIGMOID, RELU))
     if z.ndim not in (1, 2):
         raise ValueError(f"z must be 1-D or 2-D, got shape {z.shape}")

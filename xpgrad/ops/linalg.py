@@ -132,17 +132,18 @@ def linear(x: Tensor, W: Tensor, b: Tensor | None = None, activation: str | None
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"linear: activation must be one of {ACTIVATIONS}, got {activation!r}")
-    if W.ndim != 2:
+    x_shape, w_shape = x.data.shape, W.data.shape  # raw shapes: these checks run on every layer call
+    if len(w_shape) != 2:
         raise ShapeError(f"linear: W must be 2-D (in_features, out_features), got shape {W.shape}")
-    if x.ndim == 0 or x.shape[-1] != W.shape[0]:
-        raise ShapeError(f"linear: x has shape {x.shape} but W expects {W.shape[0]} input features (W shape {W.shape})")
-    if activation in (None, "identity"):
+    if not x_shape or x_shape[-1] != w_shape[0]:
+        raise ShapeError(f"linear: x has shape {x.shape} but W expects {w_shape[0]} input features (W shape {W.shape})")
+    if activation is None or activation == "identity":
         node = Linear()
     else:
         node = LinearAct()
         node.activation = activation
     if b is None:
         return apply2(node, x, W)
-    if b.shape != (W.shape[1],):
-        raise ShapeError(f"linear: b must have shape ({W.shape[1]},) to match W {W.shape}, got {b.shape}")
+    if b.data.shape != w_shape[1:]:
+        raise ShapeError(f"linear: b must have shape ({w_shape[1]},) to match W {W.shape}, got {b.shape}")
     return apply_n(node, (x, W, b))

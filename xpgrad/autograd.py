@@ -370,7 +370,10 @@ def _seed_grad(root: Tensor, grad, create_graph: bool):
                 f"pass grad= with the output's shape"
             )
         data = root.data
-        g = np.ones_like(data) if type(data) is np.ndarray else backend.namespace_of(data).ones_like(data)
+        if type(data) is np.ndarray:  # np.array(1) is ~5x cheaper than np.ones_like for the usual 0-d loss
+            g = np.array(1, dtype=data.dtype) if data.ndim == 0 else np.ones(data.shape, data.dtype)
+        else:
+            g = backend.namespace_of(data).ones_like(data)
         return Tensor(g) if create_graph else g
     g = grad if type(grad) is Tensor else Tensor(grad if hasattr(grad, "shape") else backend.namespace_of(root.data).asarray(grad, dtype=root.dtype))
     if g.shape != root.shape:

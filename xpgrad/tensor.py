@@ -159,7 +159,7 @@ class Tensor:
 
     def backward(self, grad=None, retain_graph: bool = False, create_graph: bool = False) -> None:
         """Accumulate d(self)/d(leaf) into every leaf that requires grad (see `xpgrad.autograd`)."""
-        autograd.backward([self], [grad], retain_graph=retain_graph, create_graph=create_graph)
+        autograd.run_backward((self,), (grad,), retain_graph=retain_graph or create_graph, create_graph=create_graph)
 
 
 from . import autograd  # noqa: E402  (autograd builds Tensors; imported after the class exists)

@@ -128,14 +128,10 @@ def _size(shape) -> int:
 
 def _broadcast(s1, s2):
     """The broadcast shape of s1 and s2, or None when they do not broadcast."""
-    out = []
-    for i in range(1, max(len(s1), len(s2)) + 1):
-        a = s1[-i] if i <= len(s1) else 1
-        b = s2[-i] if i <= len(s2) else 1
-        if a != b and a != 1 and b != 1:
-            return None
-        out.append(max(a, b))
-    return tuple(reversed(out))
+    try:
+        return np.broadcast_shapes(s1, s2)
+    except ValueError:
+        return None
 
 
 class Builder:

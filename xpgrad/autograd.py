@@ -24,7 +24,7 @@ import numpy as np
 from . import backend
 from .backend import _namespaces
 from .errors import DTypeError, GraphFreedError, NoGraphError, NonFiniteError, ShapeError, XpgradError
-from .tensor import Tensor, dtype_name, is_floating, is_integer
+from .tensor import Tensor, dtype_kind, dtype_name, is_floating, is_integer
 
 # ---- global switches ------------------------------------------------------------------------
 
@@ -107,32 +107,25 @@ def _wrap_error(node: Node, args, exc: Exception) -> XpgradError:
     return kind(f"{node.name}: cannot apply to operands [{shapes}]: {_reason(node, args, exc)}")
 
 
-def _kind(dtype) -> str:
-    return "float" if is_floating(dtype) else "int" if is_integer(dtype) else dtype_name(dtype)
-
-
-def _broadcast_shapes(s1: tuple, s2: tuple):
-    out = []
-    for i in range(1, max(len(s1), len(s2)) + 1):
-        m = s1[-i] if i <= len(s1) else 1
-        n = s2[-i] if i <= len(s2) else 1
-        if m != n and m != 1 and n != 1:
-            return None
-        out.append(max(m, n))
-    return tuple(reversed(out))
+def _broadcast(s1: tuple, s2: tuple) -> bool:
+    try:
+        np.broadcast_shapes(s1, s2)
+    except ValueError:
+        return False
+    return True
 
 
 def _reason(node: Node, args, exc: Exception) -> str:
     """Why an op failed, worded the same on every backend (error path only: costs nothing otherwise)."""
     arrays = [a for a in args if hasattr(a, "shape")]
     shapes = [tuple(a.shape) for a in arrays]
-    if isinstance(exc, TypeError) and len({_kind(a.dtype) for a in arrays}) > 1:
+    if isinstance(exc, TypeError) and len({dtype_kind(a.dtype) for a in arrays}) > 1:
         return (" and ".join(dtype_name(a.dtype) for a in arrays) + " operands cannot be mixed (the array API "
                 "defines no promotion between integer, bool and floating dtypes); convert one with .astype(...)")
     if not isinstance(exc, TypeError):
-        if node.name == "matmul" and len(shapes) == 2 and _broadcast_shapes(shapes[0][:-2], shapes[1][:-2]) is None:
+        if node.name == "matmul" and len(shapes) == 2 and not _broadcast(shapes[0][:-2], shapes[1][:-2]):
             return f"batch dimensions {shapes[0][:-2]} and {shapes[1][:-2]} cannot be broadcast together"
-        if node.broadcasts and len(shapes) == 2 and _broadcast_shapes(*shapes) is None:
+        if node.broadcasts and len(shapes) == 2 and not _broadcast(*shapes):
             return f"shapes {shapes[0]} and {shapes[1]} cannot be broadcast together"
         if node.name == "reshape" and shapes:
             size = 1
@@ -167,8 +160,7 @@ def _index_out_of_bounds(index, shape: tuple):
             return None
         size = shape[axis]
         if hasattr(item, "shape") and is_integer(item.dtype) and item.ndim and item.shape[0]:
-            xp = backend.namespace_of(item)
-            low, high = int(xp.min(item)), int(xp.max(item))
+            low, high = array_fns(item).min_max(item)
             bad = high if high >= size else low if low < -size else None
         else:
             bad = item if isinstance(item, int) and not -size <= item < size else None
@@ -424,15 +416,13 @@ def run_backward(roots, grads, *, retain_graph: bool, create_graph: bool, target
                 )
             out = node.out() if (capture_all or node.retain) else None
             if out is not None:
-                if wanted is not None and id(out) in wanted:
-                    found[id(out)] = gy
-                if node.retain and wanted is None:
-                    out.grad = _as_tensor(gy) if out.grad is None else out.grad + _as_tensor(gy)
-            if create_graph:
-                y = node.out()
-                if y is None:
-                    y = Tensor(node.saved) if node.saved is not None else None
-                in_grads = node.backward(F_tensor, gy, node.inputs, y)
+                if capture_all:
+                    if id(out) in wanted:
+                        found[id(out)] = gy
+                else:
+                    _accumulate_grad(out, gy)
+            if create_graph:  # the output is alive: the root is held by the caller, the rest by consumers
+                in_grads = node.backward(F_tensor, gy, node.inputs, node.out())
             else:
                 if type(gy) is not gy_type:
                     gy_type, F = type(gy), array_fns(gy)
@@ -459,7 +449,7 @@ def run_backward(roots, grads, *, retain_graph: bool, create_graph: bool, target
 
     if wanted is None:
         for t, g in leaf_grads.items():
-            t.grad = _as_tensor(g) if t.grad is None else t.grad + _as_tensor(g)
+            _accumulate_grad(t, g)
         return None
     for t, g in leaf_grads.items():
         if id(t) in wanted:
@@ -469,6 +459,11 @@ def run_backward(roots, grads, *, retain_graph: bool, create_graph: bool, target
 
 def _as_tensor(g) -> Tensor:
     return g if type(g) is Tensor else _new_tensor(g)
+
+
+def _accumulate_grad(t: Tensor, g) -> None:
+    """t.grad += g, out of place (a gradient array may be shared by several tensors)."""
+    t.grad = _as_tensor(g) if t.grad is None else t.grad + _as_tensor(g)
 
 
 _fns_by_namespace: dict = {}
@@ -505,8 +500,7 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph: bo
     gradient. With `create_graph=True` the results are differentiable.
     """
     outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
-    single = isinstance(inputs, Tensor)
-    inputs = [inputs] if single else list(inputs)
+    inputs = [inputs] if isinstance(inputs, Tensor) else list(inputs)
     if grad_outputs is None:
         grad_outputs = [None] * len(outputs)
     elif isinstance(grad_outputs, Tensor) or not isinstance(grad_outputs, (list, tuple)):

@@ -112,15 +112,16 @@ def tensor(data, dtype=None, device=None, requires_grad: bool = False, name: str
     return Tensor(_asarray(xp, data, wanted, dev), requires_grad=requires_grad, name=name)
 
 
-def _shape(shape) -> tuple:
+def shape_arg(shape) -> tuple:
+    """Accept f(2, 3) and f((2, 3)) alike."""
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        return tuple(shape[0])
-    return tuple(shape)
+        shape = tuple(shape[0])
+    return tuple(int(s) for s in shape)
 
 
 def _filled(fill, shape, dtype, device, requires_grad):
     xp, dev = _target(device)
-    host = np.full(_shape(shape), fill)
+    host = np.full(shape_arg(shape), fill)
     wanted = resolve_dtype(xp, dtype if dtype is not None else _default_dtype_for(host))
     return Tensor(_asarray(xp, host, wanted, dev), requires_grad=requires_grad)
 
@@ -160,9 +161,9 @@ def arange(start, stop=None, step=1, dtype=None, device=None, requires_grad: boo
 
 def randn(*shape, dtype="float32", device=None, requires_grad: bool = False) -> Tensor:
     """Standard normal samples (host generator, seeded by manual_seed)."""
-    return tensor(_rng.standard_normal(_shape(shape)), dtype=dtype, device=device, requires_grad=requires_grad)
+    return tensor(_rng.standard_normal(shape_arg(shape)), dtype=dtype, device=device, requires_grad=requires_grad)
 
 
 def rand(*shape, dtype="float32", device=None, requires_grad: bool = False) -> Tensor:
     """Uniform samples in [0, 1) (host generator, seeded by manual_seed)."""
-    return tensor(_rng.random(_shape(shape)), dtype=dtype, device=device, requires_grad=requires_grad)
+    return tensor(_rng.random(shape_arg(shape)), dtype=dtype, device=device, requires_grad=requires_grad)

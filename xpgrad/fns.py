@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from . import backend, buffers
+from .tensor import is_integer
 
 
 _kernels_on = os.environ.get("XPGRAD_KERNELS", "1") != "0"
@@ -42,7 +43,8 @@ def _kernel_float(*arrays) -> bool:
     return dtype.char in "fd" and all(a.dtype == dtype for a in arrays[1:])
 
 
-def _is_basic_index(index) -> bool:
+def is_basic_index(index) -> bool:
+    """True for indices made only of ints, slices, None and Ellipsis (no integer or boolean arrays)."""
     items = index if isinstance(index, tuple) else (index,)
     return all(i is None or i is Ellipsis or isinstance(i, (int, slice)) for i in items)
 
@@ -79,7 +81,7 @@ class ArrayFns:
     def astype(self, x, dtype):
         return self.xp.astype(x, dtype)
 
-    def move(self, x, device):
+    def to(self, x, device):
         return backend.move(x, device)
 
     def sigmoid_grad(self, y, gy):
@@ -100,13 +102,18 @@ class ArrayFns:
             return self.sigmoid_grad(y, gy)
         return self.xp.where(y > 0, gy, self.xp.zeros_like(gy))
 
-    def bias_act(self, z, b, activation: str):
-        """act(z + b), in place on the GEMM output z where the library allows."""
+    def bias_act(self, z, b, activation):
+        """act(z + b) on the GEMM output z (activation None: the bias add alone, in place)."""
         if b is not None:
-            z += b
+            if b.dtype == z.dtype:
+                z += b  # in place: the GEMM output is ours
+            else:
+                z = z + b
         if activation == "relu":
             return self.xp.maximum(z, 0)
-        return sigmoid_array(self.xp, z)
+        if activation == "sigmoid":
+            return self.sigmoid(z)
+        return z
 
     def bias_act_grad(self, activation: str, y, gy, with_bias: bool):
         """(dz, db) of act(z + b): db is None without a bias."""
@@ -138,7 +145,7 @@ class ArrayFns:
         """Zeros of `shape` with `gy` added at `index` (repeated indices accumulate)."""
         xp = self.xp
         out = xp.zeros(shape, dtype=gy.dtype, device=gy.device)
-        if _is_basic_index(index):
+        if is_basic_index(index):
             items = index if isinstance(index, tuple) else (index,)
             if any(i is None for i in items):  # new axes cannot be assigned through: drop them from both sides
                 index = tuple(i for i in items if i is not None)
@@ -156,7 +163,7 @@ class ArrayFns:
 
     def getitem(self, x, index):
         """Forward of getitem: plain indexing, with `take` for a lone integer array."""
-        if hasattr(index, "shape") and index.ndim == 1 and "int" in str(index.dtype):
+        if hasattr(index, "shape") and index.ndim == 1 and is_integer(index.dtype):
             return self.xp.take(x, index, axis=0)
         return x[index]
 
@@ -198,12 +205,12 @@ class KernelFns(ArrayFns):
     def sigmoid_grad(self, y, gy):
         if y.shape == gy.shape and _kernel_float(y, gy):
             return self.k.sigmoid_backward(y, gy, out=self.empty_like(y))
-        return gy * (y * (1 - y))
+        return super().sigmoid_grad(y, gy)
 
     def sigmoid(self, a):
         """Sigmoid forward in one pass (the linear-epilogue kernel with a zero bias)."""
         if not _kernel_float(a) or a.ndim == 0:
-            return sigmoid_array(self.xp, a)
+            return super().sigmoid(a)
         rows = a.reshape(-1, a.shape[-1])
         return self.k.bias_act_forward(rows, self._zero_bias(a.shape[-1], a.dtype), "sigmoid").reshape(a.shape)
 
@@ -215,7 +222,7 @@ class KernelFns(ArrayFns):
         return zeros
 
     def bias_act(self, z, b, activation):
-        if z.ndim == 2 and _kernel_float(z) and (b is None or b.dtype == z.dtype):
+        if activation is not None and z.ndim == 2 and _kernel_float(z) and (b is None or b.dtype == z.dtype):
             bias = b if b is not None else self._zero_bias(z.shape[1], z.dtype)
             # a separate output: in place (out=z) the compiler's no-alias check fails and the loop runs scalar
             return self.k.bias_act_forward(z, bias, activation, out=self.empty_like(z))
@@ -244,7 +251,7 @@ class KernelFns(ArrayFns):
 
     def index_grad(self, gy, index, shape):
         out = self.xp.zeros(shape, dtype=gy.dtype)
-        if _is_basic_index(index):
+        if is_basic_index(index):
             out[index] = gy
         elif (type(index) is type(gy) and index.ndim == 1 and index.dtype.kind in "iu" and _kernel_float(out, gy)
               and (index.size == 0 or int(index.min()) >= 0)):

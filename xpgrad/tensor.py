@@ -5,27 +5,35 @@ modules in `xpgrad.ops`, so this file holds only state, conversion and `backward
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import backend
 from .errors import DTypeError
 
 
-_floating: dict = {}
+_kinds: dict = {}
+
+
+def dtype_kind(dtype) -> str:
+    """"float", "int" or the dtype's name ("bool", ...), for any backend (cached: str(dtype) is slow on NumPy)."""
+    key = (type(dtype), dtype)  # the type first: dtypes of different libraries never get compared
+    kind = _kinds.get(key)
+    if kind is None:
+        name = dtype_name(dtype)
+        kind = _kinds[key] = "float" if "float" in name else "int" if "int" in name else name
+    return kind
 
 
 def is_floating(dtype) -> bool:
-    """True for real floating dtypes of any backend (cached: str(dtype) is slow on NumPy)."""
-    key = (type(dtype), dtype)  # the type first: dtypes of different libraries never get compared
-    flag = _floating.get(key)
-    if flag is None:
-        flag = _floating[key] = "float" in str(dtype)
-    return flag
+    """True for real floating dtypes of any backend."""
+    return dtype_kind(dtype) == "float"
 
 
 def is_integer(dtype) -> bool:
     """True for signed or unsigned integer dtypes of any backend."""
-    return not is_floating(dtype) and "int" in str(dtype)
+    return dtype_kind(dtype) == "int"
 
 
 def dtype_name(dtype) -> str:
@@ -85,10 +93,7 @@ class Tensor:
 
     @property
     def size(self) -> int:
-        n = 1
-        for d in self.data.shape:
-            n *= d
-        return n
+        return math.prod(self.data.shape)
 
     @property
     def device(self):

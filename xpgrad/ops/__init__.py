@@ -2,13 +2,13 @@
 import operator
 
 from ..tensor import Tensor
-from .activation import elu, leaky_relu, log_softmax, maxout, relu, sigmoid, sigmoid_grad, softmax, tanh
+from .activation import act_grad, elu, leaky_relu, log_softmax, maxout, relu, sigmoid, sigmoid_grad, softmax, tanh
 from .arith import _compare, abs, add, div, exp, log, maximum, minimum, mul, neg, pow, sqrt, sub, where
 from .linalg import bias_act_grad, linear, matmul
 from .loss import hinge_loss, mse_loss, softmax_cross_entropy
 from .reduce import max, mean, min, sum
 from .shape import (
-    astype, broadcast_to, concat, getitem, index_grad, matrix_transpose, move, one_hot, reshape, stack, to, transpose,
+    astype, broadcast_to, concat, getitem, index_grad, matrix_transpose, one_hot, reshape, stack, to, transpose,
 )
 
 
@@ -46,8 +46,8 @@ def _install_tensor_methods() -> None:
 _install_tensor_methods()
 
 __all__ = [
-    "abs", "add", "astype", "bias_act_grad", "broadcast_to", "concat", "div", "elu", "exp", "getitem", "hinge_loss", "index_grad",
+    "abs", "act_grad", "add", "astype", "bias_act_grad", "broadcast_to", "concat", "div", "elu", "exp", "getitem", "hinge_loss", "index_grad",
     "leaky_relu", "linear", "log", "log_softmax", "matmul", "matrix_transpose", "max", "maximum", "maxout", "mean",
-    "min", "minimum", "move", "mse_loss", "mul", "neg", "one_hot", "pow", "relu", "reshape", "sigmoid",
+    "min", "minimum", "mse_loss", "mul", "neg", "one_hot", "pow", "relu", "reshape", "sigmoid",
     "sigmoid_grad", "softmax", "softmax_cross_entropy", "sqrt", "stack", "sub", "sum", "tanh", "transpose", "where",
 ]

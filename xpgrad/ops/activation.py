@@ -5,6 +5,7 @@ from ..autograd import Node, apply1, apply2, array_fns
 from ..fns import log_softmax_array
 from ..errors import DTypeError, ShapeError
 from ..tensor import Tensor, dtype_name, is_floating
+from .arith import where
 from .reduce import max as reduce_max
 from .reduce import normalize_axis
 from .shape import reshape
@@ -65,7 +66,7 @@ class ReLU(Node):
         return xp.maximum(a, 0)
 
     def backward(self, F, gy, args, y):
-        return (F.where(args[0] > 0, gy, gy * 0),)
+        return (F.act_grad("relu", args[0], gy),)  # x > 0 is the same mask as y > 0
 
 
 class LeakyReLU(Node):
@@ -128,6 +129,11 @@ def sigmoid(x: Tensor) -> Tensor:
 def sigmoid_grad(y: Tensor, gy: Tensor) -> Tensor:
     """Differentiable sigmoid backward: gy * y * (1 - y)."""
     return apply2(SigmoidGrad(), y, gy)
+
+
+def act_grad(activation: str, y: Tensor, gy: Tensor) -> Tensor:
+    """Differentiable activation backward from the output y: sigmoid's gy*y*(1-y), or relu's gy where y > 0."""
+    return sigmoid_grad(y, gy) if activation == "sigmoid" else where(y > 0, gy, gy * 0)
 
 
 def tanh(x: Tensor) -> Tensor:

@@ -17,12 +17,10 @@ _SCALARS = (int, float, bool)
 
 def operand(value, like: Tensor):
     """A Tensor or Python scalar as given; anything array-like becomes a constant Tensor beside `like`."""
-    if type(value) is Tensor or isinstance(value, _SCALARS):
+    if isinstance(value, (Tensor, *_SCALARS)):
         return value
-    if isinstance(value, Tensor):
-        return value
-    xp = backend.namespace_of(like.data)
-    return Tensor(xp.asarray(value, device=like.data.device) if hasattr(value, "shape") else xp.asarray(value, dtype=like.dtype, device=like.data.device))
+    dtype = None if hasattr(value, "shape") else like.dtype  # arrays keep their dtype, lists take like's
+    return Tensor(backend.namespace_of(like.data).asarray(value, dtype=dtype, device=like.data.device))
 
 
 class Add(Node):

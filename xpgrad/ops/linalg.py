@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 from ..autograd import Node, apply2, apply_n, array_fns
-from .activation import sigmoid_grad
-from .arith import where
+from .activation import act_grad
 from .reduce import sum as reduce_sum
 from ..errors import ShapeError
 from ..tensor import Tensor
@@ -48,52 +47,24 @@ class MatMul(Node):
 class Linear(Node):
     """The Affine layer y = x @ W + b as one node: dx = dy W^T, dW = x^T dy, db = sum(dy, axis=0)."""
 
-    __slots__ = ()
-    name = "linear"
-
-    def forward(self, xp, x, W, b=None):
-        y = x @ W
-        if b is None:
-            return y
-        if b.dtype == y.dtype:
-            y += b  # in place: the GEMM output is ours
-            return y
-        return y + b
-
-    def backward(self, F, gy, args, y):
-        x, W = args[0], args[1]
-        n_in, n_out = W.shape
-        g2 = F.reshape(gy, (-1, n_out)) if len(gy.shape) != 2 else gy
-        gx = gy @ W.mT if self.needs(0) else None
-        gW = None
-        if self.needs(1):
-            x2 = F.reshape(x, (-1, n_in)) if len(x.shape) != 2 else x
-            gW = x2.mT @ g2
-        if len(args) == 2:
-            return gx, gW
-        gb = F.sum(g2, axis=0) if self.needs(2) else None
-        return gx, gW, gb
-
-
-class LinearAct(Linear):
-    """act(x @ W + b) as one node: bias add and activation in one pass over the GEMM output, and
-    in backward the activation gradient and db = sum(dz, axis=0) in one pass (fused kernels)."""
-
     __slots__ = ("activation",)
-    name = "linear_act"
-    saves_output = True
+    name = "linear"
 
     def forward(self, xp, x, W, b=None):
         z = x @ W
         return array_fns(z).bias_act(z, b, self.activation)
 
+    def pre_activation_grad(self, F, gy, y, with_bias: bool):
+        """(dz, db): the gradient before the affine map's output activation (none here)."""
+        return gy, (F.sum(gy, axis=0) if with_bias else None)
+
     def backward(self, F, gy, args, y):
         x, W = args[0], args[1]
         n_in, n_out = W.shape
-        with_bias = len(args) == 3 and self.needs(2)
-        if len(y.shape) != 2:
-            y, gy = F.reshape(y, (-1, n_out)), F.reshape(gy, (-1, n_out))
-        dz, db = F.bias_act_grad(self.activation, y, gy, with_bias)
+        if len(gy.shape) != 2:  # (..., out): the batch dimensions flatten into rows
+            gy = F.reshape(gy, (-1, n_out))
+            y = F.reshape(y, (-1, n_out)) if y is not None else None
+        dz, db = self.pre_activation_grad(F, gy, y, len(args) == 3 and self.needs(2))
         gx = gW = None
         if self.needs(0):
             gx = dz @ W.mT
@@ -104,9 +75,21 @@ class LinearAct(Linear):
         return (gx, gW) if len(args) == 2 else (gx, gW, db)
 
 
+class LinearAct(Linear):
+    """act(x @ W + b) as one node: bias add and activation in one pass over the GEMM output, and
+    in backward the activation gradient and db = sum(dz, axis=0) in one pass (fused kernels)."""
+
+    __slots__ = ()
+    name = "linear_act"
+    saves_output = True
+
+    def pre_activation_grad(self, F, gy, y, with_bias: bool):
+        return F.bias_act_grad(self.activation, y, gy, with_bias)
+
+
 def bias_act_grad(activation: str, y: Tensor, gy: Tensor, with_bias: bool):
     """Differentiable (dz, db) of act(z + b) given its output y (create_graph path of LinearAct)."""
-    dz = sigmoid_grad(y, gy) if activation == "sigmoid" else where(y > 0, gy, gy * 0)
+    dz = act_grad(activation, y, gy)
     return dz, (reduce_sum(dz, axis=0) if with_bias else None)
 
 
@@ -137,11 +120,8 @@ def linear(x: Tensor, W: Tensor, b: Tensor | None = None, activation: str | None
         raise ShapeError(f"linear: W must be 2-D (in_features, out_features), got shape {W.shape}")
     if not x_shape or x_shape[-1] != w_shape[0]:
         raise ShapeError(f"linear: x has shape {x.shape} but W expects {w_shape[0]} input features (W shape {W.shape})")
-    if activation is None or activation == "identity":
-        node = Linear()
-    else:
-        node = LinearAct()
-        node.activation = activation
+    node = Linear() if activation is None or activation == "identity" else LinearAct()
+    node.activation = None if activation == "identity" else activation
     if b is None:
         return apply2(node, x, W)
     if b.data.shape != w_shape[1:]:

@@ -71,9 +71,9 @@ def softmax_cross_entropy(logits: Tensor, labels) -> Tensor:
 def mse_loss(pred: Tensor, target) -> Tensor:
     """Mean of (pred - target)^2 over every element; shapes must match exactly."""
     target = operand(target, pred)
-    if isinstance(target, Tensor) and target.shape != pred.shape:
-        raise ShapeError(f"mse_loss: pred has shape {pred.shape} but target has shape {target.shape}; they must match")
     if isinstance(target, Tensor):
+        if target.shape != pred.shape:
+            raise ShapeError(f"mse_loss: pred has shape {pred.shape} but target has shape {target.shape}; they must match")
         backend.check_same_place("mse_loss", pred.data, target.data)
     diff = pred - target
     return mean(diff * diff)

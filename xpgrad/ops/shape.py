@@ -5,17 +5,10 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Node, apply1, apply_n, array_fns, unbroadcast
+from ..creation import resolve_dtype, shape_arg
 from ..errors import ShapeError
-from ..fns import _is_basic_index
+from ..fns import is_basic_index
 from ..tensor import Tensor
-from .reduce import normalize_axis
-
-
-def _shape_arg(shape) -> tuple:
-    """Accept f(2, 3) and f((2, 3)) alike."""
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        shape = tuple(shape[0])
-    return tuple(int(s) for s in shape)
 
 
 class Reshape(Node):
@@ -130,7 +123,7 @@ class ToDevice(Node):
         return self.moved
 
     def backward(self, F, gy, args, y):
-        return (F.move(gy, self.source),)
+        return (F.to(gy, self.source),)
 
 
 # ---- public functions ------------------------------------------------------------------------
@@ -139,14 +132,14 @@ class ToDevice(Node):
 def reshape(x: Tensor, *shape) -> Tensor:
     """x with a new shape of the same size (one -1 allowed)."""
     node = Reshape()
-    node.shape = _shape_arg(shape)
+    node.shape = shape_arg(shape)
     node.in_shape = x.shape
     return apply1(node, x)
 
 
 def transpose(x: Tensor, *axes) -> Tensor:
     """Permute dimensions (default: reverse them, as `.T`)."""
-    axes = _shape_arg(axes) if axes and axes != (None,) else tuple(reversed(range(x.ndim)))
+    axes = shape_arg(axes) if axes and axes != (None,) else tuple(reversed(range(x.ndim)))
     if sorted(a % max(x.ndim, 1) for a in axes) != list(range(x.ndim)):
         raise ShapeError(f"transpose: axes {axes} are not a permutation of the {x.ndim} dimensions of shape {x.shape}")
     node = Transpose()
@@ -166,7 +159,7 @@ def matrix_transpose(x: Tensor) -> Tensor:
 def broadcast_to(x: Tensor, *shape) -> Tensor:
     """x broadcast to `shape`; backward sums the gradient back."""
     node = BroadcastTo()
-    node.shape = _shape_arg(shape)
+    node.shape = shape_arg(shape)
     node.in_shape = x.shape
     return apply1(node, x)
 
@@ -190,7 +183,7 @@ def getitem(x: Tensor, index) -> Tensor:
     """x[index] for ints, slices, None, Ellipsis and integer arrays (repeated indices accumulate)."""
     node = GetItem()
     node.index = _normalize_index(index, x)
-    if type(x.data) is not np.ndarray and _is_basic_index(node.index):
+    if type(x.data) is not np.ndarray and is_basic_index(node.index):
         items = node.index if isinstance(node.index, tuple) else (node.index,)
         if not any(i is Ellipsis for i in items):  # the array API indexes every axis: x[0] means x[0, ...]
             node.index = items + (Ellipsis,)
@@ -239,8 +232,6 @@ def stack(tensors, axis: int = 0) -> Tensor:
 
 def astype(x: Tensor, dtype) -> Tensor:
     """x converted to `dtype` (differentiable between floating dtypes)."""
-    from ..creation import resolve_dtype
-
     xp = backend.namespace_of(x.data)
     node = AsType()
     node.dtype = resolve_dtype(xp, dtype)
@@ -261,10 +252,6 @@ def to(x: Tensor, device) -> Tensor:
     return apply1(node, x)
 
 
-def move(x: Tensor, device) -> Tensor:
-    return to(x, device)
-
-
 def one_hot(labels, num_classes: int, dtype) -> Tensor:
     """Constant (N, C) one-hot rows of integer `labels`."""
     data = labels.data if isinstance(labels, Tensor) else labels
@@ -273,5 +260,5 @@ def one_hot(labels, num_classes: int, dtype) -> Tensor:
 
 __all__ = [
     "reshape", "transpose", "matrix_transpose", "broadcast_to", "getitem", "index_grad", "concat", "stack",
-    "astype", "to", "move", "one_hot", "normalize_axis",
+    "astype", "to", "one_hot",
 ]

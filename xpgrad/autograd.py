@@ -75,11 +75,14 @@ class Node:
     """One recorded op application. Subclasses define `name`, `forward` and `backward`.
 
     Attributes: `inputs` (Tensors or Python scalars, as given), `args` (their raw arrays),
-    `out` (weak reference to the output Tensor), `saved` (what backward needs beyond the
-    inputs, e.g. the output array), `gen` (1 + the largest input generation).
+    `takes_grad` (positions of the inputs that take a gradient, fixed when the op ran, e.g.
+    ``(0,)`` for ``x * 2``: backward rules test ``0 in self.takes_grad``), `saved` (what
+    backward needs beyond the inputs, e.g. the output array), `gen` (1 + the largest input
+    generation). A node holds no reference to its output at all, so an unused output (and the
+    graph only it kept alive) is freed at once by reference counting.
     """
 
-    __slots__ = ("inputs", "args", "out", "saved", "gen", "retain", "site", "__weakref__")
+    __slots__ = ("inputs", "args", "takes_grad", "saved", "gen", "__weakref__")
     name = "op"
     broadcasts = False  # True: input gradients are summed back to each input's shape
     saves_output = False  # True: the output array is kept in `saved` for backward
@@ -90,13 +93,29 @@ class Node:
     def backward(self, F, gy, args, y):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def needs(self, i: int) -> bool:
-        """Whether input `i` wants a gradient (lets backward skip work, e.g. a GEMM for the data)."""
-        t = self.inputs[i]
-        return type(t) is Tensor and t.requires_grad
-
     def __repr__(self):
         return f"<{self.name} node>"
+
+
+# Rarely used per-node extras live beside the nodes, not in every node's slots:
+_retained = weakref.WeakKeyDictionary()  # node -> weakref to its output, which keeps its .grad
+_sites = weakref.WeakKeyDictionary()  # node -> "file:line" of the user's call (XPGRAD_DEBUG only)
+
+
+def retain_grad(t: Tensor) -> None:
+    """Keep the gradient of non-leaf `t` in its `.grad` during backward (Tensor.retain_grad)."""
+    _retained[t._node] = weakref.ref(t)
+
+
+def _output_alias(node: Node):
+    """For a create_graph backward: a Tensor standing for `node`'s output (its saved array, made by
+    `node`, so gradients through it reach the same graph), or None when the op saves no output."""
+    if not node.saves_output:
+        return None
+    y = _new_tensor(node.saved)
+    y._node = node
+    y.requires_grad = True
+    return y
 
 
 def _wrap_error(node: Node, args, exc: Exception) -> XpgradError:
@@ -171,48 +190,46 @@ def _index_out_of_bounds(index, shape: tuple):
 
 
 def _new_tensor(data) -> Tensor:
-    """A bare output Tensor around `data` (0-d NumPy scalars become 0-d arrays)."""
+    """A bare Tensor around `data`, no checks (0-d NumPy scalars become 0-d arrays)."""
     if type(data) is not np.ndarray and isinstance(data, np.generic):
         data = np.asarray(data)
     out = Tensor.__new__(Tensor)
     out.data = data
-    out.grad = None
-    out.name = None
-    out._node = None
+    out.grad = out.name = out._node = None
     out.requires_grad = False
     return out
 
 
-def _link(node: Node, out: Tensor, inputs, args, gen: int) -> Tensor:
+def _link(node: Node, out: Tensor, inputs, args, takes_grad: tuple, gen: int) -> Tensor:
     """Record `node` as the creator of `out` (gen is the largest input generation)."""
     node.inputs = inputs
     node.args = args
+    node.takes_grad = takes_grad
     node.gen = gen + 1
-    node.retain = False
-    node.out = weakref.ref(out)
     node.saved = out.data if node.saves_output else None
-    if _debug:
-        node.site = _user_site()
-        _check_finite(out.data, f"{node.name} forward output", node.site)
-    else:
-        node.site = None
     out._node = node
     out.requires_grad = True
+    if _debug:
+        _sites[node] = _user_site()
+        _check_finite(out.data, f"{node.name} forward output", _sites[node])
     return out
+
+
+_FIRST, _SECOND, _BOTH = (0,), (1,), (0, 1)  # the usual `takes_grad` tuples, shared instead of rebuilt
 
 
 def apply1(node: Node, x: Tensor) -> Tensor:
     """Run a one-input op."""
     a = x.data
     try:
-        data = node.forward(backend.namespace_of(a), a)
+        data = node.forward(_namespaces.get(type(a)) or backend.namespace_of(a), a)
     except XpgradError:
         raise
     except (ValueError, TypeError, IndexError) as exc:
         raise _wrap_error(node, (a,), exc) from None
     out = _new_tensor(data)
     if _grad_enabled and x.requires_grad:
-        return _link(node, out, (x,), (a,), 0 if x._node is None else x._node.gen)
+        return _link(node, out, (x,), (a,), _FIRST, 0 if x._node is None else x._node.gen)
     if _debug:
         _check_finite(out.data, f"{node.name} forward output", _user_site())
     return out
@@ -242,29 +259,28 @@ def apply2(node: Node, x, y) -> Tensor:
         data = np.asarray(data)
     out = Tensor.__new__(Tensor)
     out.data = data
-    out.grad = out.name = out._node = None
-    out.requires_grad = False
+    out.grad = out.name = None
     if _grad_enabled:
-        gen = -1
-        if type(x) is Tensor and x.requires_grad:
-            gen = 0 if x._node is None else x._node.gen
-        if type(y) is Tensor and y.requires_grad:
-            g = 0 if y._node is None else y._node.gen
-            if g > gen:
-                gen = g
-        if gen >= 0:
+        want_x = type(x) is Tensor and x.requires_grad
+        want_y = type(y) is Tensor and y.requires_grad
+        if want_x or want_y:
+            gen = x._node.gen if want_x and x._node is not None else 0
+            if want_y and y._node is not None and y._node.gen > gen:
+                gen = y._node.gen
+            takes_grad = (_BOTH if want_y else _FIRST) if want_x else _SECOND
             if _debug:
-                return _link(node, out, (x, y), (a, b), gen)
+                out._node = None
+                return _link(node, out, (x, y), (a, b), takes_grad, gen)
             node.inputs = (x, y)  # _link, inlined on the hottest path
             node.args = (a, b)
+            node.takes_grad = takes_grad
             node.gen = gen + 1
-            node.retain = False
-            node.out = weakref.ref(out)
             node.saved = data if node.saves_output else None
-            node.site = None
             out._node = node
             out.requires_grad = True
             return out
+    out._node = None
+    out.requires_grad = False
     if _debug:
         _check_finite(data, f"{node.name} forward output", _user_site())
     return out
@@ -279,21 +295,20 @@ def apply_n(node: Node, inputs) -> Tensor:
         if type(other) is not type(first) or type(first) is not np.ndarray:
             backend.check_same_place(node.name, first, other)
     try:
-        data = node.forward(backend.namespace_of(first), *args)
+        data = node.forward(_namespaces.get(type(first)) or backend.namespace_of(first), *args)
     except XpgradError:
         raise
     except (ValueError, TypeError, IndexError) as exc:
         raise _wrap_error(node, args, exc) from None
     out = _new_tensor(data)
-    gen = -1
     if _grad_enabled:
-        for t in inputs:
-            if t.requires_grad:
-                g = 0 if t._node is None else t._node.gen
-                if g > gen:
-                    gen = g
-    if gen >= 0:
-        return _link(node, out, inputs, args, gen)
+        takes_grad = tuple([i for i, t in enumerate(inputs) if t.requires_grad])
+        if takes_grad:
+            gen = 0
+            for t in inputs:
+                if t._node is not None and t._node.gen > gen:
+                    gen = t._node.gen
+            return _link(node, out, inputs, args, takes_grad, gen)
     if _debug:
         _check_finite(out.data, f"{node.name} forward output", _user_site())
     return out
@@ -397,44 +412,49 @@ def run_backward(roots, grads, *, retain_graph: bool, create_graph: bool, target
             pending[r._node] = pending[r._node] + g if r._node in pending else g
     nodes = _collect(roots)
     wanted = {id(t): t for t in targets} if targets is not None else None
+    wanted_nodes = {t._node: t for t in targets if t._node is not None} if targets is not None else None
     found: dict = {}
 
     global _grad_enabled  # recording on only for create_graph (a plain try/finally: cheaper than a context manager)
     previous_enabled, _grad_enabled = _grad_enabled, create_graph
     try:
-        F_tensor = _tensor_fns() if create_graph else None
-        gy_type = F = None
-        debug, capture_all = _debug, wanted is not None
+        F = F_tensor = _tensor_fns() if create_graph else None
+        gy_type = None
+        debug, capture_all, retained = _debug, wanted is not None, _retained
         for node in nodes:
             gy = pending.pop(node, None)
             if gy is None:
                 continue
-            if node.inputs is None:
+            inputs = node.inputs
+            if inputs is None:
                 raise GraphFreedError(
                     f"backward: the graph through op '{node.name}' was already freed by an earlier backward; "
                     f"pass retain_graph=True to the first backward to go through it twice"
                 )
-            out = node.out() if (capture_all or node.retain) else None
-            if out is not None:
-                if capture_all:
-                    if id(out) in wanted:
-                        found[id(out)] = gy
-                else:
+            if capture_all:
+                if node in wanted_nodes:
+                    found[id(wanted_nodes[node])] = gy
+            elif retained and node in retained:
+                out = retained[node]()
+                if out is not None:
                     _accumulate_grad(out, gy)
-            if create_graph:  # the output is alive: the root is held by the caller, the rest by consumers
-                in_grads = node.backward(F_tensor, gy, node.inputs, node.out())
+            if create_graph:
+                in_grads = node.backward(F_tensor, gy, inputs, _output_alias(node))
             else:
                 if type(gy) is not gy_type:
                     gy_type, F = type(gy), array_fns(gy)
                 in_grads = node.backward(F, gy, node.args, node.saved)
             broadcasts = node.broadcasts
-            for t, g in zip(node.inputs, in_grads):
-                if g is None or type(t) is not Tensor or not t.requires_grad:
+            for i in node.takes_grad:
+                g = in_grads[i]
+                if g is None:
                     continue
+                t = inputs[i]
                 if debug:
-                    _check_finite(g.data if create_graph else g, f"gradient computed by {node.name} backward", node.site)
+                    _check_finite(g.data if create_graph else g, f"gradient computed by {node.name} backward",
+                                  _sites.get(node))
                 if broadcasts and g.shape != t.data.shape:
-                    g = unbroadcast(F_tensor if create_graph else F, g, t.shape)
+                    g = unbroadcast(F, g, t.data.shape)
                 tn = t._node
                 if tn is None:
                     previous = leaf_grads.get(t)

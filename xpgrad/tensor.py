@@ -159,7 +159,7 @@ class Tensor:
     def retain_grad(self) -> "Tensor":
         """Keep this non-leaf tensor's gradient in `.grad` after backward."""
         if self._node is not None:
-            self._node.retain = True
+            autograd.retain_grad(self)
         return self
 
     def backward(self, grad=None, retain_graph: bool = False, create_graph: bool = False) -> None:

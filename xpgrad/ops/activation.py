@@ -41,8 +41,8 @@ class SigmoidGrad(Node):
 
     def backward(self, F, g, args, out):
         y, gy = args
-        gy_grad = F.sigmoid_grad(y, g) if self.needs(1) else None
-        y_grad = g * gy * (1 - (y + y)) if self.needs(0) else None
+        gy_grad = F.sigmoid_grad(y, g) if 1 in self.takes_grad else None
+        y_grad = g * gy * (1 - (y + y)) if 0 in self.takes_grad else None
         return y_grad, gy_grad
 
 

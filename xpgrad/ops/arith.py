@@ -44,7 +44,7 @@ class Sub(Node):
         return a - b
 
     def backward(self, F, gy, args, y):
-        return gy, (-gy if self.needs(1) else None)
+        return gy, (-gy if 1 in self.takes_grad else None)
 
 
 class Mul(Node):
@@ -57,7 +57,7 @@ class Mul(Node):
 
     def backward(self, F, gy, args, y):
         a, b = args
-        return (gy * b if self.needs(0) else None), (gy * a if self.needs(1) else None)
+        return (gy * b if 0 in self.takes_grad else None), (gy * a if 1 in self.takes_grad else None)
 
 
 class Div(Node):
@@ -96,9 +96,9 @@ class Pow(Node):
 
     def backward(self, F, gy, args, y):
         a, b = args
-        ga = gy * b * a ** (b - 1) if self.needs(0) else None
+        ga = gy * b * a ** (b - 1) if 0 in self.takes_grad else None
         gb = None
-        if self.needs(1):
+        if 1 in self.takes_grad:
             log_a = F.log(a) if hasattr(a, "shape") else math.log(a)
             gb = gy * y * log_a
         return ga, gb

@@ -22,24 +22,24 @@ class MatMul(Node):
         a, b = args
         ga = gb = None
         if len(a.shape) == 1 and len(b.shape) == 1:
-            return (gy * b if self.needs(0) else None), (gy * a if self.needs(1) else None)
+            return (gy * b if 0 in self.takes_grad else None), (gy * a if 1 in self.takes_grad else None)
         if len(a.shape) == 1:  # (k,) @ (..., k, n) -> (..., n)
             g = F.reshape(gy, tuple(gy.shape[:-1]) + (1, gy.shape[-1]))
-            if self.needs(0):
+            if 0 in self.takes_grad:
                 ga = F.reshape(g @ b.mT, tuple(gy.shape[:-1]) + (a.shape[0],))
-            if self.needs(1):
+            if 1 in self.takes_grad:
                 gb = F.reshape(a, (a.shape[0], 1)) * g
             return ga, gb
         if len(b.shape) == 1:  # (..., m, k) @ (k,) -> (..., m)
             g = F.reshape(gy, tuple(gy.shape) + (1,))
-            if self.needs(0):
+            if 0 in self.takes_grad:
                 ga = g * b
-            if self.needs(1):
+            if 1 in self.takes_grad:
                 gb = F.reshape(a.mT @ g, tuple(gy.shape[:-1]) + (b.shape[0],))
             return ga, gb
-        if self.needs(0):
+        if 0 in self.takes_grad:
             ga = gy @ b.mT
-        if self.needs(1):
+        if 1 in self.takes_grad:
             gb = a.mT @ gy
         return ga, gb
 
@@ -64,13 +64,13 @@ class Linear(Node):
         if len(gy.shape) != 2:  # (..., out): the batch dimensions flatten into rows
             gy = F.reshape(gy, (-1, n_out))
             y = F.reshape(y, (-1, n_out)) if y is not None else None
-        dz, db = self.pre_activation_grad(F, gy, y, len(args) == 3 and self.needs(2))
+        dz, db = self.pre_activation_grad(F, gy, y, len(args) == 3 and 2 in self.takes_grad)
         gx = gW = None
-        if self.needs(0):
+        if 0 in self.takes_grad:
             gx = dz @ W.mT
             if len(x.shape) != 2:
                 gx = F.reshape(gx, tuple(x.shape))
-        if self.needs(1):
+        if 1 in self.takes_grad:
             gW = (F.reshape(x, (-1, n_in)) if len(x.shape) != 2 else x).mT @ dz
         return (gx, gW) if len(args) == 2 else (gx, gW, db)
 

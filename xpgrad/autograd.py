@@ -345,23 +345,20 @@ def _check_finite(data, what: str, site) -> None:
 
 def _collect(roots) -> list:
     """All nodes reachable from `roots`, in reverse topological order (largest generation first)."""
-    seen = set()
     nodes = []
-    stack = [t._node for t in roots if t._node is not None]
-    while stack:
-        node = stack.pop()
-        if node in seen:
-            continue
-        seen.add(node)
-        nodes.append(node)
+    for t in roots:
+        if t._node is not None and t._node not in nodes:
+            nodes.append(t._node)
+    seen = set(nodes)
+    for node in nodes:  # breadth first: the list grows while it is walked
         inputs = node.inputs
         if inputs is None:
             continue
-        for t in inputs:
-            if type(t) is Tensor:
-                tn = t._node
-                if tn is not None and tn not in seen:
-                    stack.append(tn)
+        for i in node.takes_grad:
+            tn = inputs[i]._node
+            if tn is not None and tn not in seen:
+                seen.add(tn)
+                nodes.append(tn)
     nodes.sort(key=_by_generation, reverse=True)
     return nodes
 
@@ -420,7 +417,8 @@ def run_backward(roots, grads, *, retain_graph: bool, create_graph: bool, target
     try:
         F = F_tensor = _tensor_fns() if create_graph else None
         gy_type = None
-        debug, capture_all, retained = _debug, wanted is not None, _retained
+        debug, capture_all = _debug, wanted is not None
+        retained = _retained if len(_retained) else None  # a WeakKeyDictionary: test it once, not per node
         for node in nodes:
             gy = pending.pop(node, None)
             if gy is None:
@@ -434,7 +432,7 @@ def run_backward(roots, grads, *, retain_graph: bool, create_graph: bool, target
             if capture_all:
                 if node in wanted_nodes:
                     found[id(wanted_nodes[node])] = gy
-            elif retained and node in retained:
+            elif retained is not None and node in retained:
                 out = retained[node]()
                 if out is not None:
                     _accumulate_grad(out, gy)

@@ -5,7 +5,8 @@
 (``array_api_strict``). `set_backend` / `use_backend` override it from code.
 
 Ops never consult the backend: they run in the namespace of their inputs, looked up once per
-array *type* (`namespace_of`), so a backward pass runs wherever its data lives.
+array *type* (`namespace_of`), so a backward pass runs wherever its data lives. NumPy arrays get
+`xpgrad.fast_numpy` (array_api_compat.numpy with method-based reductions and reshapes).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import os
 import array_api_compat
 import numpy as np
 
+from . import fast_numpy
 from .errors import CupyNotInstalledError, DeviceMismatchError, NoGPUError, UnknownBackendError
 
 ENV_VAR = "XPGRAD_BACKEND"
@@ -67,9 +69,7 @@ def _load_cupy(requested: str) -> Backend:
 
 
 def _numpy_backend() -> Backend:
-    import array_api_compat.numpy as xp
-
-    return Backend("numpy", xp)
+    return Backend("numpy", fast_numpy)
 
 
 def resolve_backend(name: str) -> Backend:
@@ -134,7 +134,7 @@ def use_backend(name: str):
 
 # ---- where an array lives ----------------------------------------------------------------
 
-_namespaces: dict[type, object] = {np.ndarray: array_api_compat.array_namespace(np.empty(0))}
+_namespaces: dict[type, object] = {np.ndarray: fast_numpy}
 
 
 def namespace_of(data):

@@ -368,7 +368,7 @@ _by_generation = operator.attrgetter("gen")
 
 def _seed_grad(root: Tensor, grad, create_graph: bool):
     if grad is None:
-        if root.size != 1:
+        if root.data.ndim and root.size != 1:
             raise ShapeError(
                 f"backward: output has shape {root.shape}; gradients can be implied only for one-element outputs, "
                 f"pass grad= with the output's shape"
@@ -418,7 +418,7 @@ def run_backward(roots, grads, *, retain_graph: bool, create_graph: bool, target
         F = F_tensor = _tensor_fns() if create_graph else None
         gy_type = None
         debug, capture_all = _debug, wanted is not None
-        retained = _retained if len(_retained) else None  # a WeakKeyDictionary: test it once, not per node
+        retained = _retained if _retained.data else None  # WeakKeyDictionary's own len() is Python code
         for node in nodes:
             gy = pending.pop(node, None)
             if gy is None:
@@ -481,20 +481,27 @@ def _as_tensor(g) -> Tensor:
 
 def _accumulate_grad(t: Tensor, g) -> None:
     """t.grad += g, out of place (a gradient array may be shared by several tensors)."""
-    t.grad = _as_tensor(g) if t.grad is None else t.grad + _as_tensor(g)
+    if t.grad is None:
+        t.grad = g if type(g) is Tensor else _new_tensor(g)
+    else:
+        t.grad = t.grad + _as_tensor(g)
 
 
 _fns_by_namespace: dict = {}
+_fns_by_type: dict = {}
 
 
 def array_fns(g):
-    """The array-level function table (fns.ArrayFns) for the namespace of array `g`."""
-    xp = backend.namespace_of(g)
-    fns = _fns_by_namespace.get(xp)
+    """The array-level function table (fns.ArrayFns) for the namespace of array `g` (cached by type)."""
+    fns = _fns_by_type.get(type(g))
     if fns is None:
-        from .fns import array_fns_for
+        xp = backend.namespace_of(g)
+        fns = _fns_by_namespace.get(xp)
+        if fns is None:
+            from .fns import array_fns_for
 
-        fns = _fns_by_namespace[xp] = array_fns_for(xp)
+            fns = _fns_by_namespace[xp] = array_fns_for(xp)
+        _fns_by_type[type(g)] = fns
     return fns
 
 

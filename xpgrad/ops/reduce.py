@@ -37,8 +37,9 @@ class _Reduce(Node):
         return tuple(1 if i in self.axes else n for i, n in enumerate(self.in_shape))
 
     def expand(self, F, g):
-        """Upstream gradient reshaped to keepdims form (broadcastable against the input)."""
-        return g if self.keepdims else F.reshape(g, self.kept_shape())
+        """Upstream gradient reshaped to keepdims form (broadcastable against the input; a 0-d
+        gradient of a full reduction already is)."""
+        return g if self.keepdims or not g.shape else F.reshape(g, self.kept_shape())
 
 
 class Sum(_Reduce):

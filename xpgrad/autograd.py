@@ -291,24 +291,26 @@ def apply_n(node: Node, inputs) -> Tensor:
     inputs = tuple(inputs)
     args = tuple([t.data for t in inputs])
     first = args[0]
+    kind = type(first)
     for other in args:
-        if type(other) is not type(first) or type(first) is not np.ndarray:
+        if type(other) is not kind or kind is not np.ndarray:
             backend.check_same_place(node.name, first, other)
     try:
-        data = node.forward(_namespaces.get(type(first)) or backend.namespace_of(first), *args)
+        data = node.forward(_namespaces.get(kind) or backend.namespace_of(first), *args)
     except XpgradError:
         raise
     except (ValueError, TypeError, IndexError) as exc:
         raise _wrap_error(node, args, exc) from None
     out = _new_tensor(data)
     if _grad_enabled:
-        takes_grad = tuple([i for i, t in enumerate(inputs) if t.requires_grad])
-        if takes_grad:
-            gen = 0
-            for t in inputs:
+        takes_grad, gen = [], 0
+        for i, t in enumerate(inputs):
+            if t.requires_grad:
+                takes_grad.append(i)
                 if t._node is not None and t._node.gen > gen:
                     gen = t._node.gen
-            return _link(node, out, inputs, args, takes_grad, gen)
+        if takes_grad:
+            return _link(node, out, inputs, args, tuple(takes_grad), gen)
     if _debug:
         _check_finite(out.data, f"{node.name} forward output", _user_site())
     return out

@@ -86,9 +86,12 @@ class Node:
     name = "op"
     broadcasts = False  # True: input gradients are summed back to each input's shape
     saves_output = False  # True: the output array is kept in `saved` for backward
+    array_op = None  # a two-input op whose forward is one Python operator (operator.add, ...) names it here
 
-    def forward(self, xp, *args):  # pragma: no cover - abstract
-        raise NotImplementedError
+    def forward(self, xp, *args):
+        if self.array_op is None:  # pragma: no cover - abstract
+            raise NotImplementedError
+        return self.array_op(*args)
 
     def backward(self, F, gy, args, y):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -235,8 +238,23 @@ def apply1(node: Node, x: Tensor) -> Tensor:
     return out
 
 
+_SCALARS = (int, float, bool)
+
+
+def operand(value, like: Tensor):
+    """A Tensor or Python scalar as given; anything array-like becomes a constant Tensor beside `like`."""
+    if isinstance(value, (Tensor, *_SCALARS)):
+        return value
+    dtype = None if hasattr(value, "shape") else like.dtype  # arrays keep their dtype, lists take like's
+    return Tensor(backend.namespace_of(like.data).asarray(value, dtype=dtype, device=like.data.device))
+
+
 def apply2(node: Node, x, y) -> Tensor:
-    """Run a two-input op; either input may be a Python scalar, not both. (The hottest path: inlined.)"""
+    """Run a two-input op on Tensors, Python scalars or array-likes (at least one Tensor).
+
+    The hottest path of the engine, so it is written out inline: operators go straight to
+    `node.array_op` (no namespace look-up, no Python frame), and `_link` is inlined.
+    """
     if type(x) is Tensor:
         a = x.data
         if type(y) is Tensor:
@@ -244,13 +262,22 @@ def apply2(node: Node, x, y) -> Tensor:
             if type(a) is not type(b) or type(a) is not np.ndarray:
                 backend.check_same_place(node.name, a, b)
         else:
-            b = y
-        xp = _namespaces.get(type(a)) or backend.namespace_of(a)
+            if type(y) not in _SCALARS:
+                y = operand(y, x)
+            b = y.data if type(y) is Tensor else y
+    elif type(y) is Tensor:
+        if type(x) not in _SCALARS:
+            x = operand(x, y)
+        a, b = (x.data if type(x) is Tensor else x), y.data
     else:
-        a, b = x, y.data
-        xp = backend.namespace_of(b)
+        raise TypeError(f"{node.name}: expected at least one Tensor operand, got {type(x).__name__} and {type(y).__name__}")
     try:
-        data = node.forward(xp, a, b)
+        op = node.array_op
+        if op is not None:
+            data = op(a, b)
+        else:
+            like = a if type(x) is Tensor else b
+            data = node.forward(_namespaces.get(type(like)) or backend.namespace_of(like), a, b)
     except XpgradError:
         raise
     except (ValueError, TypeError, IndexError) as exc:

@@ -9,27 +9,15 @@ import math
 import operator
 
 from .. import backend
-from ..autograd import Node, apply1, apply2
+from ..autograd import Node, apply1, apply2, operand
 from ..tensor import Tensor
-
-_SCALARS = (int, float, bool)
-
-
-def operand(value, like: Tensor):
-    """A Tensor or Python scalar as given; anything array-like becomes a constant Tensor beside `like`."""
-    if isinstance(value, (Tensor, *_SCALARS)):
-        return value
-    dtype = None if hasattr(value, "shape") else like.dtype  # arrays keep their dtype, lists take like's
-    return Tensor(backend.namespace_of(like.data).asarray(value, dtype=dtype, device=like.data.device))
 
 
 class Add(Node):
     __slots__ = ()
     name = "add"
     broadcasts = True
-
-    def forward(self, xp, a, b):
-        return a + b
+    array_op = operator.add  # forward: a + b
 
     def backward(self, F, gy, args, y):
         return gy, gy
@@ -39,9 +27,7 @@ class Sub(Node):
     __slots__ = ()
     name = "sub"
     broadcasts = True
-
-    def forward(self, xp, a, b):
-        return a - b
+    array_op = operator.sub  # forward: a - b
 
     def backward(self, F, gy, args, y):
         return gy, (-gy if 1 in self.takes_grad else None)
@@ -51,9 +37,7 @@ class Mul(Node):
     __slots__ = ()
     name = "mul"
     broadcasts = True
-
-    def forward(self, xp, a, b):
-        return a * b
+    array_op = operator.mul  # forward: a * b
 
     def backward(self, F, gy, args, y):
         a, b = args
@@ -64,9 +48,7 @@ class Div(Node):
     __slots__ = ()
     name = "div"
     broadcasts = True
-
-    def forward(self, xp, a, b):
-        return a / b
+    array_op = operator.truediv  # forward: a / b
 
     def backward(self, F, gy, args, y):
         a, b = args
@@ -90,9 +72,7 @@ class Pow(Node):
     name = "pow"
     broadcasts = True
     saves_output = True
-
-    def forward(self, xp, a, b):
-        return a**b
+    array_op = operator.pow  # forward: a ** b
 
     def backward(self, F, gy, args, y):
         a, b = args
@@ -201,16 +181,10 @@ class Where(Node):
 
 
 def _binary(cls, doc: str):
-    """The public function of a two-input op: Tensors or Python scalars on either side."""
+    """The public function of a two-input op: Tensors, Python scalars or array-likes (apply2 sorts them)."""
 
     def op(a, b):
-        if type(a) is Tensor:
-            if type(b) is not Tensor and type(b) not in _SCALARS:
-                b = operand(b, a)
-            return apply2(cls(), a, b)
-        if type(b) is Tensor:
-            return apply2(cls(), operand(a, b), b)
-        raise TypeError(f"{cls.name}: expected at least one Tensor operand, got {type(a).__name__} and {type(b).__name__}")
+        return apply2(cls(), a, b)
 
     op.__name__ = op.__qualname__ = cls.name
     op.__doc__ = doc

@@ -189,6 +189,19 @@ def test_activation_modules_match_functions():
         np.testing.assert_array_equal(module(x).numpy(), fn(x).numpy())
 
 
+def test_sequential_follows_changes_after_a_forward():
+    """The fused-layer plan is cached, so swapping or deleting a layer must rebuild it."""
+    x = xg.tensor(np.random.default_rng(0).standard_normal((4, 3)), dtype="float64")
+    model = nn.Sequential(nn.Linear(3, 5, dtype="float64"), nn.ReLU(), nn.Linear(5, 2, dtype="float64"))
+    before = model(x).numpy()
+    W1, b1, W2, b2 = (p.data for p in model.parameters())
+    assert np.allclose(before, np.maximum(x.data @ W1 + b1, 0) @ W2 + b2)
+    setattr(model, "1", nn.Sigmoid())  # ReLU -> Sigmoid: the fused activation must change
+    assert np.allclose(model(x).numpy(), (1 / (1 + np.exp(-(x.data @ W1 + b1)))) @ W2 + b2)
+    setattr(model, "1", nn.Identity())  # no longer fusable: Linear then Identity then Linear
+    assert np.allclose(model(x).numpy(), (x.data @ W1 + b1) @ W2 + b2)
+
+
 def test_dropout_train_and_eval():
     xg.manual_seed(0)
     drop = nn.Dropout(0.25)

@@ -67,6 +67,7 @@ class Module:
 
     # ---- registration --------------------------------------------------------------------
     def __setattr__(self, name, value):
+        self.__dict__.pop("_plan", None)  # Sequential's cached fusion plan follows every change
         params = self.__dict__.get("_parameters")
         if params is None:
             raise AttributeError(
@@ -106,6 +107,7 @@ class Module:
         object.__setattr__(self, name, value)
 
     def __delattr__(self, name):
+        self.__dict__.pop("_plan", None)
         self._buffers.pop(name, None)
         self._parameters.pop(name, None)
         self._modules.pop(name, None)
@@ -418,18 +420,27 @@ class Sequential(Module):
 
     def forward(self, x):
         """Run the modules in order; a Linear followed by ReLU or Sigmoid runs as one fused node."""
+        plan = self.__dict__.get("_plan")
+        if plan is None:
+            plan = self._plan = self._fusion_plan()
+        for module, fused in plan:
+            x = module(x) if fused is None else linear(x, module.weight, module.bias, activation=fused)
+        return x
+
+    def _fusion_plan(self) -> tuple:
+        """(module, fused activation or None) pairs; rebuilt after any attribute of this module changes."""
         modules = list(self._modules.values())
-        i = 0
+        plan, i = [], 0
         while i < len(modules):
             module = modules[i]
             fused = _FUSED_ACTIVATIONS.get(type(modules[i + 1])) if i + 1 < len(modules) else None
             if fused is not None and type(module) is Linear:
-                x = linear(x, module.weight, module.bias, activation=fused)
+                plan.append((module, fused))
                 i += 2
             else:
-                x = module(x)
+                plan.append((module, None))
                 i += 1
-        return x
+        return tuple(plan)
 
     def __len__(self):
         return len(self._modules)

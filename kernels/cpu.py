@@ -13,7 +13,10 @@ always serial.
 
 All kernels use `error_model="numpy"` (no ZeroDivisionError checks, which would stop LLVM from
 vectorizing) and `_fastmath.exp` instead of libm's scalar exp. Argument checks and layout are
-in `_frontend` (non-contiguous arrays are copied, see there).
+in `_frontend` (non-contiguous arrays are copied, see there). The elementwise kernels take
+C-contiguous arrays of any shape and flatten them inside (a view: `reshape(-1)` in Numba costs
+~20 ns, in Python ~100 ns), and every kernel takes Python numbers as scalars and casts them to
+the array dtype inside (each NumPy scalar argument adds ~0.25 us to Numba's dispatch).
 """
 import math
 
@@ -39,6 +42,7 @@ _act_grad = _serial(_scalar.act_grad)
 _sgd_step = _serial(_scalar.sgd_step)
 _adam_step = _serial(_scalar.adam_step)
 _LANES = 16  # partial results of the row reductions (one AVX-512 register of float32)
+_inline = njit(cache=True, error_model="numpy", inline="always")  # a call with array arguments costs ~40 ns
 
 
 def set_parallel(min_size=PARALLEL_MIN_SIZE):
@@ -69,10 +73,10 @@ def _span(part, n, parts):
     return part * n // parts, (part + 1) * n // parts
 
 
-@njit(cache=True, error_model="numpy", inline="always")
+@_inline
 def _reduce(a, lanes, is_max):
     """max(a) or sum(a) (a.size >= 1) as _LANES interleaved partial results, which LLVM
-    vectorizes without fastmath. Inlined by Numba: a call with array arguments costs ~40 ns."""
+    vectorizes without fastmath."""
     body = a.size - a.size % _LANES
     r = a[0] if is_max else a.dtype.type(0)
     if body:
@@ -94,15 +98,17 @@ def _reduce(a, lanes, is_max):
 @_serial
 def _sigmoid_bwd(y, dy, out):
     one, zero = y.dtype.type(1), y.dtype.type(0)
-    for i in range(y.size):
-        out[i] = _act_grad(SIGMOID, y[i], dy[i], one, zero)
+    yf, dyf, outf = y.reshape(-1), dy.reshape(-1), out.reshape(-1)
+    for i in range(yf.size):
+        outf[i] = _act_grad(SIGMOID, yf[i], dyf[i], one, zero)
 
 
 @_parallel
 def _sigmoid_bwd_par(y, dy, out, parts):
+    yf, dyf, outf = y.reshape(-1), dy.reshape(-1), out.reshape(-1)
     for p in prange(parts):
-        lo, hi = _span(p, y.size, parts)
-        _sigmoid_bwd(y[lo:hi], dy[lo:hi], out[lo:hi])
+        lo, hi = _span(p, yf.size, parts)
+        _sigmoid_bwd(yf[lo:hi], dyf[lo:hi], outf[lo:hi])
 
 
 _run_sigmoid_bwd = _runner(_sigmoid_bwd, _sigmoid_bwd_par)
@@ -114,8 +120,9 @@ def sigmoid_backward(y, dy, out=None):
 
 
 # ---- activation backward fused with the bias-gradient column sum --------------------------
-@_serial
-def _bias_act_bwd(y, dy, dz, act, acc):
+@_inline
+def _bias_act_rows(y, dy, dz, act, acc):
+    """dz = dy * act'(y) row by row, the columns of dz summed into the float64 `acc`."""
     one, zero = y.dtype.type(1), y.dtype.type(0)
     for i in range(y.shape[0]):
         yr, dyr, dzr = y[i], dy[i], dz[i]
@@ -125,17 +132,34 @@ def _bias_act_bwd(y, dy, dz, act, acc):
             acc[j] += d
 
 
+@_serial
+def _bias_act_bwd(y, dy, dz, act, db):
+    acc = np.zeros(db.size)
+    _bias_act_rows(y, dy, dz, act, acc)
+    for j in range(db.size):
+        db[j] = acc[j]
+
+
 @_parallel
-def _bias_act_bwd_par(y, dy, dz, act, acc, parts):
-    partial = np.zeros((parts, acc.size))
+def _bias_act_bwd_par(y, dy, dz, act, db, parts):
+    partial = np.zeros((parts, db.size))
     for p in prange(parts):
         lo, hi = _span(p, y.shape[0], parts)
-        _bias_act_bwd(y[lo:hi], dy[lo:hi], dz[lo:hi], act, partial[p])
-    for p in range(parts):
-        acc += partial[p]
+        _bias_act_rows(y[lo:hi], dy[lo:hi], dz[lo:hi], act, partial[p])
+    for j in range(db.size):
+        s = 0.0
+        for p in range(parts):
+            s += partial[p, j]
+        db[j] = s
 
 
-_run_bias_act_bwd = _runner(_bias_act_bwd, _bias_act_bwd_par)
+_bias_act_bwd_kernel = _runner(_bias_act_bwd, _bias_act_bwd_par)
+
+
+def _run_bias_act_bwd(y, dy, dz, act):
+    db = np.empty(y.shape[1], y.dtype)  # here, not in Numba: a returned array costs ~0.1 us more
+    _bias_act_bwd_kernel(y, dy, dz, act, db)
+    return db
 
 
 def bias_act_backward(y, dy, activation, dz_out=None):
@@ -185,8 +209,18 @@ def bias_act_forward(z, b, activation, out=None):
 
 
 # ---- softmax cross-entropy --------------------------------------------------------------
-@_serial
-def _softmax_xent_fwd(x, labels, probs, acc):
+@_inline
+def _first_bad_label(labels, c):
+    """The first row whose label lies outside [0, c), or -1."""
+    for i in range(labels.size):
+        if labels[i] < 0 or labels[i] >= c:
+            return i
+    return -1
+
+
+@_inline
+def _softmax_xent_rows(x, labels, probs):
+    """Softmax of each row of x into probs; returns the float64 sum of the rows' cross-entropies."""
     lanes = np.empty(_LANES, x.dtype)
     total = 0.0
     for i in range(x.shape[0]):
@@ -200,39 +234,64 @@ def _softmax_xent_fwd(x, labels, probs, acc):
         for j in range(pr.size):
             pr[j] *= inv
         total += math.log(s) + m - target
-    acc[0] += total
+    return total
+
+
+@_serial
+def _softmax_xent_fwd(x, labels, probs):
+    """(loss sum, -1), or (0, first bad row) with nothing written when a label is out of range."""
+    bad = _first_bad_label(labels, x.shape[1])
+    if bad >= 0:
+        return 0.0, bad
+    return _softmax_xent_rows(x, labels, probs), bad
 
 
 @_parallel
-def _softmax_xent_fwd_par(x, labels, probs, acc, parts):
-    partial = np.zeros((parts, 1))
+def _softmax_xent_fwd_par(x, labels, probs, parts):
+    bad = _first_bad_label(labels, x.shape[1])
+    if bad >= 0:
+        return 0.0, bad
+    partial = np.zeros(parts)
     for p in prange(parts):
         lo, hi = _span(p, x.shape[0], parts)
-        _softmax_xent_fwd(x[lo:hi], labels[lo:hi], probs[lo:hi], partial[p])
-    acc[0] += partial.sum()
+        partial[p] = _softmax_xent_rows(x[lo:hi], labels[lo:hi], probs[lo:hi])
+    return partial.sum(), bad
 
 
-_run_softmax_xent_fwd = _runner(_softmax_xent_fwd, _softmax_xent_fwd_par)
+_softmax_xent_fwd_kernel = _runner(_softmax_xent_fwd, _softmax_xent_fwd_par)
+
+
+def _run_softmax_xent_fwd(x, labels, probs):
+    total, bad = _softmax_xent_fwd_kernel(x, labels, probs)
+    return np.array(total / max(x.shape[0], 1), x.dtype), bad
 
 
 def softmax_xent_forward(logits, labels, out=None):
     """(mean cross-entropy as a 0-d array, softmax probs) for logits (N, C) and int labels (N,).
 
     Row by row with a max-subtracted log-sum-exp, no one-hot; the loss is summed in float64.
-    Labels must lie in [0, C) (not checked). `out` (N, C) receives the probs and may be logits.
+    Labels must lie in [0, C): the kernel checks them all first, and an out-of-range one raises
+    IndexError before anything is read through it or written. `out` (N, C) receives the probs
+    and may be logits.
     """
     return F.softmax_xent_forward(_run_softmax_xent_fwd, logits, labels, out)
 
 
 @_serial
 def _softmax_xent_bwd(probs, labels, scale, out):
+    c = probs.shape[1]
+    if c == 0:
+        return  # no element to write (nor to index)
+    scale, one, zero = probs.dtype.type(scale), probs.dtype.type(1), probs.dtype.type(0)
     for i in range(probs.shape[0]):
         pr, outr = probs[i], out[i]
         label = labels[i]
-        p_label = pr[label]  # read before out (which may be probs) is written
-        for j in range(pr.size):
+        inside = 0 <= label < c  # a label outside is never indexed with (the forward rejects them)
+        k = label if inside else 0
+        p_k = pr[k]  # read before out (which may be probs) is written
+        for j in range(c):
             outr[j] = pr[j] * scale
-        outr[label] = (p_label - probs.dtype.type(1)) * scale
+        outr[k] = (p_k - (one if inside else zero)) * scale  # selects, no branch: the loop above stays fast
 
 
 @_parallel
@@ -246,24 +305,34 @@ _run_softmax_xent_bwd = _runner(_softmax_xent_bwd, _softmax_xent_bwd_par)
 
 
 def softmax_xent_backward(probs, labels, scale, out=None):
-    """dlogits = (probs - onehot(labels)) * scale without a one-hot matrix; `out` may be probs."""
+    """dlogits = (probs - onehot(labels)) * scale without a one-hot matrix; `out` may be probs.
+
+    A label outside [0, C) leaves its row at probs * scale (as the CUDA kernel does).
+    """
     return F.softmax_xent_backward(_run_softmax_xent_bwd, probs, labels, scale, out)
 
 
 # ---- optimizer updates, in place --------------------------------------------------------
 @_serial
 def _sgd(grad, vel, param, lr, momentum, weight_decay, nesterov):
-    for i in range(param.size):
-        param[i], v = _sgd_step(param[i], grad[i], vel[i], lr, momentum, weight_decay, nesterov)
+    """vel None (momentum 0): Numba compiles that case without the velocity."""
+    f = param.dtype.type
+    lr, momentum, weight_decay = f(lr), f(momentum), f(weight_decay)
+    g, p = grad.reshape(-1), param.reshape(-1)
+    v = g if vel is None else vel.reshape(-1)  # g stands in: unused with momentum 0, never written
+    for i in range(p.size):
+        p[i], vi = _sgd_step(p[i], g[i], v[i], lr, momentum, weight_decay, nesterov)
         if momentum != 0:
-            vel[i] = v
+            v[i] = vi
 
 
 @_parallel
 def _sgd_par(grad, vel, param, lr, momentum, weight_decay, nesterov, parts):
-    for p in prange(parts):
-        lo, hi = _span(p, param.size, parts)
-        _sgd(grad[lo:hi], vel[lo:hi], param[lo:hi], lr, momentum, weight_decay, nesterov)
+    g, p = grad.reshape(-1), param.reshape(-1)
+    v = g if vel is None else vel.reshape(-1)
+    for k in prange(parts):
+        lo, hi = _span(k, p.size, parts)
+        _sgd(g[lo:hi], v[lo:hi], p[lo:hi], lr, momentum, weight_decay, nesterov)
 
 
 _run_sgd = _runner(_sgd, _sgd_par)
@@ -279,17 +348,22 @@ def sgd_update(param, grad, velocity, lr, momentum=0.0, weight_decay=0.0, nester
 
 @_serial
 def _adam(grad, m, v, param, step_size, beta2, c1, c2, eps, weight_decay, bc2_sqrt):
-    for i in range(param.size):
-        param[i], m[i], v[i] = _adam_step(param[i], grad[i], m[i], v[i], step_size, beta2, c1, c2,
-                                          eps, weight_decay, bc2_sqrt)
+    f = param.dtype.type
+    step_size, beta2, c1, c2 = f(step_size), f(beta2), f(c1), f(c2)
+    eps, weight_decay, bc2_sqrt = f(eps), f(weight_decay), f(bc2_sqrt)
+    g, mf, vf, p = grad.reshape(-1), m.reshape(-1), v.reshape(-1), param.reshape(-1)
+    for i in range(p.size):
+        p[i], mf[i], vf[i] = _adam_step(p[i], g[i], mf[i], vf[i], step_size, beta2, c1, c2, eps,
+                                        weight_decay, bc2_sqrt)
 
 
 @_parallel
 def _adam_par(grad, m, v, param, step_size, beta2, c1, c2, eps, weight_decay, bc2_sqrt, parts):
-    for p in prange(parts):
-        lo, hi = _span(p, param.size, parts)
-        _adam(grad[lo:hi], m[lo:hi], v[lo:hi], param[lo:hi], step_size, beta2, c1, c2, eps,
-              weight_decay, bc2_sqrt)
+    g, mf, vf, p = grad.reshape(-1), m.reshape(-1), v.reshape(-1), param.reshape(-1)
+    for k in prange(parts):
+        lo, hi = _span(k, p.size, parts)
+        _adam(g[lo:hi], mf[lo:hi], vf[lo:hi], p[lo:hi], step_size, beta2, c1, c2, eps, weight_decay,
+              bc2_sqrt)
 
 
 _run_adam = _runner(_adam, _adam_par)

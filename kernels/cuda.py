@@ -6,8 +6,10 @@ on CuPy's current stream; they pass through `__cuda_array_interface__` with `syn
 skips Numba's producer-stream synchronize (the launch is on that same stream, so order holds).
 NumPy arrays run as they are under the simulator (on a real GPU Numba copies them to the device
 and back: correct, slow). Argument checks and the layout rule (non-contiguous arrays are copied)
-are those of the CPU kernels, in `_frontend`. Unlike the CPU version, `scatter_add` does not
-check its indices: they must lie in [-K, K).
+are those of the CPU kernels, in `_frontend`; the elementwise kernels take 1-D arrays (their
+runner flattens), and the kernels cast their Python-number scalars to the array dtype, so a
+float32 kernel does float32 arithmetic. Unlike the CPU version, `scatter_add` does not check
+its indices: they must lie in [-K, K).
 """
 import math
 import sys
@@ -51,6 +53,15 @@ def _runner(kernel, grid):
     return lambda *args: _launch(kernel, grid or _default_grid(args[0].size), *args)
 
 
+def _flat_runner(kernel, grid):
+    """run(*args) like _runner, for an elementwise kernel: its (contiguous) arrays go in flattened."""
+    def run(*args):
+        flat = [a.reshape(-1) if hasattr(a, "ndim") else a for a in args]
+        _launch(kernel, grid or _default_grid(flat[0].size), *flat)
+
+    return run
+
+
 # ---- sigmoid backward ---------------------------------------------------------------------
 @cuda.jit
 def _sigmoid_bwd(y, dy, out):
@@ -61,7 +72,7 @@ def _sigmoid_bwd(y, dy, out):
 
 def sigmoid_backward(y, dy, out=None, *, grid=None):
     """dx = dy * y * (1 - y) in one pass; `out` may be y or dy."""
-    return F.sigmoid_backward(_runner(_sigmoid_bwd, grid), y, dy, out)
+    return F.sigmoid_backward(_flat_runner(_sigmoid_bwd, grid), y, dy, out)
 
 
 # ---- activation backward fused with the bias-gradient column sum ---------------------------
@@ -82,10 +93,13 @@ def _bias_act_bwd(y, dy, dz, act, acc, rows):
 
 
 def _bias_act_bwd_runner(grid):
-    def run(y, dy, dz, act, acc):
+    def run(y, dy, dz, act):
+        xp = F._xp(y)
+        acc = xp.zeros(y.shape[1], xp.float64)
         blocks, threads = grid or _default_grid(y.size)
         rows = max(1, -(-y.size // max(1, blocks * threads)))  # rows per work item
         _launch(_bias_act_bwd, (blocks, threads), y, dy, dz, act, acc, rows)
+        return acc.astype(y.dtype)
 
     return run
 
@@ -136,11 +150,18 @@ def _block_reduce(shared, value, is_max):
 
 @cuda.jit
 def _softmax_xent_fwd(x, labels, probs, acc):
+    """acc[0] += the rows' cross-entropies; a row whose label lies outside [0, C) is skipped and
+    sets acc[1] = its index + 1 (any one of them when there are several)."""
     shared = cuda.shared.array(_MAX_BLOCK_THREADS, float64)
     n, c = x.shape
     tid, step = cuda.threadIdx.x, cuda.blockDim.x
     for i in range(cuda.blockIdx.x, n, cuda.gridDim.x):
-        target = x[i, labels[i]]  # read before the first barrier, so before probs (maybe x) is written
+        label = labels[i]
+        if label < 0 or label >= c:  # the whole block branches alike: no barrier is skipped by some
+            if tid == 0:
+                acc[1] = i + 1
+            continue
+        target = x[i, label]  # read before the first barrier, so before probs (maybe x) is written
         m = x[i, 0]
         for j in range(tid, c, step):
             m = max(m, x[i, j])
@@ -159,20 +180,25 @@ def _softmax_xent_fwd(x, labels, probs, acc):
 
 
 def _softmax_xent_fwd_runner(grid):
-    def run(x, labels, probs, acc):
+    def run(x, labels, probs):
         n, c = x.shape
         blocks, threads = grid or (min(n, _MAX_BLOCKS), min(max(32, 1 << (c - 1).bit_length()), _THREADS))
         if threads & (threads - 1) or threads > _MAX_BLOCK_THREADS:
             raise ValueError(f"softmax_xent_forward needs a power-of-two block size <= {_MAX_BLOCK_THREADS}")
+        xp = F._xp(x)
+        acc = xp.zeros(2, xp.float64)  # [loss sum, bad row + 1]
         _launch(_softmax_xent_fwd, (blocks, threads), x, labels, probs, acc)
+        return xp.asarray(acc[0] / max(n, 1), dtype=x.dtype), int(acc[1]) - 1  # int(): waits for the kernel
 
     return run
 
 
 def softmax_xent_forward(logits, labels, out=None, *, grid=None):
-    """(mean cross-entropy as a 0-d array, probs) for logits (N, C) and labels in [0, C).
+    """(mean cross-entropy as a 0-d array, probs) for logits (N, C) and int labels (N,).
 
-    One block per row (grid threads must be a power of two); `out` may be logits.
+    One block per row (grid threads must be a power of two); `out` may be logits. A label
+    outside [0, C) raises IndexError (its row is never indexed with it; the other rows are
+    computed). Reading that flag back waits for the kernel: one device-to-host copy per call.
     """
     return F.softmax_xent_forward(_softmax_xent_fwd_runner(grid), logits, labels, out)
 
@@ -180,7 +206,7 @@ def softmax_xent_forward(logits, labels, out=None, *, grid=None):
 @cuda.jit
 def _softmax_xent_bwd(probs, labels, scale, out):
     c = probs.shape[1]
-    one = probs.dtype.type(1)
+    scale, one = probs.dtype.type(scale), probs.dtype.type(1)
     for w in range(cuda.grid(1), probs.size, cuda.gridsize(1)):
         i, j = w // c, w % c
         p = probs[i, j]
@@ -195,20 +221,27 @@ def softmax_xent_backward(probs, labels, scale, out=None, *, grid=None):
 # ---- optimizer updates, in place --------------------------------------------------------
 @cuda.jit
 def _sgd(grad, vel, param, lr, momentum, weight_decay, nesterov):
+    """vel None (momentum 0): Numba compiles that case without the velocity."""
+    f = param.dtype.type
+    lr, momentum, weight_decay = f(lr), f(momentum), f(weight_decay)
+    velocity = grad if vel is None else vel  # grad stands in: unused with momentum 0, never written
     for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
-        p, v = _sgd_step(param[i], grad[i], vel[i], lr, momentum, weight_decay, nesterov)
+        p, v = _sgd_step(param[i], grad[i], velocity[i], lr, momentum, weight_decay, nesterov)
         param[i] = p
         if momentum != 0:
-            vel[i] = v
+            velocity[i] = v
 
 
 def sgd_update(param, grad, velocity, lr, momentum=0.0, weight_decay=0.0, nesterov=False, *, grid=None):
     """PyTorch SGD step in place (dampening 0); velocity None when momentum == 0."""
-    F.sgd_update(_runner(_sgd, grid), param, grad, velocity, lr, momentum, weight_decay, nesterov)
+    F.sgd_update(_flat_runner(_sgd, grid), param, grad, velocity, lr, momentum, weight_decay, nesterov)
 
 
 @cuda.jit
 def _adam(grad, m, v, param, step_size, beta2, c1, c2, eps, weight_decay, bc2_sqrt):
+    f = param.dtype.type
+    step_size, beta2, c1, c2 = f(step_size), f(beta2), f(c1), f(c2)
+    eps, weight_decay, bc2_sqrt = f(eps), f(weight_decay), f(bc2_sqrt)
     for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
         param[i], m[i], v[i] = _adam_step(param[i], grad[i], m[i], v[i], step_size, beta2, c1, c2,
                                           eps, weight_decay, bc2_sqrt)
@@ -216,7 +249,7 @@ def _adam(grad, m, v, param, step_size, beta2, c1, c2, eps, weight_decay, bc2_sq
 
 def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, *, grid=None):
     """PyTorch Adam step in place (L2 weight decay, bias correction with `step` >= 1)."""
-    F.adam_update(_runner(_adam, grid), param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step)
+    F.adam_update(_flat_runner(_adam, grid), param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step)
 
 
 # ---- scatter-add with atomics -------------------------------------------------------------

@@ -102,6 +102,24 @@ def check_softmax_xent_backward(k, shape, dtype, layout, **kw):
     close(probs, expected, dtype)
 
 
+def check_softmax_xent_rejects_bad_labels(k, **kw):
+    """A label outside [0, C) raises IndexError naming it and its row (never read through)."""
+    logits = make((7, 5), np.float32, "contiguous", 0)
+    for bad in (5, -1, 2**40):
+        labels = labels_for(7, 5)
+        labels[3] = bad
+        with pytest.raises(IndexError, match=rf"softmax_xent_forward: labels must lie in \[0, 5\), got {bad} in row 3"):
+            k.softmax_xent_forward(logits, labels, **kw)
+
+
+def check_softmax_xent_backward_skips_bad_labels(k, **kw):
+    """A label outside [0, C) is never indexed with: its row is probs * scale."""
+    probs, labels = make((3, 4), np.float64, "contiguous", 0, 0, 1), np.array([1, 4, -1])
+    expected = probs * 0.5
+    expected[0, 1] -= 0.5
+    close(k.softmax_xent_backward(probs, labels, 0.5, **kw), expected, np.float64)
+
+
 def check_sgd_update(k, size, dtype, layout, momentum, nesterov, **kw):
     param, grad = make((size,), dtype, layout, 0), make((size,), dtype, layout, 1)
     velocity = make((size,), dtype, layout, 2, 0, 0) if momentum else None
@@ -214,6 +232,55 @@ def test_elementwise_kernels_on_transposed_2d_arrays(dtype):
     close(velocity, expected_velocity, dtype)
 
 
+@dtypes
+def test_elementwise_kernels_on_3d_arrays_and_any_scalar_types(dtype):
+    """Contiguous N-d arrays go to the kernels unflattened; NumPy or Python scalars alike."""
+    y, dy = make((3, 4, 5), dtype, "contiguous", 0, 0, 1), make((3, 4, 5), dtype, "contiguous", 1)
+    close(cpu.sigmoid_backward(y, dy, np.empty_like(y)), ref.sigmoid_backward(y, dy), dtype)
+    for momentum in (0, 0.9):
+        param, velocity = make((3, 4, 5), dtype, "contiguous", 2), np.zeros((3, 4, 5), dtype)
+        expected_param, expected_velocity = param.copy(), velocity.copy()
+        cpu.sgd_update(param, dy, velocity if momentum else None, np.float64(0.1), momentum, np.float32(0.25),
+                       np.bool_(momentum))
+        ref.sgd_update(expected_param, dy, expected_velocity, 0.1, momentum, 0.25, bool(momentum))
+        close(param, expected_param, dtype)
+        close(velocity, expected_velocity, dtype)
+    param, m, v = make((3, 4, 5), dtype, "contiguous", 2), np.zeros((3, 4, 5), dtype), np.zeros((3, 4, 5), dtype)
+    param_ref, m_ref, v_ref = param.copy(), m.copy(), v.copy()
+    cpu.adam_update(param, dy, m, v, np.float64(1e-2), 0.9, 0.999, 1e-8, 0, 2)
+    ref.adam_update(param_ref, dy, m_ref, v_ref, 1e-2, 0.9, 0.999, 1e-8, 0.0, 2)
+    for actual, expected in ((param, param_ref), (m, m_ref), (v, v_ref)):
+        close(actual, expected, dtype)
+
+
+def test_elementwise_kernels_on_0d_arrays_and_numpy_scalars():
+    """0-d arrays and NumPy scalars (what NumPy returns for 0-d arithmetic) take the general path."""
+    y, dy = np.float64(0.25), np.asarray(2.0)
+    close(cpu.sigmoid_backward(y, dy), ref.sigmoid_backward(y, dy), np.float64)
+    param, velocity = np.asarray(1.0), np.asarray(0.0)
+    cpu.sgd_update(param, np.float64(0.5), None, 0.1)
+    cpu.sgd_update(param, np.float64(0.5), velocity, 0.1, 0.5)
+    close(param, 0.9, np.float64)
+    close(velocity, 0.5, np.float64)
+
+
+def test_softmax_xent_forward_rejects_bad_labels_before_writing():
+    check_softmax_xent_rejects_bad_labels(cpu)
+    logits = make((4, 3), np.float64, "contiguous", 0)
+    kept = logits.copy()
+    with pytest.raises(IndexError, match="got 3 in row 2"):
+        cpu.softmax_xent_forward(logits, np.array([0, 1, 3, 3]), logits)  # in place: nothing written
+    np.testing.assert_array_equal(logits, kept)
+    strided, _ = out_buffer((4, 3), np.float64, "strided")
+    with pytest.raises(IndexError, match="got -2 in row 0"):
+        cpu.softmax_xent_forward(logits, np.array([-2, 0, 0, 0], np.int32), strided)  # the general path
+    assert np.isnan(strided).all()
+
+
+def test_softmax_xent_backward_skips_bad_labels():
+    check_softmax_xent_backward_skips_bad_labels(cpu)
+
+
 def test_scatter_add_1d_and_3d_targets():
     target, expected = np.zeros(4), np.zeros(4)
     indices = np.array([3, 0, 3, -4], dtype=np.int32)
@@ -257,6 +324,8 @@ def test_sigmoid_backward_in_place():
     (lambda: cpu.bias_act_forward(np.ones((2, 3)), np.ones(2), "relu"), ValueError),
     (lambda: cpu.bias_act_forward(np.ones((2, 3)), np.ones(3), "tanh"), ValueError),
     (lambda: cpu.softmax_xent_forward(np.ones((2, 3)), np.zeros(2)), TypeError),
+    (lambda: cpu.softmax_xent_forward(np.ones((2, 3)), np.zeros(3, np.int64)), ValueError),
+    (lambda: cpu.softmax_xent_backward(np.ones((2, 3)), np.zeros((2, 1), np.int64), 1.0), ValueError),
     (lambda: cpu.sgd_update(np.ones(3), np.ones(3), None, 0.1, 0.9, 0.0, False), ValueError),
 ])
 def test_bad_arguments_raise(call, error):

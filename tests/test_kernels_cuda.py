@@ -12,7 +12,8 @@ from conftest import HAS_GPU, SIMULATOR
 from test_kernels_cpu import (
     DTYPES, LAYOUTS, check_adam_update, check_bias_act_backward, check_bias_act_forward,
     check_scatter_add, check_sgd_update, check_sigmoid_backward, check_softmax_xent_backward,
-    check_softmax_xent_forward,
+    check_softmax_xent_backward_skips_bad_labels, check_softmax_xent_forward,
+    check_softmax_xent_rejects_bad_labels,
 )
 
 from xpgrad.kernels import reference as ref
@@ -98,6 +99,14 @@ def test_scatter_add_accumulates_repeated_indices(kc):
     target = np.zeros((2, 3), np.float32)
     kc.scatter_add(target, np.array([1] * 50 + [-2] * 14), np.ones((64, 3), np.float32), **GRID)
     np.testing.assert_array_equal(target, [[14] * 3, [50] * 3])
+
+
+def test_softmax_xent_forward_rejects_bad_labels(kc):
+    check_softmax_xent_rejects_bad_labels(kc, **SOFTMAX_GRID)
+
+
+def test_softmax_xent_backward_skips_bad_labels(kc):
+    check_softmax_xent_backward_skips_bad_labels(kc, **GRID)
 
 
 def test_softmax_rejects_non_power_of_two_blocks(kc):

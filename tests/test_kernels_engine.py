@@ -70,6 +70,27 @@ def test_pooled_gradient_buffers_never_alias_a_live_gradient():
     np.testing.assert_allclose(x.grad.numpy(), kept, rtol=1e-6)
 
 
+@pytest.mark.parametrize("kernels", [True, False])
+def test_softmax_cross_entropy_checks_the_label_range_once(monkeypatch, kernels):
+    """With the kernels on the forward kernel checks the labels as it reads them (min/max only
+    for the error message); with them off `_labels` checks first. The same LabelError either way."""
+    from xpgrad.fns import KernelFns
+
+    calls = []
+    min_max = KernelFns.min_max
+    monkeypatch.setattr(KernelFns, "min_max", lambda self, a: calls.append(a.shape) or min_max(self, a))
+    logits = xg.tensor(np.zeros((4, 3), np.float32), requires_grad=True)
+    with use_kernels(kernels):
+        xg.softmax_cross_entropy(logits, xg.tensor(np.array([0, 2, 1, 2]))).backward()
+        assert calls == ([] if kernels else [(4,)])
+        calls.clear()
+        with pytest.raises(xg.LabelError) as info:
+            xg.softmax_cross_entropy(logits, xg.tensor(np.array([0, 3, -1, 2])))
+    assert str(info.value) == "softmax_cross_entropy: labels must lie in [0, 3) for 3 classes, got min -1 and max 3"
+    assert info.value.__suppress_context__  # not shown as raised while handling the kernel's IndexError
+    assert calls == [(4,)]
+
+
 def test_xpgrad_kernels_env_switch_is_read_at_import():
     import subprocess
     import sys

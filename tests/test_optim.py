@@ -258,7 +258,7 @@ def test_same_results_as_the_fused_kernels_when_present():
 
 @pytest.mark.parametrize("name", ["sgd", "adam"])
 def test_large_parameters_update_the_same_on_every_backend(name):
-    """Above the fused-kernel size the NumPy path takes the Numba kernel, array_api_strict the portable update."""
+    """The NumPy path takes the Numba kernel, array_api_strict the portable update."""
     from xpgrad import optim
 
     rng = np.random.default_rng(4)
@@ -275,3 +275,17 @@ def test_large_parameters_update_the_same_on_every_backend(name):
         results.append(p.numpy())
     np.testing.assert_allclose(results[0], results[1], rtol=1e-12, atol=1e-12)
     assert not np.allclose(results[0], start)
+
+
+def test_fused_kernels_take_float_parameters_of_every_size():
+    """A kernel call costs no more than NumPy's `p -= lr * g` even on a (2,) bias: no size threshold."""
+    from xpgrad import kernels
+    from xpgrad.fns import use_kernels
+
+    small = np.ones(2, np.float32)
+    assert optim._fused("sgd_update", small, small) is kernels.sgd_update
+    assert optim._fused("adam_update", np.ones(1), np.ones(1)) is kernels.adam_update
+    assert optim._fused("sgd_update", np.ones(2, np.float16), np.ones(2, np.float16)) is None
+    assert optim._fused("sgd_update", small, np.ones(2)) is None  # mixed dtypes: the portable update
+    with use_kernels(False):
+        assert optim._fused("sgd_update", small, small) is None

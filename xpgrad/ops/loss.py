@@ -12,8 +12,11 @@ from .reduce import sum as reduce_sum
 from .shape import one_hot
 
 
-def _labels(op: str, scores: Tensor, labels) -> Tensor:
-    """Validate (N, C) scores against integer labels in [0, C); the same error on every backend."""
+def _labels(op: str, scores: Tensor, labels, check_range: bool = True) -> Tensor:
+    """Validate (N, C) scores against integer labels in [0, C); the same error on every backend.
+
+    check_range=False skips the range check (two reductions), for a caller whose op checks it.
+    """
     if not isinstance(labels, Tensor):
         if isinstance(labels, (list, tuple)):
             import numpy as np
@@ -31,14 +34,22 @@ def _labels(op: str, scores: Tensor, labels) -> Tensor:
     if labels.shape != (scores.shape[0],):
         raise ShapeError(f"{op}: labels must have shape ({scores.shape[0]},) to match scores {scores.shape}, got {labels.shape}")
     backend.check_same_place(op, scores.data, labels.data)
-    num_classes = scores.shape[1]
+    if check_range:
+        _check_range(op, labels.data, scores.shape[1])
+    return labels
+
+
+def _check_range(op: str, labels, num_classes: int) -> None:
+    """Raise LabelError unless every label (a raw integer array) lies in [0, num_classes).
+
+    `from None`: raised while the kernel's IndexError is handled, the LabelError stands alone.
+    """
     if labels.shape[0]:
-        low, high = array_fns(labels.data).min_max(labels.data)
+        low, high = array_fns(labels).min_max(labels)
         if low < 0 or high >= num_classes:
             raise LabelError(
                 f"{op}: labels must lie in [0, {num_classes}) for {num_classes} classes, got min {low} and max {high}"
-            )
-    return labels
+            ) from None
 
 
 class SoftmaxCrossEntropy(Node):
@@ -49,22 +60,28 @@ class SoftmaxCrossEntropy(Node):
     name = "softmax_cross_entropy"
 
     def forward(self, xp, z, labels):
-        loss, self.probs = array_fns(z).softmax_xent(z, labels)
+        try:
+            loss, self.probs = array_fns(z).softmax_xent(z, labels)
+        except IndexError:  # the kernels check the label range (softmax_xent_checks_labels)
+            _check_range(self.name, labels, z.shape[1])  # the LabelError, when the labels are the cause
+            raise
         return loss
 
     def backward(self, F, gy, args, y):
         z, labels = args
-        scale = gy / z.shape[0]
         if F.tensors:
-            return (softmax(z, axis=1) - one_hot(labels, z.shape[1], z.dtype)) * scale, None
-        return F.softmax_xent_grad(self.probs, labels, scale), None
+            return (softmax(z, axis=1) - one_hot(labels, z.shape[1], z.dtype)) * (gy / z.shape[0]), None
+        return F.softmax_xent_grad(self.probs, labels, float(gy) / z.shape[0]), None
 
 
 def softmax_cross_entropy(logits: Tensor, labels) -> Tensor:
     """Softmax-with-loss: mean cross-entropy of integer class `labels` under softmax(`logits`)."""
-    labels = _labels("softmax_cross_entropy", logits, labels)
+    op = "softmax_cross_entropy"
+    labels = _labels(op, logits, labels, check_range=False)
     if logits.shape[0] == 0:
-        raise ShapeError("softmax_cross_entropy: the batch is empty (shape (0, C))")
+        raise ShapeError(f"{op}: the batch is empty (shape (0, C))")
+    if not array_fns(logits.data).softmax_xent_checks_labels(logits.data):
+        _check_range(op, labels.data, logits.shape[1])  # else the forward checks them, as it reads them
     return apply2(SoftmaxCrossEntropy(), logits, labels)
 
 

@@ -29,6 +29,20 @@ def test_gradients_accumulate_across_backward_calls_until_cleared():
     np.testing.assert_array_equal(x.grad.numpy(), [2.0, 4.0])
 
 
+def test_square_routes_one_gradient_and_shared_buffers_stay_separate():
+    x = leaf([1.5, -2.0])
+    (x * x).sum().backward()  # one node whose two inputs are the same Tensor
+    np.testing.assert_array_equal(x.grad.numpy(), [3.0, -4.0])
+    x.grad = None
+    (x * x.detach()).sum().backward()  # the same array, but only the first operand is x
+    np.testing.assert_array_equal(x.grad.numpy(), [1.5, -2.0])
+    a = leaf([1.0, 3.0])
+    b = xg.Tensor(a.data, requires_grad=True)  # another leaf over the same buffer
+    (a * b).sum().backward()
+    np.testing.assert_array_equal(a.grad.numpy(), [1.0, 3.0])
+    np.testing.assert_array_equal(b.grad.numpy(), [1.0, 3.0])
+
+
 def test_interior_gradients_only_with_retain_grad():
     x = leaf(2.0)
     h = x * 3.0

@@ -6,14 +6,14 @@ never imports numba.cuda.
 """
 import importlib
 
-from .cpu import (PARALLEL_MIN_SIZE, adam_update, bias_act_backward, bias_act_forward, scatter_add,
-                  set_parallel, sgd_update, sigmoid_backward, softmax_xent_backward,
-                  softmax_xent_forward)
+from .cpu import (PARALLEL_MIN_SIZE, adam_update, bias_act_backward, bias_act_forward, ready,
+                  scatter_add, set_parallel, sgd_update, sigmoid_backward, softmax_xent_backward,
+                  softmax_xent_forward, unchecked)
 from ._scalar import ACTIVATIONS
 
 __all__ = ["ACTIVATIONS", "PARALLEL_MIN_SIZE", "adam_update", "bias_act_backward", "bias_act_forward",
-           "cuda", "scatter_add", "set_parallel", "sgd_update", "sigmoid_backward",
-           "softmax_xent_backward", "softmax_xent_forward"]
+           "cuda", "ready", "scatter_add", "set_parallel", "sgd_update", "sigmoid_backward",
+           "softmax_xent_backward", "softmax_xent_forward", "unchecked"]
 
 
 def __getattr__(name):

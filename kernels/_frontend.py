@@ -16,6 +16,10 @@ the small arrays of a training step these checks, not the kernel, are most of th
 call (~0.1 us per array; Numba's dispatch ~0.25 us). Anything else takes the general path,
 which checks each argument, raises a specific error, and applies the layout rule (a NumPy
 scalar input becomes a 0-d array).
+
+cpu.py and cuda.py also export `unchecked`: the `run` callables of the kernels a training step
+calls most, for a caller that has already tested what the fast path tests (`ready` plus the
+shapes, outputs allocated) and so skips a second round of checks and two Python frames.
 """
 import math
 import sys
@@ -96,7 +100,7 @@ def _elementwise(run, written, arrays, *scalars):
             a[...] = b
 
 
-def _ready(a, *others) -> bool:
+def ready(a, *others) -> bool:
     """a float32 or float64, the others of exactly its dtype, all C-contiguous: the fast path applies."""
     dtype = a.dtype
     if dtype.char not in "fd" or not a.flags.c_contiguous:
@@ -108,7 +112,7 @@ def _ready(a, *others) -> bool:
 
 
 def sigmoid_backward(run, y, dy, out):
-    if out is not None and y.ndim and y.shape == dy.shape == out.shape and _ready(y, dy, out):
+    if out is not None and y.ndim and y.shape == dy.shape == out.shape and ready(y, dy, out):
         run(y, dy, out)
         return out
     out = _xp(y).empty_like(y) if out is None else out
@@ -121,7 +125,7 @@ def bias_act_backward(run, y, dy, activation, dz_out):
     """run(y, dy, dz, act) writes dz and returns db in y's dtype (summed in float64)."""
     act = _GRAD_ACTIVATIONS.get(activation)
     if (dz_out is not None and act is not None and y.ndim == 2 and y.shape == dy.shape == dz_out.shape
-            and _ready(y, dy, dz_out)):
+            and ready(y, dy, dz_out)):
         return dz_out, run(y, dy, dz_out, act)
     act = _activation(activation, (SIGMOID, RELU))
     _matrix(y, "y")
@@ -136,7 +140,7 @@ def bias_act_backward(run, y, dy, activation, dz_out):
 def bias_act_forward(run, z, b, activation, out):
     act = ACTIVATIONS.get(activation)
     if (out is not None and z.ndim == 2 and act is not None and out.shape == z.shape
-            and b.shape == z.shape[1:] and _ready(z, b, out)):
+            and b.shape == z.shape[1:] and ready(z, b, out)):
         run(z, b, act, out)
         return out
     act = _activation(activation, (IDENTITY, SIGMOID, RELU))
@@ -158,7 +162,7 @@ def softmax_xent_forward(run, logits, labels, out):
     reads or writes anything, so a bad one raises here with nothing written."""
     if (out is not None and logits.ndim == 2 and out.shape == logits.shape and labels.dtype is _INT64
             and labels.shape == logits.shape[:1] and labels.flags.c_contiguous
-            and _ready(logits, out)):
+            and ready(logits, out)):
         loss, bad = run(logits, labels, out)
         if bad < 0:
             return loss, out
@@ -180,7 +184,7 @@ def softmax_xent_backward(run, probs, labels, scale, out):
     """dlogits = (probs - onehot(labels)) * scale; scale: a Python float (the kernel casts it)."""
     if (out is not None and probs.ndim == 2 and out.shape == probs.shape and labels.dtype is _INT64
             and labels.shape == probs.shape[:1] and labels.flags.c_contiguous
-            and _ready(probs, out)):
+            and ready(probs, out)):
         run(probs, labels, scale, out)
         return out
     _matrix(probs, "probs")
@@ -197,7 +201,7 @@ def sgd_update(run, param, grad, velocity, lr, momentum, weight_decay, nesterov)
     """run(grad, velocity, param, lr, momentum, weight_decay, nesterov), velocity None without
     momentum (the kernels compile that case without one)."""
     if velocity is None:
-        dtype = param.dtype  # _ready inlined below: this is the optimizer's path, once per parameter
+        dtype = param.dtype  # ready() inlined below: this is the optimizer's path, once per parameter
         if (momentum == 0 and param.ndim and grad.dtype is dtype and dtype.char in "fd"
                 and param.flags.c_contiguous and grad.flags.c_contiguous and param.shape == grad.shape):
             run(grad, None, param, lr, 0.0, weight_decay, False)
@@ -208,7 +212,7 @@ def sgd_update(run, param, grad, velocity, lr, momentum, weight_decay, nesterov)
         buf = _contiguous(param)
         run(_contiguous(grad), None, buf, lr, 0.0, weight_decay, False)
         _write_back(param, buf)
-    elif param.ndim and param.shape == grad.shape == velocity.shape and _ready(param, grad, velocity):
+    elif param.ndim and param.shape == grad.shape == velocity.shape and ready(param, grad, velocity):
         run(grad, velocity, param, lr, momentum, weight_decay, bool(nesterov))
     else:
         _check(param, grad, velocity)
@@ -220,7 +224,7 @@ def adam_update(run, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, ste
     sqrt(1 - beta2**step))."""
     scalars = (lr / (1 - beta1**step), beta2, 1 - beta1, 1 - beta2, eps, weight_decay,
                math.sqrt(1 - beta2**step))
-    if param.ndim and param.shape == grad.shape == m.shape == v.shape and _ready(param, grad, m, v):
+    if param.ndim and param.shape == grad.shape == m.shape == v.shape and ready(param, grad, m, v):
         run(grad, m, v, param, *scalars)
     else:
         _check(param, grad, m, v)

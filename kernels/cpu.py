@@ -20,6 +20,7 @@ C-contiguous arrays of any shape and flatten them inside (a view: `reshape(-1)` 
 the array dtype inside (each NumPy scalar argument adds ~0.25 us to Numba's dispatch).
 """
 import math
+from types import SimpleNamespace
 
 import numba
 import numpy as np
@@ -32,7 +33,7 @@ from ._scalar import RELU, SIGMOID
 
 __all__ = ["sigmoid_backward", "bias_act_backward", "bias_act_forward", "softmax_xent_forward",
            "softmax_xent_backward", "sgd_update", "adam_update", "scatter_add", "set_parallel",
-           "PARALLEL_MIN_SIZE"]
+           "PARALLEL_MIN_SIZE", "ready", "unchecked"]
 
 PARALLEL_MIN_SIZE = 1 << 18
 _parallel_min_size = None
@@ -406,3 +407,13 @@ def scatter_add(target, indices, values):
     IndexError before anything is written.
     """
     F.scatter_add(_run_scatter_add, target, indices, values)
+
+
+ready = F.ready
+# Unchecked entry points (see _frontend): C-contiguous arrays of one float32/float64 dtype for
+# which `ready` holds, shapes matching, outputs allocated; they write in place and return nothing.
+unchecked = SimpleNamespace(
+    sigmoid_backward=_run_sigmoid_bwd,  # (y, dy, out), any shape
+    bias_act_forward=_run_bias_act_fwd,  # (z (N, M), b (M,), activation code, out (N, M))
+    sgd_update=_run_sgd,  # (grad, velocity or None, param, lr, momentum, weight_decay, nesterov)
+)

@@ -13,6 +13,7 @@ its indices: they must lie in [-K, K).
 """
 import math
 import sys
+from types import SimpleNamespace
 
 from numba import cuda, float64
 
@@ -21,7 +22,7 @@ from . import _scalar
 from ._scalar import RELU, SIGMOID
 
 __all__ = ["sigmoid_backward", "bias_act_backward", "bias_act_forward", "softmax_xent_forward",
-           "softmax_xent_backward", "sgd_update", "adam_update", "scatter_add"]
+           "softmax_xent_backward", "sgd_update", "adam_update", "scatter_add", "ready", "unchecked"]
 
 _THREADS = 256
 _MAX_BLOCKS = 4096
@@ -269,3 +270,13 @@ def scatter_add(target, indices, values, *, grid=None):
     """
     F.scatter_add(lambda t, i, v: _launch(_scatter_add, grid or _default_grid(v.size), t, i, v),
                   target, indices, values)
+
+
+ready = F.ready
+# Unchecked entry points, as in cpu.py: arrays for which `ready` holds, shapes matching, outputs
+# allocated; launched with the default grid on CuPy's current stream.
+unchecked = SimpleNamespace(
+    sigmoid_backward=_flat_runner(_sigmoid_bwd, None),  # (y, dy, out), any shape
+    bias_act_forward=_runner(_bias_act_fwd, None),  # (z (N, M), b (M,), activation code, out (N, M))
+    sgd_update=_flat_runner(_sgd, None),  # (grad, velocity or None, param, lr, momentum, weight_decay, nesterov)
+)

@@ -131,3 +131,20 @@ def test_cuda_kernel_table_matches_cpu_table():
     ]
     for check in checks:
         np.testing.assert_allclose(check(gpu), check(cpu), rtol=1e-5, atol=1e-6)
+
+
+def test_kernel_table_fast_and_checked_paths_agree_on_any_layout():
+    """Contiguous arrays take the kernels' unchecked entries; strided and 0-d ones the checked
+    kernels (which copy as needed): the same values either way."""
+    from xpgrad.autograd import array_fns
+
+    rng = np.random.default_rng(4)
+    y = (1 / (1 + np.exp(-rng.standard_normal((6, 8))))).astype(np.float32)
+    gy = rng.standard_normal((6, 8)).astype(np.float32)
+    b = rng.standard_normal(8).astype(np.float32)
+    F = array_fns(y)
+    for yy, gg in [(y, gy), (y.T, gy.T), (y[:, ::2], gy[:, ::2]), (y[0, 0].reshape(()), gy[0, 0].reshape(()))]:
+        np.testing.assert_allclose(F.sigmoid_grad(yy, gg), gg * yy * (1 - yy), rtol=1e-6)
+    for z in (gy, gy.T.copy().T):  # C-contiguous, then an F-ordered copy
+        np.testing.assert_allclose(F.bias_act(z.copy(), b, "relu"), np.maximum(z + b, 0), rtol=1e-6)
+        np.testing.assert_allclose(F.bias_act(z.copy(), b, "sigmoid"), 1 / (1 + np.exp(-(z + b))), rtol=1e-5)

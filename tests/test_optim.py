@@ -283,9 +283,33 @@ def test_fused_kernels_take_float_parameters_of_every_size():
     from xpgrad.fns import use_kernels
 
     small = np.ones(2, np.float32)
-    assert optim._fused("sgd_update", small, small) is kernels.sgd_update
-    assert optim._fused("adam_update", np.ones(1), np.ones(1)) is kernels.adam_update
-    assert optim._fused("sgd_update", np.ones(2, np.float16), np.ones(2, np.float16)) is None
-    assert optim._fused("sgd_update", small, np.ones(2)) is None  # mixed dtypes: the portable update
+    assert optim._fused_kernels(small, small) is kernels
+    assert optim._fused_kernels(np.ones(1), np.ones(1)) is kernels
+    assert optim._fused_kernels(np.ones(2, np.float16), np.ones(2, np.float16)) is None
+    assert optim._fused_kernels(small, np.ones(2)) is None  # mixed dtypes: the portable update
     with use_kernels(False):
-        assert optim._fused("sgd_update", small, small) is None
+        assert optim._fused_kernels(small, small) is None
+
+
+def test_sgd_kernel_paths_match_the_portable_update_on_strided_parameters():
+    """Plain SGD on contiguous float parameters takes the kernel's unchecked entry, a strided
+    parameter the checked one: both equal the portable NumPy update."""
+    from xpgrad.fns import use_kernels
+
+    rng = np.random.default_rng(5)
+    base = rng.standard_normal((6, 8)).astype(np.float32)
+    grad = rng.standard_normal((6, 4)).astype(np.float32)
+    results = []
+    for kernels_on in (True, False):
+        with use_kernels(kernels_on):
+            contiguous = xg.tensor(base[:, :4].copy(), requires_grad=True)
+            strided = xg.tensor(base.copy(), requires_grad=True)
+            strided.data = strided.data[:, ::2]  # a view with strides: the checked kernel path
+            opt = optim.SGD([contiguous, strided], lr=0.1, weight_decay=0.01)
+            for _ in range(3):
+                contiguous.grad, strided.grad = xg.tensor(grad), xg.tensor(grad)
+                opt.step()
+            results.append((contiguous.numpy().copy(), strided.numpy().copy()))
+    for on, off in zip(*results):
+        np.testing.assert_allclose(on, off, rtol=1e-6)
+    assert not np.allclose(results[0][0], base[:, :4])

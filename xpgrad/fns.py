@@ -200,6 +200,11 @@ class KernelFns(ArrayFns):
     def __init__(self, xp, kernels, empty_like):
         super().__init__(xp)
         self.k = kernels
+        self.ready = kernels.ready  # the kernels' fast-path test: then `unchecked` skips their checks
+        self.unchecked = kernels.unchecked
+        from .kernels._scalar import ACTIVATIONS  # here: importing xpgrad.kernels loads Numba
+
+        self.activation_codes = ACTIVATIONS
         self.empty_like = empty_like
         self._zeros = {}
 
@@ -219,8 +224,13 @@ class KernelFns(ArrayFns):
         return int(a.min()), int(a.max())
 
     def sigmoid_grad(self, y, gy):
-        if y.shape == gy.shape and _kernel_float(y, gy):
-            return self.k.sigmoid_backward(y, gy, out=self.empty_like(y))
+        if y.shape == gy.shape:
+            if _kernels_on and y.ndim and self.ready(y, gy):
+                out = self.empty_like(y)
+                self.unchecked.sigmoid_backward(y, gy, out)
+                return out
+            if _kernel_float(y, gy):  # a 0-d or strided array: the checked kernel copies as needed
+                return self.k.sigmoid_backward(y, gy, out=self.empty_like(y))
         return super().sigmoid_grad(y, gy)
 
     def sigmoid(self, a):
@@ -241,7 +251,11 @@ class KernelFns(ArrayFns):
         if activation is not None and z.ndim == 2 and _kernel_float(z) and (b is None or b.dtype == z.dtype):
             bias = b if b is not None else self._zero_bias(z.shape[1], z.dtype)
             # a separate output: in place (out=z) the compiler's no-alias check fails and the loop runs scalar
-            return self.k.bias_act_forward(z, bias, activation, out=self.empty_like(z))
+            out = self.empty_like(z)
+            if bias.shape == z.shape[1:] and self.ready(z, bias):
+                self.unchecked.bias_act_forward(z, bias, self.activation_codes[activation], out)
+                return out
+            return self.k.bias_act_forward(z, bias, activation, out=out)
         return super().bias_act(z, b, activation)
 
     def bias_act_grad(self, activation, y, gy, with_bias):

@@ -428,18 +428,21 @@ class Sequential(Module):
         return x
 
     def _fusion_plan(self) -> tuple:
-        """(module, fused activation or None) pairs; rebuilt after any attribute of this module changes."""
+        """(module, activation for `linear` or None) pairs: a Linear runs as `linear` directly, fused
+        with a following ReLU or Sigmoid; None calls the module. Rebuilt after any attribute change."""
         modules = list(self._modules.values())
         plan, i = [], 0
         while i < len(modules):
             module = modules[i]
             fused = _FUSED_ACTIVATIONS.get(type(modules[i + 1])) if i + 1 < len(modules) else None
-            if fused is not None and type(module) is Linear:
-                plan.append((module, fused))
-                i += 2
-            else:
+            if type(module) is not Linear:
                 plan.append((module, None))
-                i += 1
+            elif fused is not None:
+                plan.append((module, fused))
+                i += 1  # the activation module is part of this step
+            else:
+                plan.append((module, "identity"))
+            i += 1
         return tuple(plan)
 
     def __len__(self):

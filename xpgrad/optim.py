@@ -67,8 +67,9 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step) ->
     param -= (lr / (1.0 - beta1 ** step)) * (m / denom)
 
 
-def _fused(name: str, param, grad):
-    """The fused update `name` (Numba CPU kernel for NumPy, numba.cuda for CuPy) when it applies, else None."""
+def _fused_kernels(param, grad):
+    """The kernels with the fused updates for these arrays (xpgrad.kernels for NumPy,
+    xpgrad.kernels.cuda for CuPy) when they apply, else None."""
     if type(param) is np.ndarray:
         module = kernels
     elif backend.is_cupy(param):
@@ -78,7 +79,7 @@ def _fused(name: str, param, grad):
     dtype = param.dtype
     if type(grad) is not type(param) or dtype.char not in "fd" or grad.dtype != dtype or not kernels_enabled():
         return None
-    return getattr(module, name)
+    return module
 
 
 # ---- optimizers ------------------------------------------------------------------------------
@@ -216,8 +217,15 @@ class SGD(Optimizer):
                 if velocity is None:
                     velocity = st["velocity"] = self._zeros(p)
             st["step"] = st.get("step", 0) + 1
-            update = _fused("sgd_update", param, grad) or sgd_update
-            update(param, grad, velocity, lr, momentum, wd, nesterov)
+            k = _fused_kernels(param, grad)
+            if k is None:
+                sgd_update(param, grad, velocity, lr, momentum, wd, nesterov)
+            elif (velocity is None and param.ndim and param.shape == grad.shape
+                  and param.flags.c_contiguous and grad.flags.c_contiguous):
+                # plain SGD on arrays that pass the kernels' `ready` (dtypes checked above): no second check
+                k.unchecked.sgd_update(grad, None, param, lr, 0.0, wd, False)
+            else:
+                k.sgd_update(param, grad, velocity, lr, momentum, wd, nesterov)
 
 
 class Adam(Optimizer):
@@ -248,8 +256,8 @@ class Adam(Optimizer):
                 m = st["m"] = self._zeros(p)
                 st["v"] = self._zeros(p)
             n = st["step"] = st.get("step", 0) + 1
-            update = _fused("adam_update", param, grad) or adam_update
-            update(param, grad, m, st["v"], lr, b1, b2, eps, wd, n)
+            k = _fused_kernels(param, grad)
+            (adam_update if k is None else k.adam_update)(param, grad, m, st["v"], lr, b1, b2, eps, wd, n)
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam}

@@ -248,14 +248,15 @@ class KernelFns(ArrayFns):
         return zeros
 
     def bias_act(self, z, b, activation):
-        if activation is not None and z.ndim == 2 and _kernel_float(z) and (b is None or b.dtype == z.dtype):
+        if activation is not None and z.ndim == 2 and _kernels_on:
             bias = b if b is not None else self._zero_bias(z.shape[1], z.dtype)
             # a separate output: in place (out=z) the compiler's no-alias check fails and the loop runs scalar
-            out = self.empty_like(z)
             if bias.shape == z.shape[1:] and self.ready(z, bias):
+                out = self.empty_like(z)
                 self.unchecked.bias_act_forward(z, bias, self.activation_codes[activation], out)
                 return out
-            return self.k.bias_act_forward(z, bias, activation, out=out)
+            if _kernel_float(z, bias):  # strided arrays: the checked kernel copies as needed
+                return self.k.bias_act_forward(z, bias, activation, out=self.empty_like(z))
         return super().bias_act(z, b, activation)
 
     def bias_act_grad(self, activation, y, gy, with_bias):

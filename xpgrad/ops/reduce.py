@@ -27,9 +27,10 @@ class _Reduce(Node):
     __slots__ = ("axes", "keepdims", "in_shape")
 
     def setup(self, x: Tensor, axis, keepdims: bool):
-        self.axes = normalize_axis(self.name, axis, x.ndim)
+        shape = tuple(x.data.shape)  # not x.shape / x.ndim: two property calls on every reduction
+        self.axes = normalize_axis(self.name, axis, len(shape))
         self.keepdims = keepdims
-        self.in_shape = x.shape
+        self.in_shape = shape
         return self
 
     def kept_shape(self) -> tuple:

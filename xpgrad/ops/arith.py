@@ -41,8 +41,7 @@ class Mul(Node):
 
     def backward(self, F, gy, args, y):
         a, b = args
-        x, y_in = self.inputs
-        if x is y_in:  # x * x (the same Tensor): one gradient 2 x gy, routed once, not two summed
+        if a is b and self.inputs[0] is self.inputs[1]:  # x * x: one gradient 2 x gy, routed once
             g = gy * a
             return g + g, None
         return (gy * b if 0 in self.takes_grad else None), (gy * a if 1 in self.takes_grad else None)

@@ -17,9 +17,10 @@ call (~0.1 us per array; Numba's dispatch ~0.25 us). Anything else takes the gen
 which checks each argument, raises a specific error, and applies the layout rule (a NumPy
 scalar input becomes a 0-d array).
 
-cpu.py and cuda.py also export `unchecked`: the `run` callables of the kernels a training step
-calls most, for a caller that has already tested what the fast path tests (`ready` plus the
-shapes, outputs allocated) and so skips a second round of checks and two Python frames.
+cpu.py and cuda.py also export `unchecked`: the `run` callables of the two elementwise kernels
+the engine calls on every layer (sigmoid backward, the bias/activation epilogue), for a caller
+that has already tested what the fast path tests (`ready` plus the shapes, outputs allocated)
+and so skips a second round of checks and two Python frames.
 """
 import math
 import sys
@@ -201,9 +202,7 @@ def sgd_update(run, param, grad, velocity, lr, momentum, weight_decay, nesterov)
     """run(grad, velocity, param, lr, momentum, weight_decay, nesterov), velocity None without
     momentum (the kernels compile that case without one)."""
     if velocity is None:
-        dtype = param.dtype  # ready() inlined below: this is the optimizer's path, once per parameter
-        if (momentum == 0 and param.ndim and grad.dtype is dtype and dtype.char in "fd"
-                and param.flags.c_contiguous and grad.flags.c_contiguous and param.shape == grad.shape):
+        if momentum == 0 and param.ndim and param.shape == grad.shape and ready(param, grad):
             run(grad, None, param, lr, 0.0, weight_decay, False)
             return
         if momentum != 0:

@@ -415,5 +415,4 @@ ready = F.ready
 unchecked = SimpleNamespace(
     sigmoid_backward=_run_sigmoid_bwd,  # (y, dy, out), any shape
     bias_act_forward=_run_bias_act_fwd,  # (z (N, M), b (M,), activation code, out (N, M))
-    sgd_update=_run_sgd,  # (grad, velocity or None, param, lr, momentum, weight_decay, nesterov)
 )

@@ -278,5 +278,4 @@ ready = F.ready
 unchecked = SimpleNamespace(
     sigmoid_backward=_flat_runner(_sigmoid_bwd, None),  # (y, dy, out), any shape
     bias_act_forward=_runner(_bias_act_fwd, None),  # (z (N, M), b (M,), activation code, out (N, M))
-    sgd_update=_flat_runner(_sgd, None),  # (grad, velocity or None, param, lr, momentum, weight_decay, nesterov)
 )

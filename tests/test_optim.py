@@ -292,8 +292,8 @@ def test_fused_kernels_take_float_parameters_of_every_size():
 
 
 def test_sgd_kernel_paths_match_the_portable_update_on_strided_parameters():
-    """Plain SGD on contiguous float parameters takes the kernel's unchecked entry, a strided
-    parameter the checked one: both equal the portable NumPy update."""
+    """Plain SGD on contiguous float parameters takes the kernel's fast path, a strided parameter
+    its copying path: both equal the portable NumPy update."""
     from xpgrad.fns import use_kernels
 
     rng = np.random.default_rng(5)

@@ -496,10 +496,7 @@ def run_backward(roots, grads, *, retain_graph: bool, create_graph: bool, target
 
     if wanted is None:
         for t, g in leaf_grads.items():
-            if t.grad is None and type(g) is not Tensor:  # the usual first gradient: one frame fewer
-                t.grad = _new_tensor(g)
-            else:
-                _accumulate_grad(t, g)
+            _accumulate_grad(t, g)
         return None
     for t, g in leaf_grads.items():
         if id(t) in wanted:

@@ -218,14 +218,7 @@ class SGD(Optimizer):
                     velocity = st["velocity"] = self._zeros(p)
             st["step"] = st.get("step", 0) + 1
             k = _fused_kernels(param, grad)
-            if k is None:
-                sgd_update(param, grad, velocity, lr, momentum, wd, nesterov)
-            elif (velocity is None and param.ndim and param.shape == grad.shape
-                  and param.flags.c_contiguous and grad.flags.c_contiguous):
-                # plain SGD on arrays that pass the kernels' `ready` (dtypes checked above): no second check
-                k.unchecked.sgd_update(grad, None, param, lr, 0.0, wd, False)
-            else:
-                k.sgd_update(param, grad, velocity, lr, momentum, wd, nesterov)
+            (sgd_update if k is None else k.sgd_update)(param, grad, velocity, lr, momentum, wd, nesterov)
 
 
 class Adam(Optimizer):

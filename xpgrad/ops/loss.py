@@ -60,9 +60,12 @@ class SoftmaxCrossEntropy(Node):
     name = "softmax_cross_entropy"
 
     def forward(self, xp, z, labels):
+        F = array_fns(z)
+        if not F.softmax_xent_checks_labels(z):
+            _check_range(self.name, labels, z.shape[1])  # before any label is used as an index
         try:
-            loss, self.probs = array_fns(z).softmax_xent(z, labels)
-        except IndexError:  # the kernels check the label range (softmax_xent_checks_labels)
+            loss, self.probs = F.softmax_xent(z, labels)
+        except IndexError:  # a kernel that checks the labels itself found one out of range
             _check_range(self.name, labels, z.shape[1])  # the LabelError, when the labels are the cause
             raise
         return loss
@@ -76,12 +79,9 @@ class SoftmaxCrossEntropy(Node):
 
 def softmax_cross_entropy(logits: Tensor, labels) -> Tensor:
     """Softmax-with-loss: mean cross-entropy of integer class `labels` under softmax(`logits`)."""
-    op = "softmax_cross_entropy"
-    labels = _labels(op, logits, labels, check_range=False)
+    labels = _labels("softmax_cross_entropy", logits, labels, check_range=False)  # the forward checks the range
     if logits.shape[0] == 0:
-        raise ShapeError(f"{op}: the batch is empty (shape (0, C))")
-    if not array_fns(logits.data).softmax_xent_checks_labels(logits.data):
-        _check_range(op, labels.data, logits.shape[1])  # else the forward checks them, as it reads them
+        raise ShapeError("softmax_cross_entropy: the batch is empty (shape (0, C))")
     return apply2(SoftmaxCrossEntropy(), logits, labels)
 
 

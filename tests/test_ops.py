@@ -254,11 +254,37 @@ def test_hinge_loss_matches_cs231n_formula():
     assert loss.item() == pytest.approx((2.9 + 0 + 12.9) / 3, rel=1e-9)
 
 
-def test_mse_loss(backend_name):
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_mse_loss(backend_name, reduction):
     rng = np.random.default_rng(11)
-    p, t = make(rng.standard_normal((4, 2))), make(rng.standard_normal((4, 2)), requires_grad=False)
-    assert gradcheck(lambda q: xg.mse_loss(q, t), [p])
-    assert xg.mse_loss(p, t).item() == pytest.approx(np.mean((p.numpy() - t.numpy()) ** 2))
+    p, t = make(rng.standard_normal((4, 2))), make(rng.standard_normal((4, 2)))
+    squares = (p.numpy() - t.numpy()) ** 2
+    assert gradcheck(lambda q, u: xg.mse_loss(q, u, reduction=reduction), [p, t])  # both sides differentiable
+    expected = {"mean": squares.mean(), "sum": squares.sum(), "none": squares}[reduction]
+    np.testing.assert_allclose(xg.mse_loss(p, t, reduction=reduction).numpy(), expected, rtol=1e-12)
+    loss = xg.mse_loss(p, t.detach(), reduction=reduction)
+    loss.sum().backward()
+    n = squares.size if reduction == "mean" else 1
+    np.testing.assert_allclose(p.grad.numpy(), 2 * (p.numpy() - t.numpy()) / n, rtol=1e-12)
+
+
+def test_mse_loss_float32_and_constant_targets():
+    rng = np.random.default_rng(12)
+    p = xg.tensor(rng.standard_normal((64, 10)).astype(np.float32), requires_grad=True)
+    t = rng.standard_normal((64, 10)).astype(np.float32)  # a plain array, no gradient asked
+    loss = xg.mse_loss(p, t, reduction="sum")
+    assert loss.dtype == np.float32 and loss.shape == ()
+    loss.backward()
+    d = p.numpy().astype(np.float64) - t
+    assert loss.item() == pytest.approx((d * d).sum(), rel=1e-5)
+    np.testing.assert_allclose(p.grad.numpy(), 2 * d, rtol=1e-5)
+
+
+def test_mse_loss_rejects_an_unknown_reduction_and_is_nan_when_empty():
+    p = xg.tensor(np.ones((2, 3)), requires_grad=True)
+    with pytest.raises(ValueError, match="mse_loss: reduction must be one of .* got 'avg'"):
+        xg.mse_loss(p, np.zeros((2, 3)), reduction="avg")
+    assert np.isnan(xg.mse_loss(xg.tensor(np.ones((0, 3))), np.zeros((0, 3))).item())
 
 
 def test_gradcheck_catches_a_wrong_gradient():

@@ -249,7 +249,16 @@ def _mlp(sizes, use_linear=True, seed=0):
         h = xg.linear(h, W, b) if use_linear else h @ W + b
         if i < len(sizes) - 2:
             h = xg.relu(h)
-    return xg.mse_loss(h, xg.tensor(np.zeros((5, sizes[-1]))))
+    d = h - xg.tensor(np.zeros((5, sizes[-1])))
+    return (d * d).mean()  # written out: collapse folds it into an "mse_loss" box
+
+
+def test_fused_mse_loss_is_one_op_box():
+    loss = xg.mse_loss(xg.linear(xg.tensor(np.ones((5, 4))), xg.tensor(np.ones((4, 3)), requires_grad=True)),
+                       xg.tensor(np.zeros((5, 3))))
+    loss.backward(retain_graph=True)
+    ops = [n.op for n in viz.build_graph(loss, collapse=True).nodes if n.kind == "op"]
+    assert ops == ["mse_loss"]
 
 
 @pytest.mark.parametrize("use_linear", [True, False], ids=["linear", "matmul-add"])

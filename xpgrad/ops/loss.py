@@ -1,13 +1,14 @@
 """Losses: Softmax-with-loss as one node, mean squared error, and the cs231n multiclass SVM."""
 from __future__ import annotations
 
+import math
+
 from .. import backend
 from ..autograd import Node, apply2, array_fns
 from ..errors import DTypeError, LabelError, ShapeError
 from ..tensor import Tensor, dtype_name, is_floating, is_integer
 from .activation import relu, softmax
 from .arith import operand
-from .reduce import mean
 from .reduce import sum as reduce_sum
 from .shape import one_hot
 
@@ -85,15 +86,44 @@ def softmax_cross_entropy(logits: Tensor, labels) -> Tensor:
     return apply2(SoftmaxCrossEntropy(), logits, labels)
 
 
-def mse_loss(pred: Tensor, target) -> Tensor:
-    """Mean of (pred - target)^2 over every element; shapes must match exactly."""
+class SquaredError(Node):
+    """sum or mean of (pred - target)^2 as one node (a loss layer, like Softmax-with-loss):
+    forward keeps d = pred - target; backward d pred = d * 2 gy / n (n = 1 for the sum), d target = -d pred."""
+
+    __slots__ = ("diff", "scale")
+    name = "mse_loss"
+
+    def forward(self, xp, pred, target):
+        diff = self.diff = pred - target
+        return array_fns(diff).sum_of_squares(diff) * (self.scale / 2)
+
+    def backward(self, F, gy, args, y):
+        diff = args[0] - args[1] if F.tensors else self.diff  # create_graph: rebuilt from Tensors, differentiable
+        g = diff * (gy * self.scale)
+        return g, (-g if 1 in self.takes_grad else None)
+
+
+MSE_REDUCTIONS = ("mean", "sum", "none")
+
+
+def mse_loss(pred: Tensor, target, reduction: str = "mean") -> Tensor:
+    """(pred - target)^2 over every element: its mean (default), its sum, or itself (reduction="none").
+
+    Shapes must match exactly; the devices too (checked by the op, as for every two-input op).
+    "mean" and "sum" run as one node (one BLAS dot forward, one multiply backward on NumPy and CuPy).
+    """
+    if reduction not in MSE_REDUCTIONS:
+        raise ValueError(f"mse_loss: reduction must be one of {MSE_REDUCTIONS}, got {reduction!r}")
     target = operand(target, pred)
-    if isinstance(target, Tensor):
-        if target.shape != pred.shape:
-            raise ShapeError(f"mse_loss: pred has shape {pred.shape} but target has shape {target.shape}; they must match")
-        backend.check_same_place("mse_loss", pred.data, target.data)
-    diff = pred - target
-    return mean(diff * diff)
+    if type(target) is Tensor and target.data.shape != pred.data.shape:  # raw shapes: this runs every step
+        raise ShapeError(f"mse_loss: pred has shape {pred.shape} but target has shape {target.shape}; they must match")
+    if reduction == "none":
+        diff = pred - target
+        return diff * diff
+    node = SquaredError()
+    size = pred.data.size
+    node.scale = 2.0 if reduction == "sum" else 2.0 / size if size else math.nan  # the mean of nothing is NaN
+    return apply2(node, pred, target)
 
 
 def hinge_loss(scores: Tensor, labels, margin: float = 1.0) -> Tensor:

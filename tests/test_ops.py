@@ -115,6 +115,8 @@ UNARY = {
     "getitem_slice": (lambda x: x[1, ::2, 1:3], "any"),
     "getitem_ellipsis_none": (lambda x: x[..., None, 0], "any"),
     "pow_scalar": (lambda x: x**3, "any"),
+    "square": (lambda x: x**2, "any"),  # its own backward path (2 x gy)
+    "square_float": (lambda x: x**2.0, "any"),
     "where": (lambda x: xg.where(x > 0, x * 2.0, x * x), "nonzero"),
     "astype_roundtrip": (lambda x: xg.astype(x, "float32").astype("float64") * 1.0, "any"),
 }

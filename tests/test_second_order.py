@@ -117,6 +117,7 @@ CASES = {
     "softmax_cross_entropy_of_linear": (
         lambda x, W: xg.softmax_cross_entropy(xg.linear(x, W), _labels(x)), [(4, 2), (2, 3)]),
     "mse_loss": (lambda p, t: xg.mse_loss(p * p, t), [(2, 3), (2, 3)]),
+    "mse_loss_sum": (lambda p, t: xg.mse_loss(p * p, t, reduction="sum"), [(2, 3), (2, 3)]),
     "hinge_loss_squared": (lambda s: xg.hinge_loss(s * s, _labels(s)), [(4, 3)]),
     "relu_squared": (lambda a: xg.relu(a) * a, [("far", 2, 3)]),
     "leaky_relu_squared": (lambda a: xg.leaky_relu(a, 0.1) ** 2, [("far", 2, 3)]),

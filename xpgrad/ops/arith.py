@@ -70,6 +70,9 @@ class Neg(Node):
         return (-gy,)
 
 
+_SQUARE_EXPONENTS = (int, float)
+
+
 class Pow(Node):
     __slots__ = ()
     name = "pow"
@@ -79,8 +82,13 @@ class Pow(Node):
 
     def backward(self, F, gy, args, y):
         a, b = args
-        ga = gy * b * a ** (b - 1) if 0 in self.takes_grad else None
-        gb = None
+        ga = gb = None
+        if 0 in self.takes_grad:
+            if type(b) in _SQUARE_EXPONENTS and b == 2:  # the square: 2 a gy in two passes, not three
+                ga = gy * a
+                ga = ga + ga
+            else:
+                ga = gy * b * a ** (b - 1)
         if 1 in self.takes_grad:
             log_a = F.log(a) if hasattr(a, "shape") else math.log(a)
             gb = gy * y * log_a

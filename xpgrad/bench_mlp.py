@@ -276,8 +276,7 @@ def xpgrad_step_fn(cfg: dict, dtype=np.float32):
     def step():
         out = model(X)
         if cfg["loss"] == "squared_error":
-            diff = out - Y
-            loss = (diff * diff).sum()
+            loss = xg.mse_loss(out, Y, reduction="sum")
         else:
             loss = xg.softmax_cross_entropy(out, Y)
         optimizer.zero_grad()
@@ -306,7 +305,10 @@ def torch_step_fn(cfg: dict, dtype=np.float32):
             h = h @ w if b is None else torch.addmm(b, h, w)
             if i < len(weights) - 1:
                 h = act(h)
-        loss = ((h - Y) ** 2).sum() if cfg["loss"] == "squared_error" else torch.nn.functional.cross_entropy(h, Y)
+        if cfg["loss"] == "squared_error":
+            loss = torch.nn.functional.mse_loss(h, Y, reduction="sum")
+        else:
+            loss = torch.nn.functional.cross_entropy(h, Y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

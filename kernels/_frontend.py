@@ -141,7 +141,7 @@ def bias_act_backward(run, y, dy, activation, dz_out):
 def bias_act_forward(run, z, b, activation, out):
     act = ACTIVATIONS.get(activation)
     if (out is not None and z.ndim == 2 and act is not None and out.shape == z.shape
-            and b.shape == z.shape[1:] and ready(z, b, out)):
+            and (ready(z, out) if b is None else b.shape == z.shape[1:] and ready(z, b, out))):
         run(z, b, act, out)
         return out
     act = _activation(activation, (IDENTITY, SIGMOID, RELU))
@@ -149,10 +149,12 @@ def bias_act_forward(run, z, b, activation, out):
         raise ValueError(f"z must be 1-D or 2-D, got shape {z.shape}")
     out = _xp(z).empty_like(z) if out is None else out
     _check(z, out)
-    _check(b, dtype=z.dtype, shape=z.shape[-1:])
+    if b is not None:
+        _check(b, dtype=z.dtype, shape=z.shape[-1:])
+        b = _contiguous(b)
     buf = _contiguous(out)
     rows = (1, -1) if z.ndim == 1 else z.shape
-    run(_contiguous(z).reshape(rows), _contiguous(b), act, buf.reshape(rows))
+    run(_contiguous(z).reshape(rows), b, act, buf.reshape(rows))
     _write_back(out, buf)
     return out
 

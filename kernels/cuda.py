@@ -113,11 +113,13 @@ def bias_act_backward(y, dy, activation, dz_out=None, *, grid=None):
 # ---- linear-layer epilogue -----------------------------------------------------------------
 @cuda.jit
 def _bias_act_fwd(z, b, act, out):
-    m = b.size
+    m = z.shape[1]
     one, zero = z.dtype.type(1), z.dtype.type(0)
     for w in range(cuda.grid(1), z.size, cuda.gridsize(1)):
         i, j = w // m, w % m
-        v = z[i, j] + b[j]
+        v = z[i, j]
+        if b is not None:  # None: the no-bias specialization
+            v += b[j]
         if act == SIGMOID:
             v = one / (one + math.exp(-v))
         elif act == RELU:
@@ -126,7 +128,7 @@ def _bias_act_fwd(z, b, act, out):
 
 
 def bias_act_forward(z, b, activation, out=None, *, grid=None):
-    """y = act(z + b) for z (N, M) or (M,); activation "identity", "sigmoid" or "relu"; out may be z."""
+    """y = act(z + b) for z (N, M) or (M,), b (M,) or None; activation "identity", "sigmoid" or "relu"; out may be z."""
     return F.bias_act_forward(_runner(_bias_act_fwd, grid), z, b, activation, out)
 
 
@@ -277,5 +279,5 @@ ready = F.ready
 # allocated; launched with the default grid on CuPy's current stream.
 unchecked = SimpleNamespace(
     sigmoid_backward=_flat_runner(_sigmoid_bwd, None),  # (y, dy, out), any shape
-    bias_act_forward=_runner(_bias_act_fwd, None),  # (z (N, M), b (M,), activation code, out (N, M))
+    bias_act_forward=_runner(_bias_act_fwd, None),  # (z (N, M), b (M,) or None, activation code, out (N, M))
 )

@@ -13,7 +13,7 @@ def bias_act_backward(y, dy, activation):
 
 
 def bias_act_forward(z, b, activation):
-    t = z + b
+    t = z if b is None else z + b
     if activation == "sigmoid":
         return 1 / (1 + np.exp(-t))
     if activation == "relu":

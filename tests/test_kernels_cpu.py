@@ -73,8 +73,9 @@ def check_bias_act_backward(k, shape, dtype, layout, activation, **kw):
     assert np.isnan(outside).all()
 
 
-def check_bias_act_forward(k, shape, dtype, layout, activation, **kw):
-    z, b = make(shape, dtype, layout, 0, -30, 30), make(shape[-1:], dtype, layout, 1)
+def check_bias_act_forward(k, shape, dtype, layout, activation, with_bias=True, **kw):
+    z = make(shape, dtype, layout, 0, -30, 30)
+    b = make(shape[-1:], dtype, layout, 1) if with_bias else None
     expected = ref.bias_act_forward(z, b, activation)
     close(k.bias_act_forward(z, b, activation, **kw), expected, dtype)
     assert k.bias_act_forward(z, b, activation, z, **kw) is z  # in place
@@ -180,8 +181,9 @@ def test_bias_act_backward(size, dtype, layout, activation):
 @layouts
 @sizes
 @pytest.mark.parametrize("activation", ["identity", "sigmoid", "relu"])
-def test_bias_act_forward(size, dtype, layout, activation):
-    check_bias_act_forward(cpu, SHAPES_2D[size], dtype, layout, activation)
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no_bias"])
+def test_bias_act_forward(size, dtype, layout, activation, with_bias):
+    check_bias_act_forward(cpu, SHAPES_2D[size], dtype, layout, activation, with_bias)
 
 
 @dtypes
@@ -353,6 +355,7 @@ def test_parallel_kernels_match_reference(parallel_kernels, dtype):
         check_sigmoid_backward(cpu, size, dtype, "contiguous")
         check_bias_act_backward(cpu, shape, dtype, "contiguous", "sigmoid")
         check_bias_act_forward(cpu, shape, dtype, "contiguous", "sigmoid")
+        check_bias_act_forward(cpu, shape, dtype, "contiguous", "relu", with_bias=False)
         check_softmax_xent_forward(cpu, shape, dtype, "contiguous")
         check_softmax_xent_backward(cpu, shape, dtype, "contiguous")
         check_sgd_update(cpu, size, dtype, "contiguous", 0.9, True)

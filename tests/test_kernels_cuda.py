@@ -55,8 +55,9 @@ def test_bias_act_backward(kc, size, dtype, layout, activation):
 @layouts
 @sizes
 @pytest.mark.parametrize("activation", ["identity", "sigmoid", "relu"])
-def test_bias_act_forward(kc, size, dtype, layout, activation):
-    check_bias_act_forward(kc, SHAPES_2D[size], dtype, layout, activation, **GRID)
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no_bias"])
+def test_bias_act_forward(kc, size, dtype, layout, activation, with_bias):
+    check_bias_act_forward(kc, SHAPES_2D[size], dtype, layout, activation, with_bias, **GRID)
 
 
 @dtypes

@@ -210,7 +210,6 @@ class KernelFns(ArrayFns):
 
         self.activation_codes = ACTIVATIONS
         self.empty_like = empty_like
-        self._zeros = {}
 
     def sum(self, x, axis=None, keepdims=False):
         return x.sum(axis=axis, keepdims=keepdims)  # the method skips the library's Python wrapper
@@ -246,25 +245,17 @@ class KernelFns(ArrayFns):
         if not _kernel_float(a) or a.ndim == 0:
             return super().sigmoid(a)
         rows = a.reshape(-1, a.shape[-1])
-        return self.k.bias_act_forward(rows, self._zero_bias(a.shape[-1], a.dtype), "sigmoid").reshape(a.shape)
-
-    def _zero_bias(self, n, dtype):
-        key = (n, dtype.char)
-        zeros = self._zeros.get(key)
-        if zeros is None:
-            zeros = self._zeros[key] = self.xp.zeros(n, dtype=dtype)
-        return zeros
+        return self.k.bias_act_forward(rows, None, "sigmoid").reshape(a.shape)
 
     def bias_act(self, z, b, activation):
         if activation is not None and z.ndim == 2 and _kernels_on:
-            bias = b if b is not None else self._zero_bias(z.shape[1], z.dtype)
             # a separate output: in place (out=z) the compiler's no-alias check fails and the loop runs scalar
-            if bias.shape == z.shape[1:] and self.ready(z, bias):
+            if self.ready(z) if b is None else b.shape == z.shape[1:] and self.ready(z, b):
                 out = self.empty_like(z)
-                self.unchecked.bias_act_forward(z, bias, self.activation_codes[activation], out)
+                self.unchecked.bias_act_forward(z, b, self.activation_codes[activation], out)
                 return out
-            if _kernel_float(z, bias):  # strided arrays: the checked kernel copies as needed
-                return self.k.bias_act_forward(z, bias, activation, out=self.empty_like(z))
+            if _kernel_float(z, b):  # strided arrays: the checked kernel copies as needed
+                return self.k.bias_act_forward(z, b, activation, out=self.empty_like(z))
         return super().bias_act(z, b, activation)
 
     def bias_act_grad(self, activation, y, gy, with_bias):

@@ -241,11 +241,12 @@ class KernelFns(ArrayFns):
         return super().sigmoid_grad(y, gy)
 
     def sigmoid(self, a):
-        """Sigmoid forward in one pass (the linear-epilogue kernel with a zero bias)."""
+        """Sigmoid forward in one pass (the linear-epilogue kernel without a bias)."""
         if not _kernel_float(a) or a.ndim == 0:
             return super().sigmoid(a)
-        rows = a.reshape(-1, a.shape[-1])
-        return self.k.bias_act_forward(rows, None, "sigmoid").reshape(a.shape)
+        if a.ndim == 2:
+            return self.bias_act(a, None, "sigmoid")
+        return self.bias_act(a.reshape(-1, a.shape[-1]), None, "sigmoid").reshape(a.shape)
 
     def bias_act(self, z, b, activation):
         if activation is not None and z.ndim == 2 and _kernels_on:

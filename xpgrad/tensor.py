@@ -28,6 +28,8 @@ def dtype_kind(dtype) -> str:
 
 def is_floating(dtype) -> bool:
     """True for real floating dtypes of any backend."""
+    if isinstance(dtype, np.dtype) and dtype.kind == "f":  # NumPy and CuPy: no look-up
+        return True
     return dtype_kind(dtype) == "float"
 
 

@@ -21,6 +21,12 @@ class MatMul(Node):
     def backward(self, F, gy, args, y):
         a, b = args
         ga = gb = None
+        if len(a.shape) > 1 and len(b.shape) > 1:  # matrices (or stacks of them): the usual case first
+            if 0 in self.takes_grad:
+                ga = gy @ b.mT
+            if 1 in self.takes_grad:
+                gb = a.mT @ gy
+            return ga, gb
         if len(a.shape) == 1 and len(b.shape) == 1:
             return (gy * b if 0 in self.takes_grad else None), (gy * a if 1 in self.takes_grad else None)
         if len(a.shape) == 1:  # (k,) @ (..., k, n) -> (..., n)
@@ -30,17 +36,11 @@ class MatMul(Node):
             if 1 in self.takes_grad:
                 gb = F.reshape(a, (a.shape[0], 1)) * g
             return ga, gb
-        if len(b.shape) == 1:  # (..., m, k) @ (k,) -> (..., m)
-            g = F.reshape(gy, tuple(gy.shape) + (1,))
-            if 0 in self.takes_grad:
-                ga = g * b
-            if 1 in self.takes_grad:
-                gb = F.reshape(a.mT @ g, tuple(gy.shape[:-1]) + (b.shape[0],))
-            return ga, gb
+        g = F.reshape(gy, tuple(gy.shape) + (1,))  # (..., m, k) @ (k,) -> (..., m)
         if 0 in self.takes_grad:
-            ga = gy @ b.mT
+            ga = g * b
         if 1 in self.takes_grad:
-            gb = a.mT @ gy
+            gb = F.reshape(a.mT @ g, tuple(gy.shape[:-1]) + (b.shape[0],))
         return ga, gb
 
 
@@ -100,10 +100,11 @@ ACTIVATIONS = (None, "identity", "relu", "sigmoid")
 
 def matmul(a: Tensor, b: Tensor) -> Tensor:
     """Matrix product with NumPy semantics (1-D, 2-D and batched operands)."""
-    if a.ndim == 0 or b.ndim == 0:
+    a_shape, b_shape = a.data.shape, b.data.shape  # raw shapes: this runs on every product
+    if not a_shape or not b_shape:
         raise ShapeError(f"matmul: operands must be at least 1-D, got shapes {a.shape} and {b.shape}")
-    ka = a.shape[-1]
-    kb = b.shape[0] if b.ndim == 1 else b.shape[-2]
+    ka = a_shape[-1]
+    kb = b_shape[0] if len(b_shape) == 1 else b_shape[-2]
     if ka != kb:
         raise ShapeError(f"matmul: inner dimensions differ: {a.shape} @ {b.shape} ({ka} != {kb})")
     return apply2(MatMul(), a, b)

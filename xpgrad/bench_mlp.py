@@ -190,6 +190,9 @@ CONFIGS = {
     "b": dict(batch=256, sizes=(784, 1024, 1024, 10), activation="relu", loss="softmax_ce", bias=True, lr=1e-2),
     "c": dict(batch=32, sizes=(16, 32, 32, 2), activation="relu", loss="softmax_ce", bias=True, lr=1e-2),
 }
+# (a) written as in the notes (cs231n lecture 4's "2-layer net in 20 lines"): NumPy is those lines
+# verbatim; xpgrad uses bare tensors, `@`, xg.sigmoid and `** 2` (no nn, no fused loss) + optim.SGD.
+CONFIGS["a_notes"] = dict(CONFIGS["a"], style="notes")
 
 
 def _init(cfg: dict, dtype=np.float32, seed: int = 0):
@@ -205,8 +208,30 @@ def _init(cfg: dict, dtype=np.float32, seed: int = 0):
     return x, y, weights, biases
 
 
+def notes_numpy_step_fn(cfg: dict, dtype=np.float32):
+    """The notes' 20 NumPy lines of config (a), verbatim (temporaries and all)."""
+    x, y, (w1, w2), _ = _init(cfg, dtype)
+    lr = cfg["lr"]
+
+    def step():
+        h = 1 / (1 + np.exp(-x.dot(w1)))
+        y_pred = h.dot(w2)
+        loss = np.square(y_pred - y).sum()
+        grad_y_pred = 2.0 * (y_pred - y)
+        grad_w2 = h.T.dot(grad_y_pred)
+        grad_h = grad_y_pred.dot(w2.T)
+        grad_w1 = x.T.dot(grad_h * h * (1 - h))
+        w1[...] -= lr * grad_w1
+        w2[...] -= lr * grad_w2
+        return loss
+
+    return step
+
+
 def numpy_step_fn(cfg: dict, dtype=np.float32):
     """A hand-written NumPy forward + backward + SGD step, as a careful person writes it."""
+    if cfg.get("style") == "notes":
+        return notes_numpy_step_fn(cfg, dtype)
     x, y, W, B = _init(cfg, dtype)
     lr, n, sigmoid = cfg["lr"], cfg["batch"], cfg["activation"] == "sigmoid"
     rows = np.arange(n)
@@ -263,6 +288,8 @@ def xpgrad_step_fn(cfg: dict, dtype=np.float32):
     import xpgrad as xg
     from xpgrad import nn, optim
 
+    if cfg.get("style") == "notes":
+        return notes_xpgrad_step_fn(cfg, dtype)
     x, y, W, B = _init(cfg, dtype)
     X, Y = xg.tensor(x), xg.tensor(y)
     model = nn.MLP(cfg["sizes"], activation=cfg["activation"], bias=cfg["bias"], dtype=np.dtype(dtype).name)
@@ -279,6 +306,27 @@ def xpgrad_step_fn(cfg: dict, dtype=np.float32):
             loss = xg.mse_loss(out, Y, reduction="sum")
         else:
             loss = xg.softmax_cross_entropy(out, Y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return step
+
+
+def notes_xpgrad_step_fn(cfg: dict, dtype=np.float32):
+    """Config (a) as a reader of the notes writes it with xpgrad tensors: no nn, no fused loss."""
+    import xpgrad as xg
+    from xpgrad import optim
+
+    x, y, W, _ = _init(cfg, dtype)
+    X, Y = xg.tensor(x), xg.tensor(y)
+    w1, w2 = (xg.tensor(w.copy(), requires_grad=True) for w in W)
+    optimizer = optim.SGD([w1, w2], lr=cfg["lr"])
+
+    def step():
+        h = xg.sigmoid(X @ w1)
+        loss = ((h @ w2 - Y) ** 2).sum()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -305,7 +353,9 @@ def torch_step_fn(cfg: dict, dtype=np.float32):
             h = h @ w if b is None else torch.addmm(b, h, w)
             if i < len(weights) - 1:
                 h = act(h)
-        if cfg["loss"] == "squared_error":
+        if cfg.get("style") == "notes":
+            loss = ((h - Y) ** 2).sum()
+        elif cfg["loss"] == "squared_error":
             loss = torch.nn.functional.mse_loss(h, Y, reduction="sum")
         else:
             loss = torch.nn.functional.cross_entropy(h, Y)
@@ -317,7 +367,7 @@ def torch_step_fn(cfg: dict, dtype=np.float32):
     return step
 
 
-def run_mlp(configs=("a", "b", "c"), threads: int = 1, rounds: int = 15, dtype: str = "float32") -> dict:
+def run_mlp(configs=("a", "a_notes", "b", "c"), threads: int = 1, rounds: int = 15, dtype: str = "float32") -> dict:
     """Steps/s of each config for xpgrad, hand-written NumPy and (if installed) PyTorch."""
     np_dtype = np.dtype(dtype)
     results = {}
@@ -428,10 +478,10 @@ def format_overhead(result: dict) -> str:
 
 def format_mlp(result: dict) -> str:
     lines = [f"MLP training steps, {result['dtype']}, {result['threads']} thread(s), median of {result['rounds']} rounds",
-             f"{'config':<8}{'contender':<10}{'steps/s':>10}{'ms/step':>10}{'spread':>8}{'x NumPy':>9}"]
+             f"{'config':<11}{'contender':<10}{'steps/s':>10}{'ms/step':>10}{'spread':>8}{'x NumPy':>9}"]
     for key, entry in result["configs"].items():
         for name, c in entry["contenders"].items():
-            lines.append(f"({key}){'':<5}{name:<10}{c['steps_per_s']:>10.1f}{c['ms_per_step']:>10.3f}"
+            lines.append(f"{'(' + key + ')':<11}{name:<10}{c['steps_per_s']:>10.1f}{c['ms_per_step']:>10.3f}"
                          f"{c['spread']:>7.0%}{c['ratio_to_numpy']['median_s']:>9.2f}")
     return "\n".join(lines)
 

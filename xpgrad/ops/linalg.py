@@ -1,6 +1,8 @@
 """matmul (1-D, 2-D, batched) and the Affine layer `linear` as one node."""
 from __future__ import annotations
 
+import operator
+
 from ..autograd import Node, apply2, apply_n, array_fns
 from .activation import act_grad
 from .reduce import sum as reduce_sum
@@ -14,9 +16,7 @@ class MatMul(Node):
     __slots__ = ()
     name = "matmul"
     broadcasts = True  # batch dimensions are summed back by the engine
-
-    def forward(self, xp, a, b):
-        return a @ b
+    array_op = operator.matmul  # forward: a @ b
 
     def backward(self, F, gy, args, y):
         a, b = args

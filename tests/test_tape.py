@@ -88,6 +88,25 @@ def test_no_grad_records_nothing():
         y.backward()
 
 
+def test_grad_switches_nest_restore_on_errors_and_decorate():
+    x = leaf(1.0)
+    switch_off = xg.no_grad()
+
+    @switch_off
+    def depth_first(n):
+        assert not xg.is_grad_enabled()
+        with xg.set_grad_enabled(True):
+            assert (x * 2.0).requires_grad
+        return depth_first(n - 1) if n else x * 2.0
+
+    assert depth_first(3)._node is None  # one decorator object entered four times, nested
+    assert xg.is_grad_enabled()
+    with pytest.raises(ZeroDivisionError):
+        with xg.no_grad():
+            1 / 0
+    assert xg.is_grad_enabled() and (x * 2.0).requires_grad
+
+
 def test_graph_is_freed_by_reference_counting_alone():
     gc.collect()
     gc.disable()

@@ -67,10 +67,16 @@ def _keep(t):
     return t
 
 
+@pytest.mark.parametrize("backend", ["numpy", "array_api_strict"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_fused_matches_op_by_op(case):
+def test_fused_matches_op_by_op(case, backend):
     fused_fn, named_fn, node_name = CASES[case]
-    x, W, b, t = leaf(4, 3), leaf(3, 5), leaf(5), leaf(4, 5, grad=False)
+    with xg.use_backend(backend):
+        x, W, b, t = leaf(4, 3), leaf(3, 5), leaf(5), leaf(4, 5, grad=False)
+        check_fused_matches_op_by_op(fused_fn, named_fn, node_name, x, W, b, t)
+
+
+def check_fused_matches_op_by_op(fused_fn, named_fn, node_name, x, W, b, t):
     fused = fused_fn(x, W, b, t)
     plain = named_fn(x, W, b, t)
     _kept.clear()

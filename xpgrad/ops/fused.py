@@ -28,40 +28,42 @@ from .linalg import LinearAct, MatMul
 from .loss import SquaredError
 
 
-def sigmoid(x: Tensor) -> Tensor:
-    """Logistic sigmoid, one node: backward is dy * y * (1 - y)."""
-    if sys.getrefcount(x) == TEMPORARY_REFS:
-        fused = _affine_activation(x, "sigmoid")
-        if fused is not None:
-            return fused
-    return activation.sigmoid(x)
+def _named_like(entry, plain):
+    entry.__name__ = entry.__qualname__ = plain.__name__
+    entry.__doc__ = plain.__doc__
+    return entry
 
 
-def relu(x: Tensor) -> Tensor:
-    """max(x, 0); the gradient is routed where x > 0."""
-    if sys.getrefcount(x) == TEMPORARY_REFS:
-        fused = _affine_activation(x, "relu")
-        if fused is not None:
-            return fused
-    return activation.relu(x)
+def _activation(plain):
+    """`plain` (activation.sigmoid or relu), fused with a temporary affine map that feeds it."""
+    name = plain.__name__
+
+    def entry(x: Tensor) -> Tensor:
+        if sys.getrefcount(x) == TEMPORARY_REFS:
+            fused = _affine_activation(x, name)
+            if fused is not None:
+                return fused
+        return plain(x)
+
+    return _named_like(entry, plain)
 
 
-def sum(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001
-    """Sum over `axis` (None: all)."""
-    if axis is None and not keepdims and sys.getrefcount(x) == TEMPORARY_REFS:
-        fused = _squared_error(x, "sum")
-        if fused is not None:
-            return fused
-    return reduce.sum(x, axis, keepdims)
+def _reduction(plain):
+    """`plain` (reduce.sum or mean), fused over all axes with a temporary squared difference."""
+    name = plain.__name__
+
+    def entry(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
+        if axis is None and not keepdims and sys.getrefcount(x) == TEMPORARY_REFS:
+            fused = _squared_error(x, name)
+            if fused is not None:
+                return fused
+        return plain(x, axis, keepdims)
+
+    return _named_like(entry, plain)
 
 
-def mean(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
-    """Mean over `axis` (None: all)."""
-    if axis is None and not keepdims and sys.getrefcount(x) == TEMPORARY_REFS:
-        fused = _squared_error(x, "mean")
-        if fused is not None:
-            return fused
-    return reduce.mean(x, axis, keepdims)
+sigmoid, relu = _activation(activation.sigmoid), _activation(activation.relu)
+sum, mean = _reduction(reduce.sum), _reduction(reduce.mean)  # noqa: A001
 
 
 def _held_only_by(node, i: int, slots: int) -> bool:

@@ -70,6 +70,25 @@ def test_pooled_gradient_buffers_never_alias_a_live_gradient():
     np.testing.assert_allclose(x.grad.numpy(), kept, rtol=1e-6)
 
 
+def test_large_matrix_products_use_pooled_buffers_without_aliasing():
+    rows = buffers.MIN_BYTES // (4 * 64) + 1  # (rows, 64) float32 outputs: just over the pooling size
+    rng = np.random.default_rng(3)
+    x = xg.tensor(rng.standard_normal((rows, 32)).astype(np.float32))
+    W = xg.tensor(rng.standard_normal((32, 64)).astype(np.float32), requires_grad=True)
+    first = xg.linear(x, W)
+    kept = first.numpy().copy()
+    second = xg.linear(x * 2.0, W)  # `first` is alive: its buffer must not be handed out again
+    assert not np.shares_memory(first.numpy(), second.numpy())
+    np.testing.assert_array_equal(first.numpy(), kept)
+    np.testing.assert_allclose(second.numpy(), 2 * kept, rtol=1e-5, atol=1e-5)
+    del first, second
+    third = xg.linear(x, W)  # both buffers are free again: one is reused
+    assert any(third.data is b for b in buffers._pool[((rows, 64), "<f4")])
+    np.testing.assert_array_equal(third.numpy(), kept)
+    (gx,) = xg.grad((xg.linear(x, W) * 3.0).sum(), [W])
+    np.testing.assert_allclose(gx.numpy(), 3.0 * x.numpy().T @ np.ones((rows, 64), np.float32), rtol=1e-4)
+
+
 @pytest.mark.parametrize("kernels", [True, False])
 def test_softmax_cross_entropy_checks_the_label_range_once(monkeypatch, kernels):
     """With the kernels on the forward kernel checks the labels as it reads them (min/max only

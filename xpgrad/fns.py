@@ -86,6 +86,10 @@ class ArrayFns:
     def to(self, x, device):
         return backend.move(x, device)
 
+    def matmul(self, a, b):
+        """a @ b (the engine's matrix products go through here, so a backend can place the result)."""
+        return a @ b
+
     def sigmoid_grad(self, y, gy):
         """dx = dy * y * (1 - y): the sigmoid gate's local gradient times the upstream one."""
         return gy * (y * (1 - y))
@@ -214,6 +218,14 @@ class KernelFns(ArrayFns):
     def sum(self, x, axis=None, keepdims=False):
         return x.sum(axis=axis, keepdims=keepdims)  # the method skips the library's Python wrapper
 
+    def matmul(self, a, b):
+        """A large matrix product goes into a pooled buffer (a fresh multi-MB output page-faults
+        on every step); small ones and batched ones are plain a @ b."""
+        if (len(a.shape) == 2 and len(b.shape) == 2 and a.dtype is b.dtype
+                and a.shape[0] * b.shape[1] * a.dtype.itemsize >= buffers.MIN_BYTES):
+            return np.matmul(a, b, out=buffers.empty((a.shape[0], b.shape[1]), a.dtype))
+        return a @ b
+
     def broadcast_to(self, x, shape):
         """Small NumPy results are materialized: a fresh array costs ~0.4 us, np.broadcast_to's
         read-only view ~1.7 us (the view wins above a few thousand elements)."""
@@ -303,6 +315,9 @@ class KernelFns(ArrayFns):
 
 class CupyFns(KernelFns):
     """CuPy: the numba.cuda kernels, launched on CuPy's current stream."""
+
+    def matmul(self, a, b):
+        return a @ b  # CuPy's memory pool already reuses device buffers
 
     def scatter_add_fallback(self, out, index, gy):
         import cupyx

@@ -222,10 +222,9 @@ def skippable(node: Node) -> bool:
     return _grad_enabled and not _debug and (not _retained.data or node not in _retained)
 
 
-def link_fused(node: Node, data, inputs: tuple, takes_grad: tuple, gen: int) -> Tensor:
-    """The output Tensor of a fused `node` over `inputs` (raw `data` already computed), recorded
-    with generation `gen` (that of the last node it replaces)."""
-    args = tuple([t.data if type(t) is Tensor else t for t in inputs])
+def link_fused(node: Node, data, inputs: tuple, args: tuple, takes_grad: tuple, gen: int) -> Tensor:
+    """The output Tensor of a fused `node` over `inputs` (their raw `args`; its raw output `data`
+    already computed), recorded with generation `gen` (that of the last node it replaces)."""
     return _link(node, _new_tensor(data), inputs, args, takes_grad, gen - 1)
 
 

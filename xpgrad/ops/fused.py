@@ -92,19 +92,19 @@ def _affine_activation(x: Tensor, activation_name: str):
             or not skippable(node)):
         return None
     z = x.data
-    dtype = z.dtype
+    dtype = z.dtype  # one dtype throughout
     if a.data.dtype != dtype or W.data.dtype != dtype:
         return None
-    inputs, takes_grad = (a, W), node.takes_grad
+    inputs, args, takes_grad = node.inputs, node.args, node.takes_grad
     if b is not None:
         if b.data.shape != W.data.shape[1:] or b.data.dtype != dtype:
             return None
-        inputs = (a, W, b)
+        inputs, args = inputs + (b,), args + (b.data,)
         takes_grad = takes_grad + (2,) if b.requires_grad else takes_grad
     fused = LinearAct()
     fused.activation = activation_name
     out = array_fns(z).bias_act(z, None, activation_name)  # z already holds a @ W (+ b)
-    return link_fused(fused, out, inputs, takes_grad, (node if add is None else add).gen)
+    return link_fused(fused, out, inputs, args, takes_grad, (node if add is None else add).gen)
 
 
 def _squared_error(x: Tensor, reduction: str):
@@ -132,4 +132,4 @@ def _squared_error(x: Tensor, reduction: str):
     squares = x.data
     xp = array_fns(squares).xp
     value = xp.sum(squares) if reduction == "sum" else xp.mean(squares)  # what Sum / Mean would give
-    return link_fused(node, value, sub.inputs, sub.takes_grad, sub.gen)
+    return link_fused(node, value, sub.inputs, sub.args, sub.takes_grad, sub.gen)

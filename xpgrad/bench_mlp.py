@@ -367,13 +367,10 @@ def torch_step_fn(cfg: dict, dtype=np.float32):
     return step
 
 
-def run_mlp(configs=("a", "a_notes", "b", "c"), threads: int = 1, rounds: int = 15, dtype: str = "float32") -> dict:
-    """Steps/s of each config for xpgrad, hand-written NumPy and (if installed) PyTorch.
-
-    PyTorch runs in a second pass, paired with NumPy again, after every config's xpgrad rounds:
-    at 2 threads its OpenMP workers, once started, stalled 2-thread OpenBLAS GEMMs in the rounds
-    after them (NumPy and xpgrad alike, ~0.55 instead of ~0.28 ms per (a) step).
-    """
+def run_mlp(configs=("a", "a_notes", "b", "c"), threads: int = 1, rounds: int = 15, dtype: str = "float32",
+            torch_column: bool = True) -> dict:
+    """Steps/s of each config for xpgrad and hand-written NumPy (paired rounds), then, if installed
+    and `torch_column`, PyTorch (see `add_torch_column`)."""
     np_dtype = np.dtype(dtype)
     results = {}
     with pinned_threads(threads):
@@ -383,15 +380,30 @@ def run_mlp(configs=("a", "a_notes", "b", "c"), threads: int = 1, rounds: int = 
                           "no_kernels": _without_kernels(xpgrad_step_fn(cfg, np_dtype))}
             results[key] = {"config": cfg, "contenders": {}}
             _time_contenders(results[key], contenders, rounds)
-        if _torch_available():
-            import torch
+    result = {"threads": threads, "dtype": dtype, "rounds": rounds, "configs": results}
+    if torch_column:
+        add_torch_column(result)
+    return result
 
-            torch.set_num_threads(threads)
-            for key in configs:
-                cfg = CONFIGS[key]
-                contenders = {"numpy": numpy_step_fn(cfg, np_dtype), "torch": torch_step_fn(cfg, np_dtype)}
-                _time_contenders(results[key], contenders, rounds, keep=("torch",))
-    return {"threads": threads, "dtype": dtype, "rounds": rounds, "configs": results}
+
+def add_torch_column(result: dict) -> None:
+    """PyTorch's steps/s for every config of a `run_mlp` result, paired with NumPy again.
+
+    A pass of its own, after xpgrad's: once PyTorch has run in a process, 2-thread OpenBLAS GEMMs
+    there often stall (NumPy and xpgrad alike, ~0.55 instead of ~0.28 ms per (a) step), so
+    `cli_mlp` runs every xpgrad pass before the first PyTorch one.
+    """
+    if not _torch_available():
+        return
+    import torch
+
+    threads, np_dtype = result["threads"], np.dtype(result["dtype"])
+    with pinned_threads(threads):
+        torch.set_num_threads(threads)
+        for key, entry in result["configs"].items():
+            cfg = CONFIGS[key]
+            contenders = {"numpy": numpy_step_fn(cfg, np_dtype), "torch": torch_step_fn(cfg, np_dtype)}
+            _time_contenders(entry, contenders, result["rounds"], keep=("torch",))
 
 
 def _time_contenders(entry: dict, contenders: dict, rounds: int, keep=None) -> None:
@@ -552,15 +564,14 @@ def cli_overhead(sizes=None, json_path=None, threads=None) -> int:
 
 
 def cli_mlp(sizes=None, json_path=None, threads=None, plot_path=None) -> int:
-    """`xpgrad bench mlp`: configs (a), (b), (c) at 1 and 2 threads (or --threads), plus float64 for (a)."""
+    """`xpgrad bench mlp`: configs (a), (a_notes), (b), (c) at 1 and 2 threads (or --threads), plus float64 for (a)."""
     payload = {"environment": environment(), "runs": []}
     for n in [threads] if threads else [1, 2]:
-        result = run_mlp(threads=n)
-        payload["runs"].append(result)
+        payload["runs"].append(run_mlp(threads=n, torch_column=False))
+    payload["runs"].append(run_mlp(configs=("a",), threads=threads or 1, dtype="float64", torch_column=False))
+    for result in payload["runs"]:  # PyTorch last: see add_torch_column
+        add_torch_column(result)
         print(format_mlp(result), end="\n\n")
-    wide = run_mlp(configs=("a",), threads=threads or 1, dtype="float64")
-    payload["runs"].append(wide)
-    print(format_mlp(wide))
     if json_path:
         write_json(payload, json_path)
     if plot_path:

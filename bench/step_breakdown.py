@@ -3,37 +3,40 @@
 Times three steps of the same MLP config in paired rounds:
 - numpy:      the hand-written step of `xpgrad.bench_mlp.numpy_step_fn`;
 - array work: exactly the array calls the xpgrad step makes (GEMMs, the fused kernels through
-              their public entry points, the loss and its gradient), with no tape;
+              their public entry points, the loss and its gradient, pooled buffers where the
+              engine pools them), with no tape;
 - xpgrad:     `xpgrad.bench_mlp.xpgrad_step_fn`.
 xpgrad minus "array work" is the engine's Python cost; "array work" minus numpy is what the
-kernels save or lose. Then counts the Python-level calls of one xpgrad step (cProfile).
+kernels save or lose. Then counts the Python-level calls of one xpgrad step (cProfile) and the
+page faults per step of each (fresh multi-MB outputs fault on every step).
 
     python bench/step_breakdown.py            # config (a), float32
+    python bench/step_breakdown.py b          # config (b) (ReLU, bias, softmax cross-entropy)
 """
 from __future__ import annotations
 
 import cProfile
 import gc
 import pstats
+import resource
 import statistics
 import sys
 
 import numpy as np
 
-from xpgrad import bench_mlp
+from xpgrad import bench_mlp, buffers
+from xpgrad.autograd import array_fns
 from xpgrad.kernels import cpu
 
 
-def array_work_step(cfg: dict, dtype=np.float32):
-    """The array calls of the xpgrad step for a bias-free sigmoid MLP with squared error."""
-    if cfg["bias"] or cfg["activation"] != "sigmoid" or cfg["loss"] != "squared_error" or len(cfg["sizes"]) != 3:
-        raise ValueError("array_work_step mirrors config (a) only: two bias-free layers, sigmoid, squared error")
+def array_work_a(cfg: dict, dtype=np.float32):
+    """The array calls of the xpgrad step of config (a): bias-free sigmoid layers, squared error."""
     x, y, (W1, W2), _ = bench_mlp._init(cfg, dtype)
-    lr, zero_bias = cfg["lr"], np.zeros(W1.shape[1], dtype)
+    lr = cfg["lr"]
     grads = []
 
     def step():
-        h = cpu.bias_act_forward(x @ W1, zero_bias, "sigmoid", out=np.empty((x.shape[0], W1.shape[1]), dtype))
+        h = cpu.bias_act_forward(x @ W1, None, "sigmoid", out=np.empty((x.shape[0], W1.shape[1]), dtype))
         d = h @ W2 - y
         loss = np.vdot(d, d) * 1.0  # mse_loss(reduction="sum")
         g = d * (np.array(1, dtype) * 2.0)  # its backward: d * (seed * 2)
@@ -46,22 +49,71 @@ def array_work_step(cfg: dict, dtype=np.float32):
     return step
 
 
+def array_work_relu_ce(cfg: dict, dtype=np.float32):
+    """The array calls of the xpgrad step of configs (b) and (c): ReLU layers with biases,
+    softmax cross-entropy; outputs from the buffer pool where the engine takes them from it."""
+    x, y, W, B = bench_mlp._init(cfg, dtype)
+    lr, last = cfg["lr"], len(W) - 1
+    F = array_fns(x)
+    grads = []
+
+    def step():
+        acts = [x]
+        for i, w in enumerate(W):
+            z = F.matmul(acts[-1], w)
+            if i < last:
+                acts.append(cpu.bias_act_forward(z, B[i], "relu", out=buffers.empty_like(z)))
+            else:
+                z += B[i]
+        loss, probs = cpu.softmax_xent_forward(z, y, out=buffers.empty_like(z))
+        g = cpu.softmax_xent_backward(probs, y, 1.0 / x.shape[0], out=buffers.empty_like(probs))
+        db = g.sum(axis=0)
+        grads.clear()
+        for i in range(last, -1, -1):
+            grads.append((i, F.matmul(acts[i].T, g), db))  # kept alive until the next step, like .grad
+            if i > 0:
+                g, db = cpu.bias_act_backward(acts[i], F.matmul(g, W[i].T), "relu", dz_out=buffers.empty_like(acts[i]))
+        for i, gw, gb in grads:
+            cpu.sgd_update(W[i], gw, None, lr)
+            cpu.sgd_update(B[i], gb, None, lr)
+        return loss
+
+    return step
+
+
+ARRAY_WORK = {"a": array_work_a, "b": array_work_relu_ce, "c": array_work_relu_ce}
+
+
+def _faults_per_step(steps: dict, per_round: int, rounds: int = 3) -> dict:
+    counts = dict.fromkeys(steps, 0)
+    for _ in range(rounds):
+        for name, step in steps.items():
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            for _ in range(per_round):
+                step()
+            counts[name] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    return {name: n / (rounds * per_round) for name, n in counts.items()}
+
+
 def main(config: str = "a") -> int:
     cfg = bench_mlp.CONFIGS[config]
     with bench_mlp.pinned_threads(1):
-        steps = {"numpy": bench_mlp.numpy_step_fn(cfg), "array work": array_work_step(cfg),
+        steps = {"numpy": bench_mlp.numpy_step_fn(cfg), "array work": ARRAY_WORK[config](cfg),
                  "xpgrad": bench_mlp.xpgrad_step_fn(cfg)}
+        per_round = max(1, int(0.1 / bench_mlp._probe(steps["numpy"])))
         gc.collect()
         gc.freeze()
-        times = bench_mlp.paired_rounds(steps, rounds=21, steps=300)
+        times = bench_mlp.paired_rounds(steps, rounds=21, steps=per_round)
         med = {name: statistics.median(t) * 1e6 for name, t in times.items()}
         for name, us in med.items():
-            print(f"{name:11s} {us:8.1f} us/step   {med['numpy'] / us:5.3f}x NumPy's speed")
+            print(f"{name:11s} {us:10.1f} us/step   {med['numpy'] / us:5.3f}x NumPy's speed")
         print(f"engine Python cost (xpgrad - array work): {med['xpgrad'] - med['array work']:.1f} us/step")
         profiler = cProfile.Profile()
         profiler.runcall(lambda: [steps["xpgrad"]() for _ in range(100)])
         calls = sum(entry[1] for entry in pstats.Stats(profiler).stats.values()) / 100
         print(f"Python-level calls per xpgrad step (cProfile): {calls:.0f}")
+        faults = _faults_per_step(steps, per_round)
+        print("page faults per step: " + ", ".join(f"{name} {n:.1f}" for name, n in faults.items()))
     return 0
 
 

@@ -17,7 +17,6 @@ reference count is read first thing, before the argument is passed on.
 """
 from __future__ import annotations
 
-import math
 import sys
 
 from ..autograd import HELD_BY_SLOTS_REFS, TEMPORARY_REFS, array_fns, link_fused, skippable
@@ -125,10 +124,8 @@ def _squared_error(x: Tensor, reduction: str):
     shape = d.data.shape
     if type(p) is not Tensor or p.data.shape != shape or (type(t) is Tensor and t.data.shape != shape):
         return None
-    node = SquaredError()
+    node = SquaredError.for_reduction(reduction, d.data.size)
     node.diff = d.data
-    size = d.data.size
-    node.scale = 2.0 if reduction == "sum" else 2.0 / size if size else math.nan
     squares = x.data
     xp = array_fns(squares).xp
     value = xp.sum(squares) if reduction == "sum" else xp.mean(squares)  # what Sum / Mean would give

@@ -93,6 +93,13 @@ class SquaredError(Node):
     __slots__ = ("diff", "scale")
     name = "mse_loss"
 
+    @classmethod
+    def for_reduction(cls, reduction: str, size: int) -> SquaredError:
+        """The node of `reduction` ("sum" or "mean") over `size` elements (the mean of nothing is NaN)."""
+        node = cls()
+        node.scale = 2.0 if reduction == "sum" else 2.0 / size if size else math.nan
+        return node
+
     def forward(self, xp, pred, target):
         diff = self.diff = pred - target
         return array_fns(diff).sum_of_squares(diff) * (self.scale / 2)
@@ -120,10 +127,7 @@ def mse_loss(pred: Tensor, target, reduction: str = "mean") -> Tensor:
     if reduction == "none":
         diff = pred - target
         return diff * diff
-    node = SquaredError()
-    size = pred.data.size
-    node.scale = 2.0 if reduction == "sum" else 2.0 / size if size else math.nan  # the mean of nothing is NaN
-    return apply2(node, pred, target)
+    return apply2(SquaredError.for_reduction(reduction, pred.data.size), pred, target)
 
 
 def hinge_loss(scores: Tensor, labels, margin: float = 1.0) -> Tensor:

@@ -38,7 +38,7 @@ def _activation(plain):
     name = plain.__name__
 
     def entry(x: Tensor) -> Tensor:
-        if sys.getrefcount(x) == TEMPORARY_REFS:
+        if sys.getrefcount(x) == TEMPORARY_REFS and type(x) is Tensor:
             fused = _affine_activation(x, name)
             if fused is not None:
                 return fused
@@ -52,7 +52,7 @@ def _reduction(plain):
     name = plain.__name__
 
     def entry(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
-        if axis is None and not keepdims and sys.getrefcount(x) == TEMPORARY_REFS:
+        if axis is None and not keepdims and sys.getrefcount(x) == TEMPORARY_REFS and type(x) is Tensor:
             fused = _squared_error(x, name)
             if fused is not None:
                 return fused

@@ -20,32 +20,21 @@ import sys
 from xpgrad import bench_mlp
 
 
-def tensor_step(cfg: dict, manual_update: bool = False, functional: bool = False):
-    """Config (a) on bare tensors; `functional` uses the fused ops by name, `manual_update` the notes' update."""
+def functional_step(cfg: dict):
+    """Config (a) on bare tensors with the fused ops named: xg.linear(..., activation=), xg.mse_loss."""
     import xpgrad as xg
     from xpgrad import optim
 
     x, y, weights, _ = bench_mlp._init(cfg)
     X, Y = xg.tensor(x), xg.tensor(y)
     w1, w2 = (xg.tensor(w.copy(), requires_grad=True) for w in weights)
-    lr = cfg["lr"]
-    optimizer = optim.SGD([w1, w2], lr=lr)
+    optimizer = optim.SGD([w1, w2], lr=cfg["lr"])
 
     def step():
-        if functional:
-            loss = xg.mse_loss(xg.linear(X, w1, activation="sigmoid") @ w2, Y, reduction="sum")
-        else:
-            loss = ((xg.sigmoid(X @ w1) @ w2 - Y) ** 2).sum()
-        if manual_update:
-            w1.grad = w2.grad = None
-            loss.backward()
-            with xg.no_grad():
-                w1.data -= lr * w1.grad.data
-                w2.data -= lr * w2.grad.data
-        else:
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+        loss = xg.mse_loss(xg.linear(X, w1, activation="sigmoid") @ w2, Y, reduction="sum")
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
         return loss
 
     return step
@@ -58,8 +47,8 @@ def main(sizes: str = "1000,100,10", steps: str = "300") -> int:
         "numpy 20 lines": bench_mlp.notes_numpy_step_fn(cfg),
         "nn": bench_mlp.xpgrad_step_fn(cfg),
         "tensors + SGD": bench_mlp.notes_xpgrad_step_fn(cfg),
-        "tensors, manual": tensor_step(cfg, manual_update=True),
-        "functional": tensor_step(cfg, functional=True),
+        "tensors, manual": bench_mlp.notes_xpgrad_step_fn(cfg, manual_update=True),
+        "functional": functional_step(cfg),
     }
     with bench_mlp.pinned_threads(1):
         gc.collect()

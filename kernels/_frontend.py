@@ -77,17 +77,16 @@ def _matrix(a, name):
 
 def _labels(op, labels, n):
     """Integer labels of shape (n,) as contiguous int64 (a copy only when needed)."""
-    if labels.dtype.kind not in "iu":
-        raise TypeError(f"{op}: labels must be an integer array, got {labels.dtype}")
+    ints = _ints(labels, f"{op}: labels")
     if labels.shape != (n,):
         raise ValueError(f"{op}: labels must have shape ({n},), one per row, got {labels.shape}")
-    return _contiguous(labels.astype(_INT64, copy=False))
+    return ints
 
 
-def _ints(a):
-    """Integer index array as contiguous int64 (a copy only when needed)."""
+def _ints(a, what="index arrays"):
+    """Integer array as contiguous int64 (a copy only when needed)."""
     if a.dtype.kind not in "iu":
-        raise TypeError(f"index arrays must be integer, got {a.dtype}")
+        raise TypeError(f"{what} must be integer, got {a.dtype}")
     return _contiguous(a.astype(_INT64, copy=False))
 
 

@@ -314,22 +314,30 @@ def xpgrad_step_fn(cfg: dict, dtype=np.float32):
     return step
 
 
-def notes_xpgrad_step_fn(cfg: dict, dtype=np.float32):
-    """Config (a) as a reader of the notes writes it with xpgrad tensors: no nn, no fused loss."""
+def notes_xpgrad_step_fn(cfg: dict, dtype=np.float32, manual_update: bool = False):
+    """Config (a) as a reader of the notes writes it with xpgrad tensors: no nn, no fused loss;
+    optim.SGD, or with `manual_update` the notes' own `w -= lr * grad` on the raw arrays."""
     import xpgrad as xg
     from xpgrad import optim
 
     x, y, W, _ = _init(cfg, dtype)
     X, Y = xg.tensor(x), xg.tensor(y)
-    w1, w2 = (xg.tensor(w.copy(), requires_grad=True) for w in W)
-    optimizer = optim.SGD([w1, w2], lr=cfg["lr"])
+    weights = [xg.tensor(w.copy(), requires_grad=True) for w in W]
+    w1, w2 = weights
+    lr = cfg["lr"]
+    optimizer = optim.SGD(weights, lr=lr)
 
     def step():
         h = xg.sigmoid(X @ w1)
         loss = ((h @ w2 - Y) ** 2).sum()
         optimizer.zero_grad()
         loss.backward()
-        optimizer.step()
+        if not manual_update:
+            optimizer.step()
+            return loss
+        with xg.no_grad():
+            for w in weights:
+                w.data -= lr * w.grad.data
         return loss
 
     return step

@@ -19,6 +19,7 @@ from .tensor import is_integer
 
 _kernels_on = os.environ.get("XPGRAD_KERNELS", "1") != "0"
 BROADCAST_COPY_MAX = 4096  # KernelFns.broadcast_to copies up to this many elements instead of viewing
+POOLED_PRODUCT_MIN = buffers.MIN_BYTES // 8  # elements: a smaller matrix product is under MIN_BYTES in any float dtype
 
 
 def kernels_enabled() -> bool:
@@ -220,11 +221,12 @@ class KernelFns(ArrayFns):
 
     def matmul(self, a, b):
         """A large matrix product goes into a pooled buffer (a fresh multi-MB output page-faults
-        on every step); small ones and batched ones are plain a @ b."""
-        if (len(a.shape) == 2 and len(b.shape) == 2 and a.dtype is b.dtype
-                and a.shape[0] * b.shape[1] * a.dtype.itemsize >= buffers.MIN_BYTES):
-            return np.matmul(a, b, out=buffers.empty((a.shape[0], b.shape[1]), a.dtype))
-        return a @ b
+        on every step); small ones and batched ones are plain a @ b (the first test, on sizes
+        alone, is all a small product pays)."""
+        rows, cols = a.shape[0], b.shape[-1]
+        if rows * cols < POOLED_PRODUCT_MIN or len(a.shape) != 2 or len(b.shape) != 2 or a.dtype is not b.dtype:
+            return a @ b
+        return np.matmul(a, b, out=buffers.empty((rows, cols), a.dtype))
 
     def broadcast_to(self, x, shape):
         """Small NumPy results are materialized: a fresh array costs ~0.4 us, np.broadcast_to's

@@ -70,7 +70,9 @@ class Neg(Node):
         return (-gy,)
 
 
-_SQUARE_EXPONENTS = (int, float)
+def is_square(exponent) -> bool:
+    """`exponent` is the Python number 2: x ** 2, whose gradient is 2 x gy."""
+    return type(exponent) in (int, float) and exponent == 2
 
 
 class Pow(Node):
@@ -84,7 +86,7 @@ class Pow(Node):
         a, b = args
         ga = gb = None
         if 0 in self.takes_grad:
-            if type(b) in _SQUARE_EXPONENTS and b == 2:  # the square: 2 a gy in two passes, not three
+            if is_square(b):  # 2 a gy in two passes, not three
                 ga = gy * a
                 ga = ga + ga
             else:

@@ -22,7 +22,7 @@ import sys
 from ..autograd import HELD_BY_SLOTS_REFS, TEMPORARY_REFS, array_fns, link_fused, skippable
 from ..tensor import Tensor
 from . import activation, reduce
-from .arith import Add, Mul, Pow, Sub
+from .arith import Add, Mul, Pow, Sub, is_square
 from .linalg import LinearAct, MatMul
 from .loss import SquaredError
 
@@ -111,8 +111,7 @@ def _squared_error(x: Tensor, reduction: str):
     square = x._node
     kind = type(square)
     if kind is Pow:
-        exponent = square.args[1]
-        if type(exponent) not in (int, float) or exponent != 2 or not _held_only_by(square, 0, 1):
+        if not is_square(square.args[1]) or not _held_only_by(square, 0, 1):
             return None
     elif kind is not Mul or square.inputs[0] is not square.inputs[1] or not _held_only_by(square, 0, 2):
         return None

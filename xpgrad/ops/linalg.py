@@ -4,16 +4,10 @@ from __future__ import annotations
 import operator
 
 from ..autograd import Node, apply2, apply_n, array_fns
-from ..buffers import MIN_BYTES
 from .activation import act_grad
 from .reduce import sum as reduce_sum
 from ..errors import ShapeError
 from ..tensor import Tensor
-
-
-# Products with at least this many elements may reach buffers.MIN_BYTES (float64): they go through
-# F.matmul, which writes large ones into pooled buffers; smaller ones skip that call (0.4 us).
-POOL_MIN_SIZE = MIN_BYTES // 8
 
 
 class MatMul(Node):
@@ -28,10 +22,10 @@ class MatMul(Node):
         a, b = args
         ga = gb = None
         if len(a.shape) > 1 and len(b.shape) > 1:  # matrices (or stacks of them): the usual case first
-            if 0 in self.takes_grad:  # each gradient has its input's shape: only a large one goes through F.matmul
-                ga = F.matmul(gy, b.mT) if a.size >= POOL_MIN_SIZE else gy @ b.mT
+            if 0 in self.takes_grad:
+                ga = F.matmul(gy, b.mT)
             if 1 in self.takes_grad:
-                gb = F.matmul(a.mT, gy) if b.size >= POOL_MIN_SIZE else a.mT @ gy
+                gb = F.matmul(a.mT, gy)
             return ga, gb
         if len(a.shape) == 1 and len(b.shape) == 1:
             return (gy * b if 0 in self.takes_grad else None), (gy * a if 1 in self.takes_grad else None)
@@ -57,10 +51,11 @@ class Linear(Node):
     name = "linear"
 
     def forward(self, xp, x, W, b=None):
-        z = array_fns(x).matmul(x, W) if x.shape[0] * W.shape[1] >= POOL_MIN_SIZE else x @ W
+        F = array_fns(x)
+        z = F.matmul(x, W)
         if b is None and self.activation is None:
             return z
-        return array_fns(z).bias_act(z, b, self.activation)
+        return F.bias_act(z, b, self.activation)
 
     def pre_activation_grad(self, F, gy, y, with_bias: bool):
         """(dz, db): the gradient before the affine map's output activation (none here)."""
@@ -75,12 +70,12 @@ class Linear(Node):
         dz, db = self.pre_activation_grad(F, gy, y, len(args) == 3 and 2 in self.takes_grad)
         gx = gW = None
         if 0 in self.takes_grad:
-            gx = F.matmul(dz, W.mT) if x.size >= POOL_MIN_SIZE else dz @ W.mT
+            gx = F.matmul(dz, W.mT)
             if len(x.shape) != 2:
                 gx = F.reshape(gx, tuple(x.shape))
         if 1 in self.takes_grad:
             rows = F.reshape(x, (-1, n_in)) if len(x.shape) != 2 else x
-            gW = F.matmul(rows.mT, dz) if W.size >= POOL_MIN_SIZE else rows.mT @ dz
+            gW = F.matmul(rows.mT, dz)
         return (gx, gW) if len(args) == 2 else (gx, gW, db)
 
 

@@ -13,10 +13,11 @@ from xpgrad import bench_mlp
 
 
 def main(configs: str = "a,a_notes,b,c", repeats: str = "3") -> int:
-    print("xpgrad steps/s (per-op: us/op), alternating thread counts; 9 paired rounds per pass")
+    print("xpgrad steps/s (per-op: us/op), and NumPy's in the same paired rounds, alternating thread counts; "
+          "9 rounds per pass")
     for key in configs.split(","):
         cfg = bench_mlp.CONFIGS[key]
-        speeds = {1: [], 2: []}
+        speeds, numpy_speeds = {1: [], 2: []}, {1: [], 2: []}
         for _ in range(int(repeats)):
             for threads in (1, 2):
                 with bench_mlp.pinned_threads(threads):
@@ -24,7 +25,9 @@ def main(configs: str = "a,a_notes,b,c", repeats: str = "3") -> int:
                     per_round = max(1, int(0.1 / bench_mlp._probe(steps["numpy"])))
                     times = bench_mlp.paired_rounds(steps, rounds=9, steps=per_round)
                 speeds[threads].append(1.0 / statistics.median(times["xpgrad"]))
+                numpy_speeds[threads].append(1.0 / statistics.median(times["numpy"]))
         _report(f"({key})", speeds, "{:,.1f}", higher_is_faster=True)
+        _report("  NumPy", numpy_speeds, "{:,.1f}", higher_is_faster=True)  # the same passes: a stall hits both
     per_op = {1: [], 2: []}
     for _ in range(int(repeats)):
         for threads in (1, 2):

@@ -89,6 +89,22 @@ def test_large_matrix_products_use_pooled_buffers_without_aliasing():
     np.testing.assert_allclose(gx.numpy(), 3.0 * x.numpy().T @ np.ones((rows, 64), np.float32), rtol=1e-4)
 
 
+def test_pool_hands_out_the_most_recently_used_free_buffer():
+    """Of the free buffers, the one handed out last comes back first (its memory is likeliest in cache)."""
+    shape = (buffers.MIN_BYTES // 4 + 3,)  # a shape no other test pools
+    first = buffers.empty(shape, np.dtype(np.float32))
+    second = buffers.empty(shape, np.dtype(np.float32))
+    assert not np.shares_memory(first, second)
+    first_id, second_id = id(first), id(second)
+    del first, second
+    again = buffers.empty(shape, np.dtype(np.float32))
+    assert id(again) == second_id
+    other = buffers.empty(shape, np.dtype(np.float32))  # `again` is alive: the other free one
+    assert id(other) == first_id
+    del again, other  # both free; `other` (the first buffer) was handed out last
+    assert id(buffers.empty(shape, np.dtype(np.float32))) == first_id
+
+
 @pytest.mark.parametrize("kernels", [True, False])
 def test_softmax_cross_entropy_checks_the_label_range_once(monkeypatch, kernels):
     """With the kernels on the forward kernel checks the labels as it reads them (min/max only

@@ -457,3 +457,36 @@ def test_labels_given_as_a_python_list_are_integer_labels():
     ref = xg.softmax_cross_entropy(scores, ints(0, 2))
     assert loss.item() == ref.item()
     raises(xg.LabelError, lambda: xg.hinge_loss(scores, [0, 3]), "hinge_loss:", "max 3")
+
+
+ONE_TENSOR_OPS = {  # op: extra arguments after the tensor
+    "sigmoid": (), "relu": (), "tanh": (), "exp": (), "log": (), "sqrt": (), "abs": (), "softmax": (),
+    "log_softmax": (), "leaky_relu": (), "elu": (), "maxout": (1,), "sum": (), "mean": (), "max": (), "min": (),
+    "transpose": (), "reshape": ((3, 2),), "broadcast_to": ((2, 2, 3),), "astype": ("float32",),
+    "mse_loss": (np.ones((2, 3)),), "softmax_cross_entropy": ([0, 1],), "hinge_loss": ([0, 1],),
+}
+
+
+@pytest.mark.parametrize("given", [np.ones((2, 3)), [[1.0, 2.0, 3.0]] * 2, 3.0], ids=["ndarray", "list", "float"])
+@pytest.mark.parametrize("name", sorted(ONE_TENSOR_OPS))
+def test_an_array_where_a_tensor_is_needed_is_named(name, given):
+    """Not an AttributeError from deep inside: the op, what it got, and how to fix it."""
+    fn = getattr(xg, name)
+    raises(xg.NotATensorError, lambda: fn(given, *ONE_TENSOR_OPS[name]), f"{name}:", type(given).__name__, "xg.tensor(")
+    if not isinstance(given, float):
+        raises(xg.NotATensorError, lambda: xg.concat([t(2, 3), given]), "concat:", type(given).__name__)
+        raises(xg.NotATensorError, lambda: xg.stack([given]), "stack:", type(given).__name__)
+
+
+@pytest.mark.parametrize("op", ["matmul", "linear"])
+def test_products_take_one_array_like_beside_a_tensor(op):
+    fn = getattr(xg, op)
+    x, w = np.arange(6.0).reshape(2, 3), np.arange(12.0).reshape(3, 4)
+    raises(xg.NotATensorError, lambda: fn(x, w), f"{op}:", "ndarray and ndarray")
+    for a, b in [(xg.tensor(x), w), (x, xg.tensor(w)), (xg.tensor(x), w.tolist())]:
+        np.testing.assert_allclose(fn(a, b).numpy(), x @ w)
+    W = xg.tensor(w, requires_grad=True)
+    out = xg.linear(x, W, [1.0, 2.0, 3.0, 4.0])
+    np.testing.assert_allclose(out.numpy(), x @ w + [1.0, 2.0, 3.0, 4.0])
+    out.sum().backward()
+    np.testing.assert_allclose(W.grad.numpy(), x.T @ np.ones((2, 4)))

@@ -13,7 +13,7 @@ from .backend import cupy_gpu_available, get_backend, set_backend, use_backend
 from .creation import arange, full, manual_seed, ones, ones_like, rand, randn, tensor, zeros, zeros_like
 from .errors import (
     BackendError, CupyNotInstalledError, DeviceMismatchError, DTypeError, GraphFreedError, LabelError, NoGPUError, NoGraphError,
-    NonFiniteError, ShapeError, UnknownBackendError, XpgradError,
+    NonFiniteError, NotATensorError, ShapeError, UnknownBackendError, XpgradError,
 )
 from .ops import (
     abs, astype, broadcast_to, concat, elu, exp, hinge_loss, leaky_relu, linear, log, log_softmax, matmul, max,

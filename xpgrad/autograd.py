@@ -23,7 +23,7 @@ import numpy as np
 
 from . import backend
 from .backend import _namespaces
-from .errors import DTypeError, GraphFreedError, NoGraphError, NonFiniteError, ShapeError, XpgradError
+from .errors import DTypeError, GraphFreedError, NoGraphError, NonFiniteError, NotATensorError, ShapeError, XpgradError
 from .tensor import Tensor, dtype_kind, dtype_name, is_floating, is_integer
 
 # ---- global switches ------------------------------------------------------------------------
@@ -281,6 +281,7 @@ _FIRST, _SECOND, _BOTH = (0,), (1,), (0, 1)  # the usual `takes_grad` tuples, sh
 
 def apply1(node: Node, x: Tensor) -> Tensor:
     """Run a one-input op."""
+    require_tensor(node.name, x)
     a = x.data
     try:
         data = node.forward(_namespaces.get(type(a)) or backend.namespace_of(a), a)
@@ -299,12 +300,34 @@ def apply1(node: Node, x: Tensor) -> Tensor:
 _SCALARS = (int, float, bool)
 
 
+def require_tensor(op_name: str, x) -> None:
+    """Raise NotATensorError, naming the op, unless `x` is a Tensor."""
+    if not isinstance(x, Tensor):
+        raise NotATensorError(f"{op_name}: expected a Tensor, got {type(x).__name__}; "
+                              "wrap arrays and lists with xg.tensor(...)")
+
+
+def constant_like(value, like: Tensor) -> Tensor:
+    """`value` (an array, a list, a scalar) as a constant Tensor on `like`'s device; arrays keep
+    their dtype, lists and scalars take `like`'s."""
+    dtype = None if hasattr(value, "shape") else like.dtype
+    return Tensor(backend.namespace_of(like.data).asarray(value, dtype=dtype, device=like.data.device))
+
+
 def operand(value, like: Tensor):
     """A Tensor or Python scalar as given; anything array-like becomes a constant Tensor beside `like`."""
     if isinstance(value, (Tensor, *_SCALARS)):
         return value
-    dtype = None if hasattr(value, "shape") else like.dtype  # arrays keep their dtype, lists take like's
-    return Tensor(backend.namespace_of(like.data).asarray(value, dtype=dtype, device=like.data.device))
+    return constant_like(value, like)
+
+
+def tensor_operands(op_name: str, a, b) -> tuple:
+    """(a, b) as Tensors: a non-Tensor becomes a constant beside the other; one must be a Tensor."""
+    if isinstance(a, Tensor):
+        return a, (b if isinstance(b, Tensor) else constant_like(b, a))
+    if isinstance(b, Tensor):
+        return constant_like(a, b), b
+    raise NotATensorError(f"{op_name}: expected at least one Tensor operand, got {type(a).__name__} and {type(b).__name__}")
 
 
 def apply2(node: Node, x, y) -> Tensor:
@@ -328,7 +351,7 @@ def apply2(node: Node, x, y) -> Tensor:
             x = operand(x, y)
         a, b = (x.data if type(x) is Tensor else x), y.data
     else:
-        raise TypeError(f"{node.name}: expected at least one Tensor operand, got {type(x).__name__} and {type(y).__name__}")
+        raise NotATensorError(f"{node.name}: expected at least one Tensor operand, got {type(x).__name__} and {type(y).__name__}")
     try:
         op = node.array_op
         if op is not None:
@@ -374,6 +397,8 @@ def apply2(node: Node, x, y) -> Tensor:
 def apply_n(node: Node, inputs) -> Tensor:
     """Run an op over any number of Tensor inputs (all on one device)."""
     inputs = tuple(inputs)
+    for t in inputs:
+        require_tensor(node.name, t)
     args = tuple([t.data for t in inputs])
     first = args[0]
     kind = type(first)

@@ -29,6 +29,10 @@ class ShapeError(XpgradError, ValueError):
     """An op was given operands whose shapes do not fit together."""
 
 
+class NotATensorError(XpgradError, TypeError):
+    """An op was given something other than a Tensor (an array, a list) where it needs one."""
+
+
 class DTypeError(XpgradError, TypeError):
     """An op was given a dtype it does not accept."""
 

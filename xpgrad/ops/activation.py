@@ -1,7 +1,7 @@
 """Activations, each one node whose local gradient is known (the sigmoid gate of the notes)."""
 from __future__ import annotations
 
-from ..autograd import Node, apply1, apply2, array_fns
+from ..autograd import Node, apply1, apply2, array_fns, require_tensor
 from ..fns import log_softmax_array
 from ..errors import DTypeError, ShapeError
 from ..tensor import Tensor, dtype_name, is_floating
@@ -12,6 +12,7 @@ from .shape import reshape
 
 
 def _require_float(op: str, x: Tensor) -> None:
+    require_tensor(op, x)
     if not is_floating(x.dtype):
         raise DTypeError(f"{op}: expects a floating-point tensor, got dtype {dtype_name(x.dtype)}")
 
@@ -179,6 +180,7 @@ def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
 
 def maxout(x: Tensor, pieces: int) -> Tensor:
     """Maxout over the last axis: groups of `pieces` consecutive features, max of each group."""
+    require_tensor("maxout", x)
     if pieces < 1 or x.ndim == 0 or x.shape[-1] % pieces:
         raise ShapeError(
             f"maxout: the last dimension ({x.shape[-1] if x.ndim else 'none'}) must be a positive multiple of pieces={pieces}"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import operator
 
-from ..autograd import Node, apply2, apply_n, array_fns
+from ..autograd import Node, apply2, apply_n, array_fns, constant_like, tensor_operands
 from .activation import act_grad
 from .reduce import sum as reduce_sum
 from ..errors import ShapeError
@@ -102,6 +102,8 @@ ACTIVATIONS = (None, "identity", "relu", "sigmoid")
 
 def matmul(a: Tensor, b: Tensor) -> Tensor:
     """Matrix product with NumPy semantics (1-D, 2-D and batched operands)."""
+    if type(a) is not Tensor or type(b) is not Tensor:
+        a, b = tensor_operands("matmul", a, b)
     a_shape, b_shape = a.data.shape, b.data.shape  # raw shapes: this runs on every product
     if not a_shape or not b_shape:
         raise ShapeError(f"matmul: operands must be at least 1-D, got shapes {a.shape} and {b.shape}")
@@ -120,6 +122,10 @@ def linear(x: Tensor, W: Tensor, b: Tensor | None = None, activation: str | None
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"linear: activation must be one of {ACTIVATIONS}, got {activation!r}")
+    if type(x) is not Tensor or type(W) is not Tensor:
+        x, W = tensor_operands("linear", x, W)
+    if b is not None and type(b) is not Tensor:
+        b = constant_like(b, W)
     x_shape, w_shape = x.data.shape, W.data.shape  # raw shapes: these checks run on every layer call
     if len(w_shape) != 2:
         raise ShapeError(f"linear: W must be 2-D (in_features, out_features), got shape {W.shape}")

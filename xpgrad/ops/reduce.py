@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import builtins
 
-from ..autograd import Node, apply1
+from ..autograd import Node, apply1, require_tensor
 from ..errors import ShapeError
 from ..tensor import Tensor
 
@@ -27,6 +27,7 @@ class _Reduce(Node):
     __slots__ = ("axes", "keepdims", "in_shape")
 
     def setup(self, x: Tensor, axis, keepdims: bool):
+        require_tensor(self.name, x)
         shape = tuple(x.data.shape)  # not x.shape / x.ndim: two property calls on every reduction
         self.axes = normalize_axis(self.name, axis, len(shape))
         self.keepdims = keepdims

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from ..autograd import Node, apply1, apply_n, array_fns, unbroadcast
+from ..autograd import Node, apply1, apply_n, array_fns, require_tensor, unbroadcast
 from ..creation import resolve_dtype, shape_arg
 from ..errors import ShapeError
 from ..fns import is_basic_index
@@ -131,6 +131,7 @@ class ToDevice(Node):
 
 def reshape(x: Tensor, *shape) -> Tensor:
     """x with a new shape of the same size (one -1 allowed)."""
+    require_tensor("reshape", x)
     node = Reshape()
     node.shape = shape_arg(shape)
     node.in_shape = x.shape
@@ -139,6 +140,7 @@ def reshape(x: Tensor, *shape) -> Tensor:
 
 def transpose(x: Tensor, *axes) -> Tensor:
     """Permute dimensions (default: reverse them, as `.T`)."""
+    require_tensor("transpose", x)
     axes = shape_arg(axes) if axes and axes != (None,) else tuple(reversed(range(x.ndim)))
     if sorted(a % max(x.ndim, 1) for a in axes) != list(range(x.ndim)):
         raise ShapeError(f"transpose: axes {axes} are not a permutation of the {x.ndim} dimensions of shape {x.shape}")
@@ -158,6 +160,7 @@ def matrix_transpose(x: Tensor) -> Tensor:
 
 def broadcast_to(x: Tensor, *shape) -> Tensor:
     """x broadcast to `shape`; backward sums the gradient back."""
+    require_tensor("broadcast_to", x)
     node = BroadcastTo()
     node.shape = shape_arg(shape)
     node.in_shape = x.shape
@@ -211,6 +214,8 @@ def concat(tensors, axis: int = 0) -> Tensor:
     tensors = list(tensors)
     if not tensors:
         raise ShapeError("concat: needs at least one tensor, got an empty sequence")
+    for t in tensors:
+        require_tensor("concat", t)
     node = Concat()
     node.axis = _axis_for("concat", tensors, axis, 0)
     node.sizes = [t.shape[node.axis] if t.ndim > node.axis else 0 for t in tensors]
@@ -222,6 +227,8 @@ def stack(tensors, axis: int = 0) -> Tensor:
     tensors = list(tensors)
     if not tensors:
         raise ShapeError("stack: needs at least one tensor, got an empty sequence")
+    for t in tensors:
+        require_tensor("stack", t)
     shapes = {t.shape for t in tensors}
     if len(shapes) > 1:
         raise ShapeError(f"stack: all tensors must have the same shape, got {sorted(shapes)}")
@@ -232,6 +239,7 @@ def stack(tensors, axis: int = 0) -> Tensor:
 
 def astype(x: Tensor, dtype) -> Tensor:
     """x converted to `dtype` (differentiable between floating dtypes)."""
+    require_tensor("astype", x)
     xp = backend.namespace_of(x.data)
     node = AsType()
     node.dtype = resolve_dtype(xp, dtype)

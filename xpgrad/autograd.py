@@ -281,7 +281,8 @@ _FIRST, _SECOND, _BOTH = (0,), (1,), (0, 1)  # the usual `takes_grad` tuples, sh
 
 def apply1(node: Node, x: Tensor) -> Tensor:
     """Run a one-input op."""
-    require_tensor(node.name, x)
+    if type(x) is not Tensor:
+        require_tensor(node.name, x)
     a = x.data
     try:
         data = node.forward(_namespaces.get(type(a)) or backend.namespace_of(a), a)
@@ -301,7 +302,9 @@ _SCALARS = (int, float, bool)
 
 
 def require_tensor(op_name: str, x) -> None:
-    """Raise NotATensorError, naming the op, unless `x` is a Tensor."""
+    """Raise NotATensorError, naming the op, unless `x` is a Tensor (or a subclass).
+
+    Op entry points call it only when `type(x) is not Tensor`: a plain Tensor pays no call."""
     if not isinstance(x, Tensor):
         raise NotATensorError(f"{op_name}: expected a Tensor, got {type(x).__name__}; "
                               "wrap arrays and lists with xg.tensor(...)")
@@ -398,7 +401,8 @@ def apply_n(node: Node, inputs) -> Tensor:
     """Run an op over any number of Tensor inputs (all on one device)."""
     inputs = tuple(inputs)
     for t in inputs:
-        require_tensor(node.name, t)
+        if type(t) is not Tensor:
+            require_tensor(node.name, t)
     args = tuple([t.data for t in inputs])
     first = args[0]
     kind = type(first)

@@ -12,7 +12,8 @@ from .shape import reshape
 
 
 def _require_float(op: str, x: Tensor) -> None:
-    require_tensor(op, x)
+    if type(x) is not Tensor:
+        require_tensor(op, x)
     if not is_floating(x.dtype):
         raise DTypeError(f"{op}: expects a floating-point tensor, got dtype {dtype_name(x.dtype)}")
 
@@ -180,7 +181,8 @@ def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
 
 def maxout(x: Tensor, pieces: int) -> Tensor:
     """Maxout over the last axis: groups of `pieces` consecutive features, max of each group."""
-    require_tensor("maxout", x)
+    if type(x) is not Tensor:
+        require_tensor("maxout", x)
     if pieces < 1 or x.ndim == 0 or x.shape[-1] % pieces:
         raise ShapeError(
             f"maxout: the last dimension ({x.shape[-1] if x.ndim else 'none'}) must be a positive multiple of pieces={pieces}"

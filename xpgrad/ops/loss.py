@@ -18,7 +18,8 @@ def _labels(op: str, scores: Tensor, labels, check_range: bool = True) -> Tensor
 
     check_range=False skips the range check (two reductions), for a caller whose op checks it.
     """
-    require_tensor(op, scores)
+    if type(scores) is not Tensor:
+        require_tensor(op, scores)
     if not isinstance(labels, Tensor):
         if isinstance(labels, (list, tuple)):
             import numpy as np
@@ -122,7 +123,8 @@ def mse_loss(pred: Tensor, target, reduction: str = "mean") -> Tensor:
     """
     if reduction not in MSE_REDUCTIONS:
         raise ValueError(f"mse_loss: reduction must be one of {MSE_REDUCTIONS}, got {reduction!r}")
-    require_tensor("mse_loss", pred)
+    if type(pred) is not Tensor:
+        require_tensor("mse_loss", pred)
     target = operand(target, pred)
     if type(target) is Tensor and target.data.shape != pred.data.shape:  # raw shapes: this runs every step
         raise ShapeError(f"mse_loss: pred has shape {pred.shape} but target has shape {target.shape}; they must match")

@@ -27,7 +27,8 @@ class _Reduce(Node):
     __slots__ = ("axes", "keepdims", "in_shape")
 
     def setup(self, x: Tensor, axis, keepdims: bool):
-        require_tensor(self.name, x)
+        if type(x) is not Tensor:
+            require_tensor(self.name, x)
         shape = tuple(x.data.shape)  # not x.shape / x.ndim: two property calls on every reduction
         self.axes = normalize_axis(self.name, axis, len(shape))
         self.keepdims = keepdims

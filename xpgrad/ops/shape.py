@@ -131,7 +131,8 @@ class ToDevice(Node):
 
 def reshape(x: Tensor, *shape) -> Tensor:
     """x with a new shape of the same size (one -1 allowed)."""
-    require_tensor("reshape", x)
+    if type(x) is not Tensor:
+        require_tensor("reshape", x)
     node = Reshape()
     node.shape = shape_arg(shape)
     node.in_shape = x.shape
@@ -140,7 +141,8 @@ def reshape(x: Tensor, *shape) -> Tensor:
 
 def transpose(x: Tensor, *axes) -> Tensor:
     """Permute dimensions (default: reverse them, as `.T`)."""
-    require_tensor("transpose", x)
+    if type(x) is not Tensor:
+        require_tensor("transpose", x)
     axes = shape_arg(axes) if axes and axes != (None,) else tuple(reversed(range(x.ndim)))
     if sorted(a % max(x.ndim, 1) for a in axes) != list(range(x.ndim)):
         raise ShapeError(f"transpose: axes {axes} are not a permutation of the {x.ndim} dimensions of shape {x.shape}")
@@ -160,7 +162,8 @@ def matrix_transpose(x: Tensor) -> Tensor:
 
 def broadcast_to(x: Tensor, *shape) -> Tensor:
     """x broadcast to `shape`; backward sums the gradient back."""
-    require_tensor("broadcast_to", x)
+    if type(x) is not Tensor:
+        require_tensor("broadcast_to", x)
     node = BroadcastTo()
     node.shape = shape_arg(shape)
     node.in_shape = x.shape
@@ -215,7 +218,8 @@ def concat(tensors, axis: int = 0) -> Tensor:
     if not tensors:
         raise ShapeError("concat: needs at least one tensor, got an empty sequence")
     for t in tensors:
-        require_tensor("concat", t)
+        if type(t) is not Tensor:
+            require_tensor("concat", t)
     node = Concat()
     node.axis = _axis_for("concat", tensors, axis, 0)
     node.sizes = [t.shape[node.axis] if t.ndim > node.axis else 0 for t in tensors]
@@ -228,7 +232,8 @@ def stack(tensors, axis: int = 0) -> Tensor:
     if not tensors:
         raise ShapeError("stack: needs at least one tensor, got an empty sequence")
     for t in tensors:
-        require_tensor("stack", t)
+        if type(t) is not Tensor:
+            require_tensor("stack", t)
     shapes = {t.shape for t in tensors}
     if len(shapes) > 1:
         raise ShapeError(f"stack: all tensors must have the same shape, got {sorted(shapes)}")
@@ -239,7 +244,8 @@ def stack(tensors, axis: int = 0) -> Tensor:
 
 def astype(x: Tensor, dtype) -> Tensor:
     """x converted to `dtype` (differentiable between floating dtypes)."""
-    require_tensor("astype", x)
+    if type(x) is not Tensor:
+        require_tensor("astype", x)
     xp = backend.namespace_of(x.data)
     node = AsType()
     node.dtype = resolve_dtype(xp, dtype)

@@ -330,7 +330,11 @@ def tensor_operands(op_name: str, a, b) -> tuple:
         return a, (b if isinstance(b, Tensor) else constant_like(b, a))
     if isinstance(b, Tensor):
         return constant_like(a, b), b
-    raise NotATensorError(f"{op_name}: expected at least one Tensor operand, got {type(a).__name__} and {type(b).__name__}")
+    raise _no_tensor_operand(op_name, a, b)
+
+
+def _no_tensor_operand(op_name: str, a, b) -> NotATensorError:
+    return NotATensorError(f"{op_name}: expected at least one Tensor operand, got {type(a).__name__} and {type(b).__name__}")
 
 
 def apply2(node: Node, x, y) -> Tensor:
@@ -354,7 +358,7 @@ def apply2(node: Node, x, y) -> Tensor:
             x = operand(x, y)
         a, b = (x.data if type(x) is Tensor else x), y.data
     else:
-        raise NotATensorError(f"{node.name}: expected at least one Tensor operand, got {type(x).__name__} and {type(y).__name__}")
+        raise _no_tensor_operand(node.name, x, y)
     try:
         op = node.array_op
         if op is not None:

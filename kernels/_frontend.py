@@ -111,6 +111,12 @@ def ready(a, *others) -> bool:
     return True
 
 
+def _rows_ready(x, labels, out) -> bool:
+    """The fast path of the softmax kernels: x and out (N, C) `ready`, labels contiguous int64 (N,)."""
+    return (x.ndim == 2 and out.shape == x.shape and labels.dtype is _INT64 and labels.shape == x.shape[:1]
+            and labels.flags.c_contiguous and ready(x, out))
+
+
 def sigmoid_backward(run, y, dy, out):
     if out is not None and y.ndim and y.shape == dy.shape == out.shape and ready(y, dy, out):
         run(y, dy, out)
@@ -162,9 +168,7 @@ def softmax_xent_forward(run, logits, labels, out):
     """run(x, labels, probs) writes probs and returns (mean loss as a 0-d array of x's dtype, the
     first row whose label lies outside [0, C), or -1); the kernel checks every label before it
     reads or writes anything, so a bad one raises here with nothing written."""
-    if (out is not None and logits.ndim == 2 and out.shape == logits.shape and labels.dtype is _INT64
-            and labels.shape == logits.shape[:1] and labels.flags.c_contiguous
-            and ready(logits, out)):
+    if out is not None and _rows_ready(logits, labels, out):
         loss, bad = run(logits, labels, out)
         if bad < 0:
             return loss, out
@@ -184,9 +188,7 @@ def softmax_xent_forward(run, logits, labels, out):
 
 def softmax_xent_backward(run, probs, labels, scale, out):
     """dlogits = (probs - onehot(labels)) * scale; scale: a Python float (the kernel casts it)."""
-    if (out is not None and probs.ndim == 2 and out.shape == probs.shape and labels.dtype is _INT64
-            and labels.shape == probs.shape[:1] and labels.flags.c_contiguous
-            and ready(probs, out)):
+    if out is not None and _rows_ready(probs, labels, out):
         run(probs, labels, scale, out)
         return out
     _matrix(probs, "probs")

@@ -8,6 +8,7 @@ median over rounds and the spread (interquartile range over median). `xpgrad ben
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import json
 import math
@@ -285,33 +286,38 @@ def numpy_step_fn(cfg: dict, dtype=np.float32):
 
 def xpgrad_step_fn(cfg: dict, dtype=np.float32):
     """The same network and step as a user writes it: nn.MLP, a loss, backward, optim.SGD."""
-    import xpgrad as xg
-    from xpgrad import nn, optim
-
     if cfg.get("style") == "notes":
         return notes_xpgrad_step_fn(cfg, dtype)
-    x, y, W, B = _init(cfg, dtype)
-    X, Y = xg.tensor(x), xg.tensor(y)
-    model = nn.MLP(cfg["sizes"], activation=cfg["activation"], bias=cfg["bias"], dtype=np.dtype(dtype).name)
-    layers = [m for m in model if isinstance(m, nn.Linear)]
-    for i, layer in enumerate(layers):  # the same starting point as the NumPy contender
-        layer.weight.data[...] = W[i]
-        if B is not None:
-            layer.bias.data[...] = B[i]
-    optimizer = optim.SGD(model.parameters(), lr=cfg["lr"])
+    model, X, Y, loss_fn, optimizer = xpgrad_training_parts(cfg, dtype)
 
     def step():
-        out = model(X)
-        if cfg["loss"] == "squared_error":
-            loss = xg.mse_loss(out, Y, reduction="sum")
-        else:
-            loss = xg.softmax_cross_entropy(out, Y)
+        loss = loss_fn(model(X), Y)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         return loss
 
     return step
+
+
+def xpgrad_training_parts(cfg: dict, dtype=np.float32) -> tuple:
+    """(model, X, Y, loss_fn, optimizer) of the xpgrad contender: nn.MLP starting from the NumPy
+    contender's weights, the batch as tensors, the config's loss and optim.SGD."""
+    import xpgrad as xg
+    from xpgrad import nn, optim
+
+    x, y, W, B = _init(cfg, dtype)
+    model = nn.MLP(cfg["sizes"], activation=cfg["activation"], bias=cfg["bias"], dtype=np.dtype(dtype).name)
+    layers = [m for m in model if isinstance(m, nn.Linear)]
+    for i, layer in enumerate(layers):  # the same starting point as the NumPy contender
+        layer.weight.data[...] = W[i]
+        if B is not None:
+            layer.bias.data[...] = B[i]
+    if cfg["loss"] == "squared_error":
+        loss_fn = functools.partial(xg.mse_loss, reduction="sum")
+    else:
+        loss_fn = xg.softmax_cross_entropy
+    return model, xg.tensor(x), xg.tensor(y), loss_fn, optim.SGD(model.parameters(), lr=cfg["lr"])
 
 
 def notes_xpgrad_step_fn(cfg: dict, dtype=np.float32, manual_update: bool = False):

@@ -33,9 +33,6 @@ from xpgrad import bench_mlp, buffers
 from xpgrad.autograd import array_fns
 from xpgrad.kernels import cpu
 
-PHASES = ("forward", "backward", "update")
-
-
 class Phases(NamedTuple):
     """A training step in three parts: forward() -> state, backward(state) -> grads, update(grads)."""
 
@@ -176,10 +173,10 @@ def main(config: str = "a") -> int:
         phases = phase_rounds({"array work": array_work, "xpgrad": xpgrad}, rounds=21, steps=per_round)
         for name, rows in phases.items():
             print(f"{name:11s} " + "  ".join(f"{phase} {statistics.median(r[k] for r in rows):8.1f} us"
-                                             for k, phase in enumerate(PHASES)))
+                                             for k, phase in enumerate(Phases._fields)))
         diffs = [[x - a for x, a in zip(rx, ra)] for rx, ra in zip(phases["xpgrad"], phases["array work"])]
         print("engine cost by phase (per-round median of xpgrad - array work): " + ", ".join(
-            f"{phase} {statistics.median(d[k] for d in diffs):.1f} us" for k, phase in enumerate(PHASES)))
+            f"{phase} {statistics.median(d[k] for d in diffs):.1f} us" for k, phase in enumerate(Phases._fields)))
         profiler = cProfile.Profile()
         profiler.runcall(lambda: [steps["xpgrad"]() for _ in range(100)])
         calls = sum(entry[1] for entry in pstats.Stats(profiler).stats.values()) / 100

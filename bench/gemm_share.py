@@ -9,10 +9,8 @@ step, and prints each product's GFLOP/s: the part of a step no kernel or engine 
 """
 from __future__ import annotations
 
-import gc
 import statistics
 import sys
-import time
 
 import numpy as np
 
@@ -44,18 +42,12 @@ def main(config: str = "b") -> int:
             for _, run, _ in items:
                 run()
 
-        per_round = max(1, int(0.1 / bench_mlp._probe(step)))
-        gc.collect()
-        gc.freeze()
+        per_round = bench_mlp.steps_per_round(step)
+        bench_mlp.quiet_gc()
         times = bench_mlp.paired_rounds({"numpy step": step, "its products": all_products}, rounds=21, steps=per_round)
-        for label, run, macs in items:
-            samples = []
-            for _ in range(7):
-                start = time.perf_counter()
-                for _ in range(per_round):
-                    run()
-                samples.append((time.perf_counter() - start) / per_round)
-            seconds = statistics.median(samples)
+        alone = bench_mlp.paired_rounds({label: run for label, run, _ in items}, rounds=7, steps=per_round)
+        for label, _, macs in items:
+            seconds = statistics.median(alone[label])
             print(f"{label:22s} {seconds * 1e3:8.3f} ms  {2 * macs / seconds / 1e9:6.1f} GFLOP/s")
     whole, gemms = (statistics.median(times[k]) for k in ("numpy step", "its products"))
     print(f"config ({config}): NumPy step {whole * 1e3:.3f} ms, its matrix products {gemms * 1e3:.3f} ms "

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import statistics
 import sys
-import time
 
 import numpy as np
 from numba import njit
@@ -56,21 +55,11 @@ def relu_backward_transposed(y, dy_t, dz, db):
 
 def alternating(first, second, rounds: int = 25) -> tuple:
     """(median us of first, median us of second, median and IQR of the per-round ratio second/first)."""
-    first()
-    second()
-    start = time.perf_counter()
-    first()
-    reps = max(1, int(0.004 / (time.perf_counter() - start)))
-    a, b = [], []
-    for _ in range(rounds):
-        for fn, out in ((first, a), (second, b)):
-            start = time.perf_counter()
-            for _ in range(reps):
-                fn()
-            out.append((time.perf_counter() - start) / reps * 1e6)
-    ratios = [y / x for x, y in zip(a, b)]
+    times = bench_mlp.paired_rounds({"first": first, "second": second}, rounds=rounds,
+                                    steps=bench_mlp.steps_per_round(first, 0.004))
+    ratios = [b / a for a, b in zip(times["first"], times["second"])]
     q = statistics.quantiles(ratios, n=4)
-    return statistics.median(a), statistics.median(b), statistics.median(ratios), q[0], q[2]
+    return statistics.median(times["first"]) * 1e6, statistics.median(times["second"]) * 1e6, statistics.median(ratios), q[0], q[2]
 
 
 def main() -> int:

@@ -19,7 +19,6 @@ multi-MB outputs fault on every step).
 from __future__ import annotations
 
 import cProfile
-import gc
 import pstats
 import resource
 import statistics
@@ -162,9 +161,8 @@ def main(config: str = "a") -> int:
         array_work, xpgrad = ARRAY_WORK[config](cfg), xpgrad_phases(cfg)
         steps = {"numpy": bench_mlp.numpy_step_fn(cfg), "array work": whole_step(array_work),
                  "xpgrad": bench_mlp.xpgrad_step_fn(cfg)}
-        per_round = max(1, int(0.1 / bench_mlp._probe(steps["numpy"])))
-        gc.collect()
-        gc.freeze()
+        per_round = bench_mlp.steps_per_round(steps["numpy"])
+        bench_mlp.quiet_gc()
         times = bench_mlp.paired_rounds(steps, rounds=21, steps=per_round)
         med = {name: statistics.median(t) * 1e6 for name, t in times.items()}
         for name, us in med.items():

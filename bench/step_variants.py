@@ -13,7 +13,6 @@
 """
 from __future__ import annotations
 
-import gc
 import statistics
 import sys
 
@@ -51,8 +50,7 @@ def main(sizes: str = "1000,100,10", steps: str = "300") -> int:
         "functional": functional_step(cfg),
     }
     with bench_mlp.pinned_threads(1):
-        gc.collect()
-        gc.freeze()
+        bench_mlp.quiet_gc()
         times = bench_mlp.paired_rounds(contenders, rounds=21, steps=int(steps))
     base = times["numpy 20 lines"]
     print(f"config (a) with sizes {cfg['sizes']}, 1 thread, median of 21 paired rounds")

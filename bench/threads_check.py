@@ -22,7 +22,7 @@ def main(configs: str = "a,a_notes,b,c", repeats: str = "3") -> int:
             for threads in (1, 2):
                 with bench_mlp.pinned_threads(threads):
                     steps = {"numpy": bench_mlp.numpy_step_fn(cfg), "xpgrad": bench_mlp.xpgrad_step_fn(cfg)}
-                    per_round = max(1, int(0.1 / bench_mlp._probe(steps["numpy"])))
+                    per_round = bench_mlp.steps_per_round(steps["numpy"])
                     times = bench_mlp.paired_rounds(steps, rounds=9, steps=per_round)
                 speeds[threads].append(1.0 / statistics.median(times["xpgrad"]))
                 numpy_speeds[threads].append(1.0 / statistics.median(times["numpy"]))

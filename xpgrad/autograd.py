@@ -310,6 +310,13 @@ def require_tensor(op_name: str, x) -> None:
                               "wrap arrays and lists with xg.tensor(...)")
 
 
+def require_tensors(op_name: str, tensors) -> None:
+    """require_tensor for every item of a sequence of op inputs."""
+    for t in tensors:
+        if type(t) is not Tensor:
+            require_tensor(op_name, t)
+
+
 def constant_like(value, like: Tensor) -> Tensor:
     """`value` (an array, a list, a scalar) as a constant Tensor on `like`'s device; arrays keep
     their dtype, lists and scalars take `like`'s."""
@@ -404,7 +411,7 @@ def apply2(node: Node, x, y) -> Tensor:
 def apply_n(node: Node, inputs) -> Tensor:
     """Run an op over any number of Tensor inputs (all on one device)."""
     inputs = tuple(inputs)
-    for t in inputs:
+    for t in inputs:  # require_tensors, inlined: this runs on every layer call
         if type(t) is not Tensor:
             require_tensor(node.name, t)
     args = tuple([t.data for t in inputs])

@@ -37,7 +37,7 @@ def pinned_threads(n: int):
         numba.set_num_threads(previous)
 
 
-def _quiet_gc():
+def quiet_gc():
     """Move import-time objects out of the collector's way (torch alone has ~150k)."""
     gc.collect()
     gc.freeze()
@@ -173,7 +173,7 @@ def run_overhead(length: int = 1000, rounds: int = 30, threads: int = 1) -> dict
                   "xpgrad": _chain_xpgrad(length)}
     if _torch_available():
         contenders["torch"] = _chain_torch(length)
-    _quiet_gc()
+    quiet_gc()
     with pinned_threads(threads):
         times = paired_rounds(contenders, rounds=rounds, steps=1)
     result = {"threads": threads, "length": length, "rounds": rounds, "us_per_op": {}, "ratio_to_xpgrad": {}}
@@ -423,9 +423,9 @@ def add_torch_column(result: dict) -> None:
 def _time_contenders(entry: dict, contenders: dict, rounds: int, keep=None) -> None:
     """Paired rounds of `contenders` (NumPy first, setting the steps per round); their figures
     (those named in `keep`, or all) go into entry["contenders"]."""
-    steps = max(1, int(0.2 / _probe(contenders["numpy"])))
+    steps = steps_per_round(contenders["numpy"], 0.2)
     entry.setdefault("steps_per_round", steps)
-    _quiet_gc()
+    quiet_gc()
     times = paired_rounds(contenders, rounds=rounds, steps=steps)
     for name, samples in times.items():
         if keep is not None and name not in keep:
@@ -450,11 +450,12 @@ def _without_kernels(step):
     return run
 
 
-def _probe(fn) -> float:
+def steps_per_round(fn, seconds: float = 0.1) -> int:
+    """How many calls of `fn` (timed once, after a warm-up call) take about `seconds`, at least 1."""
     fn()
     start = time.perf_counter()
     fn()
-    return max(time.perf_counter() - start, 1e-6)
+    return max(1, int(seconds / max(time.perf_counter() - start, 1e-6)))
 
 
 # ---- deep chains ---------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from ..autograd import Node, apply1, apply_n, array_fns, require_tensor, unbroadcast
+from ..autograd import Node, apply1, apply_n, array_fns, require_tensor, require_tensors, unbroadcast
 from ..creation import resolve_dtype, shape_arg
 from ..errors import ShapeError
 from ..fns import is_basic_index
@@ -217,9 +217,7 @@ def concat(tensors, axis: int = 0) -> Tensor:
     tensors = list(tensors)
     if not tensors:
         raise ShapeError("concat: needs at least one tensor, got an empty sequence")
-    for t in tensors:
-        if type(t) is not Tensor:
-            require_tensor("concat", t)
+    require_tensors("concat", tensors)
     node = Concat()
     node.axis = _axis_for("concat", tensors, axis, 0)
     node.sizes = [t.shape[node.axis] if t.ndim > node.axis else 0 for t in tensors]
@@ -231,9 +229,7 @@ def stack(tensors, axis: int = 0) -> Tensor:
     tensors = list(tensors)
     if not tensors:
         raise ShapeError("stack: needs at least one tensor, got an empty sequence")
-    for t in tensors:
-        if type(t) is not Tensor:
-            require_tensor("stack", t)
+    require_tensors("stack", tensors)
     shapes = {t.shape for t in tensors}
     if len(shapes) > 1:
         raise ShapeError(f"stack: all tensors must have the same shape, got {sorted(shapes)}")

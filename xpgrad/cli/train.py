@@ -1,0 +1,260 @@
+"""`xpgrad train`: train an MLP classifier, optionally resuming from and saving a checkpoint."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from . import arguments
+from .common import (
+    EVAL_BATCH_SIZE, EXIT_INTERRUPTED, UsageError, add_backend, check_output_path, resolve_data_dir, say,
+)
+
+DEFAULTS = {
+    "dataset": "digits",
+    "hidden": [256],
+    "activation": "relu",
+    "dropout": 0.2,
+    "loss": "softmax-ce",
+    "optimizer": "adam",
+    "epochs": 60,
+    "batch_size": 32,
+    "seed": 0,
+}
+DEFAULT_LR = {"adam": 2e-3, "sgd": 0.05}
+DEFAULT_MOMENTUM = 0.9
+
+
+def add_parser(sub) -> None:
+    d = DEFAULTS
+    train = sub.add_parser(
+        "train", help="train an MLP classifier",
+        description="Train an MLP classifier on inputs standardized with the training split's mean and "
+                    "std (kept in the model). The last line printed is the test accuracy. "
+                    "Ctrl-C stops after the current batch (and saves a checkpoint with --save); "
+                    "a second Ctrl-C aborts.",
+    )
+    train.add_argument("--dataset", type=arguments.dataset_name, help=f"digits, mnist, fashion-mnist or spiral "
+                       f"(default {d['dataset']}; with --load, the checkpoint's)")
+    train.add_argument("--data-dir", help="folder of the IDX files for mnist / fashion-mnist")
+    train.add_argument("--hidden", type=arguments.hidden, help=f"hidden layer sizes, e.g. 100,100 "
+                       f"(default {','.join(map(str, d['hidden']))})")
+    train.add_argument("--activation", type=arguments.activation_name,
+                       help=f"relu, leaky_relu, elu, sigmoid or tanh (default {d['activation']})")
+    train.add_argument("--dropout", type=arguments.dropout,
+                       help=f"dropout probability after each hidden layer (default {d['dropout']})")
+    train.add_argument("--loss", choices=("softmax-ce", "hinge", "mse"), help=f"default {d['loss']}")
+    train.add_argument("--optimizer", choices=("sgd", "adam"), help=f"default {d['optimizer']}")
+    train.add_argument("--lr", type=arguments.positive_float,
+                       help=f"learning rate (default {DEFAULT_LR['adam']} for adam, {DEFAULT_LR['sgd']} for sgd)")
+    train.add_argument("--momentum", type=arguments.momentum, help=f"SGD momentum (default {DEFAULT_MOMENTUM})")
+    train.add_argument("--epochs", type=arguments.nonnegative_int,
+                       help=f"total epochs; with --load, training resumes from the checkpoint's epoch "
+                            f"(default {d['epochs']})")
+    train.add_argument("--batch-size", type=arguments.positive_int, help=f"default {d['batch_size']}")
+    train.add_argument("--seed", type=arguments.nonnegative_int,
+                       help=f"seed of the weight init, dropout and shuffling (default {d['seed']})")
+    add_backend(train)
+    train.add_argument("--save", metavar="PATH", help="write a checkpoint (.npz) at the end or on Ctrl-C")
+    train.add_argument("--load", metavar="PATH", help="resume from a checkpoint written by --save")
+    train.add_argument("--plot", metavar="PATH.png", help="write loss and accuracy curves (.png, .pdf or .svg)")
+    train.add_argument("--metrics-json", metavar="PATH", help="write final and per-epoch metrics as JSON")
+    train.add_argument("--graph", metavar="PATH.svg", help="draw one training step's graph (values and gradients)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    train.set_defaults(func=run)
+
+
+def _settings(args, saved: dict) -> dict:
+    """Flags given on the command line, else the checkpoint's settings, else DEFAULTS."""
+    out = {}
+    for key in ("dataset", "hidden", "activation", "dropout", "loss", "optimizer", "epochs", "batch_size", "seed"):
+        given = getattr(args, key)
+        out[key] = given if given is not None else saved.get(key, DEFAULTS[key])
+    same_optimizer = out["optimizer"] == saved.get("optimizer")
+    if args.lr is not None:
+        out["lr"] = args.lr
+    elif same_optimizer and "lr" in saved:
+        out["lr"] = saved["lr"]
+    else:
+        out["lr"] = DEFAULT_LR[out["optimizer"]]
+    if out["optimizer"] == "sgd":
+        if args.momentum is not None:
+            out["momentum"] = args.momentum
+        else:
+            out["momentum"] = saved.get("momentum", DEFAULT_MOMENTUM) if same_optimizer else DEFAULT_MOMENTUM
+    elif args.momentum is not None:
+        raise UsageError("--momentum applies to --optimizer sgd only")
+    return out
+
+
+def run(args) -> int:
+    """Handle `xpgrad train`; returns the exit status."""
+    import xpgrad as xg
+
+    from .. import nn, optim
+    from ..checkpoint import CheckpointError, load_checkpoint, restore_model, restore_optimizer, save_checkpoint
+    from ..data import DataLoader, load_dataset
+    from ..train import (
+        Reporter, StopRequest, blas_threads_for, catch_sigint, describe_device, fit, history_from_json, history_to_json,
+        make_loss, plot_history, set_rng_state, write_json,
+    )
+
+    save = check_output_path("--save", args.save) if args.save else None
+    plot = check_output_path("--plot", args.plot) if args.plot else None
+    metrics_path = check_output_path("--metrics-json", args.metrics_json) if args.metrics_json else None
+    graph = check_output_path("--graph", args.graph) if args.graph else None
+    if plot is not None and plot.suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise UsageError(f"--plot {args.plot}: the file name must end in .png, .pdf or .svg")
+    quiet = args.quiet
+
+    ckpt = load_checkpoint(Path(args.load).expanduser()) if args.load else None
+    saved = dict(ckpt.extra.get("settings", {})) if ckpt else {}
+    if ckpt is not None:
+        config = ckpt.model_config or {}
+        if config.get("type") != "MLP":
+            raise CheckpointError(f"checkpoint {ckpt.path} holds no MLP configuration; xpgrad train resumes MLPs only")
+        saved.setdefault("hidden", list(config["sizes"][1:-1]))
+        saved.setdefault("activation", config.get("activation"))
+        for key, flag in (("hidden", "--hidden"), ("activation", "--activation")):
+            given = getattr(args, key)
+            if given is not None and given != saved[key]:
+                raise CheckpointError(
+                    f"checkpoint {ckpt.path} was saved from a different architecture: it has {key} "
+                    f"{_show(saved[key])} but {flag} {_show(given)} was given"
+                )
+    s = _settings(args, saved)
+    data_dir = resolve_data_dir(args.data_dir, s["dataset"], saved)
+
+    splits = load_dataset(s["dataset"], data_dir)
+    backend_name = xg.get_backend().name
+    xg.manual_seed(s["seed"])
+    sizes = [splits.num_features, *s["hidden"], splits.num_classes]
+    if ckpt is not None:
+        saved_sizes = list(ckpt.model_config["sizes"])
+        if saved_sizes[0] != sizes[0] or saved_sizes[-1] != sizes[-1]:
+            raise CheckpointError(
+                f"checkpoint {ckpt.path} was saved from a different architecture: its MLP takes "
+                f"{saved_sizes[0]} inputs and gives {saved_sizes[-1]} classes, but dataset {s['dataset']} has "
+                f"{sizes[0]} features and {sizes[-1]} classes"
+            )
+    # inputs are standardized with the training split's statistics (kept in the model's buffers)
+    standardize = bool(ckpt.model_config.get("standardize", False)) if ckpt is not None else True
+    model = nn.MLP(sizes, activation=s["activation"], dropout=s["dropout"], standardize=standardize)
+    if ckpt is not None:
+        restore_model(model, ckpt)
+    else:
+        model.fit_standardizer(splits.train.x)
+    if s["optimizer"] == "adam":
+        opt = optim.Adam(model.parameters(), lr=s["lr"])
+    else:
+        opt = optim.SGD(model.parameters(), lr=s["lr"], momentum=s["momentum"])
+    start_epoch, history = 0, []
+    loader = DataLoader(splits.train, s["batch_size"], shuffle=True, seed=s["seed"])
+    if ckpt is not None:
+        start_epoch = int(ckpt.extra.get("epoch", 0))
+        history = history_from_json(ckpt.extra.get("history", []))[:start_epoch]
+        if ckpt.optimizer is not None and ckpt.optimizer.get("type") == type(opt).__name__:
+            restore_optimizer(opt, ckpt)
+            opt.lr = s["lr"]
+            if s["optimizer"] == "sgd":
+                opt.momentum = s["momentum"]
+        elif ckpt.optimizer is not None:
+            print(f"xpgrad: note: the checkpoint's optimizer is {ckpt.optimizer.get('type')}; "
+                  f"starting {type(opt).__name__} from a fresh state", file=sys.stderr)
+        set_rng_state(loader, ckpt.extra.get("rng", {}))
+
+    loss_fn = make_loss(s["loss"], splits.num_classes)
+    device = describe_device(model)
+    arch = "-".join(str(n) for n in sizes)
+    optimizer_text = f"{s['optimizer']} lr {s['lr']:g}"
+    if s["optimizer"] == "sgd":
+        optimizer_text += f" momentum {s['momentum']:g}"
+    say(f"training MLP {arch} ({s['activation']}, dropout {s['dropout']:g}) on {splits.name}: "
+        f"{len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test samples; {s['loss']} loss, "
+        f"{optimizer_text}, "
+        f"batch {s['batch_size']}, epochs {start_epoch + 1}-{s['epochs']}; backend {backend_name} on {device}",
+        quiet)
+    if start_epoch >= s["epochs"]:
+        say(f"the checkpoint already has {start_epoch} epochs (--epochs {s['epochs']}): nothing to train", quiet)
+
+    stop = StopRequest()
+    message = "xpgrad: stopping after this batch" + (f" and saving {save}" if save else "") + \
+              " (Ctrl-C again to abort)"
+    with catch_sigint(stop, message), blas_threads_for(model, s["batch_size"]):
+        result = fit(model, opt, loss_fn, loader, s["epochs"], val=splits.val, test=splits.test,
+                     start_epoch=start_epoch, history=history, reporter=Reporter(quiet=quiet), stop=stop,
+                     eval_batch_size=EVAL_BATCH_SIZE)
+    history = result.history
+    if history and history[-1].epoch == result.epochs_done:
+        final = history[-1]
+        test_acc, val_acc, train_loss = final.test_accuracy, final.val_accuracy, final.train_loss
+    else:
+        from ..train import accuracy
+
+        test_acc = accuracy(model, splits.test, EVAL_BATCH_SIZE)
+        val_acc = accuracy(model, splits.val, EVAL_BATCH_SIZE)
+        train_loss = None
+    if result.interrupted:
+        print(f"xpgrad: interrupted after {result.epochs_done} complete epochs", file=sys.stderr, flush=True)
+
+    new_records = history[start_epoch:] if len(history) > start_epoch else []
+    train_seconds = sum(r.seconds for r in new_records)
+    samples = len(splits.train) * len(new_records)
+    if save is not None:
+        settings = {**s, "dataset": splits.name, "data_dir": data_dir}
+        extra = {"epoch": result.epochs_done, "settings": settings, "history": history_to_json(history),
+                 "rng": result.rng_state, "interrupted": result.interrupted, "backend": backend_name,
+                 "xpgrad_version": xg.__version__}
+        save_checkpoint(save, model, opt, extra=extra)
+        say(f"saved checkpoint to {save}")
+    if plot is not None and history:
+        plot_history(history, plot, title=f"MLP {arch} ({s['activation']}) on {splits.name}, {optimizer_text}")
+        say(f"saved plot to {plot}")
+    if graph is not None:
+        _draw_step(model, loss_fn, splits.train, graph)
+        say(f"saved graph of one training step to {graph}")
+    if metrics_path is not None:
+        payload = {
+            "dataset": splits.name, "backend": backend_name, "device": device,
+            "model": model.config(), "loss": s["loss"], "optimizer": s["optimizer"], "lr": s["lr"],
+            "momentum": s.get("momentum"), "batch_size": s["batch_size"], "seed": s["seed"],
+            "epochs": result.epochs_done, "interrupted": result.interrupted,
+            "final": {
+                "train_loss": train_loss, "val_accuracy": val_acc, "test_accuracy": test_acc,
+                "seconds": train_seconds, "total_seconds": result.seconds,
+                "samples_per_second": samples / train_seconds if train_seconds > 0 else None,
+            },
+            "per_epoch": history_to_json(history),
+        }
+        write_json(metrics_path, _strict(payload))
+        say(f"saved metrics to {metrics_path}")
+    print(f"test accuracy: {test_acc:.4f}", flush=True)
+    return EXIT_INTERRUPTED if result.interrupted else 0
+
+
+def _draw_step(model, loss_fn, dataset, path) -> None:
+    """Draw the graph of one step of `model` on a few training samples (layers collapsed)."""
+    from ..data import DataLoader
+    from ..viz import GraphvizNotFoundError, render_step
+
+    x, y = next(iter(DataLoader(dataset, batch_size=8)))
+    try:
+        render_step(loss_fn(model(x), y), path, model=model)
+    except GraphvizNotFoundError as err:
+        raise UsageError(f"--graph {path}: {err}") from None
+
+
+def _show(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def _strict(payload):
+    """Replace non-finite floats by None, recursively (strict JSON)."""
+    import math
+
+    if isinstance(payload, dict):
+        return {k: _strict(v) for k, v in payload.items()}
+    if isinstance(payload, list):
+        return [_strict(v) for v in payload]
+    if isinstance(payload, float) and not math.isfinite(payload):
+        return None
+    return payload

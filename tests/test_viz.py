@@ -10,6 +10,7 @@ import pytest
 
 import xpgrad as xg
 from xpgrad import viz
+from xpgrad.viz.trace import trace_graph
 from xpgrad.errors import GraphFreedError, XpgradError
 
 HAS_DOT = shutil.which("dot") is not None
@@ -278,7 +279,7 @@ def test_collapse_folds_each_layer_into_one_node(use_linear):
     first = next(n for n in groups.nodes if n.kind == "group")
     assert first.details[0][0] == "W0 4\u00d78  b0 8"
     assert first.details[1][1] == viz.GRAD_COLOR and first.details[1][0].startswith("|\u2207W0| ")
-    W0 = next(t for t in viz._trace(loss).tensors.values() if t.name == "W0")
+    W0 = next(t for t in trace_graph(loss).tensors.values() if t.name == "W0")
     shown = float(first.details[1][0].split()[1])
     assert shown == pytest.approx(np.linalg.norm(W0.grad.numpy()), rel=0.01)
 
@@ -360,7 +361,7 @@ def test_render_step_draws_without_touching_grads(tmp_path):
     text = path.read_text()
     assert "Linear 3\u21924 + relu" in text and viz.GRAD_COLOR in text
     assert Dot(text).wire_into("output")[1] == "1.00"
-    params = [t for t in viz._trace(loss).tensors.values() if t.requires_grad and t.is_leaf]
+    params = [t for t in trace_graph(loss).tensors.values() if t.requires_grad and t.is_leaf]
     assert len(params) == 4 and all(p.grad is None for p in params)
     loss.backward()  # the training step's own backward still runs
     assert all(p.grad is not None for p in params)

@@ -1,0 +1,33 @@
+"""Running the Graphviz `dot` program, and the errors it gives when it is missing or fails."""
+from __future__ import annotations
+
+import shutil
+
+from ..errors import XpgradError
+
+INSTALL_HINT = (
+    "install Graphviz: Debian/Ubuntu `apt-get install graphviz` (package `graphviz`), "
+    "Fedora `dnf install graphviz`, macOS `brew install graphviz`, conda `conda install graphviz`"
+)
+
+
+class GraphvizError(XpgradError, RuntimeError):
+    """The Graphviz `dot` program failed to render a graph."""
+
+
+class GraphvizNotFoundError(GraphvizError):
+    """The Graphviz `dot` program is not installed (or not on PATH)."""
+
+
+FORMATS = ("svg", "png", "pdf", "jpg", "jpeg", "gif", "ps", "eps", "json", "plain")
+
+
+def find_dot() -> str:
+    dot = shutil.which("dot")
+    if dot is None:
+        raise GraphvizNotFoundError(
+            "render: the Graphviz `dot` program was not found on PATH, so the graph cannot be drawn as an image; "
+            f"{INSTALL_HINT}. Without it, xg.viz.to_dot(output) still returns the DOT source "
+            "(and render() to a .dot/.gv file needs no Graphviz)."
+        )
+    return dot

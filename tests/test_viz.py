@@ -10,8 +10,8 @@ import pytest
 
 import xpgrad as xg
 from xpgrad import viz
-from xpgrad.viz.trace import trace_graph
 from xpgrad.errors import GraphFreedError, XpgradError
+from xpgrad.viz.trace import trace_graph
 
 HAS_DOT = shutil.which("dot") is not None
 # CI sets XPGRAD_REQUIRE_GRAPHVIZ=1 so a failed Graphviz install fails these tests instead of skipping them
@@ -432,3 +432,89 @@ def test_render_step_with_an_nn_model_names_parameters_and_folds_dropout(tmp_pat
     text = viz.render_step(loss, tmp_path / "step.dot", model=model).read_text()
     assert "0.weight" in text
     assert all(p.grad is None for p in model.parameters())
+
+
+# ---- Jupyter display: xg.viz.draw ------------------------------------------------------------------------
+
+
+def svg_string_texts(svg: str):
+    root = ET.fromstring(svg)
+    return ["".join(t.itertext()).strip() for t in root.iter("{http://www.w3.org/2000/svg}text")]
+
+
+@needs_dot
+def test_draw_shows_itself_as_svg_with_gradients():
+    graph = viz.draw(viz.example("sigmoid-circuit"))
+    assert isinstance(graph, viz.VizGraph)
+    bundle = graph._repr_mimebundle_()
+    assert set(bundle) == {"image/svg+xml", "text/plain"}
+    texts = svg_string_texts(bundle["image/svg+xml"])
+    for value, grad in NOTES_LEAVES.values():
+        assert value in texts and grad in texts
+    assert "0.73" in texts and "1/x" in texts
+    assert graph._repr_svg_() == bundle["image/svg+xml"]
+
+
+@needs_dot
+def test_draw_without_gradients_shows_values_only():
+    x = xg.tensor(-2.0, requires_grad=True, name="x")
+    y = xg.tensor(5.0, requires_grad=True, name="y")
+    z = xg.tensor(-4.0, requires_grad=True, name="z")
+    f = (x + y) * z  # no backward yet: no gradient anywhere
+    svg = viz.draw(f)._repr_mimebundle_()["image/svg+xml"]
+    texts = svg_string_texts(svg)
+    assert "-12.00" in texts and "3.00" in texts and "x" in texts
+    assert viz.GRAD_COLOR not in svg and "gradient" not in svg
+    f.backward(retain_graph=True)  # leaves now have .grad, shown in red; the graph stays drawable
+    svg = viz.draw(f)._repr_mimebundle_()["image/svg+xml"]
+    assert viz.GRAD_COLOR in svg and "-4.00" in svg_string_texts(svg)
+
+
+@needs_dot
+def test_draw_keeps_its_layout_for_display_and_render(tmp_path):
+    graph = viz.draw(viz.example("apple"), rankdir="TB", legend=False)
+    assert "rankdir=TB" in graph.to_dot(**graph.layout) and "labelloc" not in graph.to_dot(**graph.layout)
+    path = viz.render(graph, tmp_path / "apple.dot")
+    assert path.read_text() == graph.to_dot(**graph.layout)
+    assert [p.name for p in tmp_path.iterdir()] == ["apple.dot"]  # atomic: no temporary file left behind
+    assert viz.render(graph, tmp_path / "apple.svg").read_text() == graph.svg()
+
+
+def test_draw_without_graphviz_shows_a_text_listing_with_an_install_hint(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no `dot` anywhere
+    graph = viz.draw(viz.example("sigmoid-circuit"))
+    bundle = graph._repr_mimebundle_()
+    assert list(bundle) == ["text/plain"]
+    hint, *listing = bundle["text/plain"].splitlines()
+    assert "Graphviz" in hint and "apt-get install graphviz" in hint
+    assert listing == graph.to_text().splitlines()
+    assert "w0 = 2.00  grad -0.20" in listing and listing[-1] == "f = 1/x(t6) = 0.73  grad 1.00"
+    assert graph._repr_svg_() is None
+    with pytest.raises(viz.GraphvizNotFoundError):
+        graph.svg()
+
+
+def test_draw_falls_back_to_text_when_graphviz_fails(tmp_path, monkeypatch):
+    fake = tmp_path / "dot"
+    fake.write_text("#!/bin/sh\necho 'dot: broken install' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    text = viz.draw(viz.example("apple"))._repr_mimebundle_()["text/plain"]
+    assert text.splitlines()[0].startswith("(the graph is shown as text:") and "broken install" in text
+    assert "price = *(t0, tax) = 220  grad 1.00" in text.splitlines()
+
+
+def test_text_listing_keeps_argument_order_and_distinct_names():
+    a, b = xg.tensor(3.0, requires_grad=True), xg.tensor(4.0, requires_grad=True)  # unnamed: both "scalar"
+    doubled = a * 2.0
+    out = doubled - b  # b's wire comes before doubled's in forward order; the listing keeps (doubled, b)
+    listing = viz.draw(out).to_text().splitlines()
+    assert listing == ["scalar = 3.00", "t0 = *2(scalar) = 6.00", "scalar_2 = 4.00", "out = -(t0, scalar_2) = 2.00"]
+
+
+def test_ipython_displays_the_graph():
+    formatters = pytest.importorskip("IPython.core.formatters", reason="IPython comes with the [test] extra")
+    data, _ = formatters.DisplayFormatter().format(viz.draw(viz.example("apple")))
+    if shutil.which("dot") or REQUIRE_DOT:
+        assert data["image/svg+xml"].lstrip().startswith("<?xml")
+    assert "apple = 100" in data["text/plain"]

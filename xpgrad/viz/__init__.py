@@ -5,6 +5,7 @@ every wire and the gradient below it.
     f = xg.viz.example("sigmoid-circuit")      # built, backpropagated, every gradient kept
     print(xg.viz.to_dot(f))                    # Graphviz DOT source (needs nothing installed)
     xg.viz.render(f, "circuit.svg")            # runs Graphviz `dot` (.svg, .png, .pdf; .dot/.gv need no Graphviz)
+    xg.viz.draw(f)                             # in Jupyter: shows the drawing inline (a text listing without Graphviz)
 
 What is drawn
     * one node per op (a circle with the gate's symbol, e.g. ``*``, ``+``, ``exp``, ``1/x``; the op
@@ -35,13 +36,13 @@ Where the gradients come from
 
 Where each part lives
     `trace` walks the recorded graph, `graph` turns it into the display model (`VizGraph`),
-    `dot` writes that model as DOT, `graphviz` runs the `dot` program, `drawing` holds the
-    entry points that take a tensor, `examples` the notes' circuits and `command` the
-    ``xpgrad graph`` subcommand.
+    `dot` writes that model as DOT, `graphviz` runs the `dot` program, `display` shows the model
+    in Jupyter, `drawing` holds the entry points that take a tensor, `examples` the notes'
+    circuits and `command` the ``xpgrad graph`` subcommand.
 """
 from .command import add_graph_subcommand, run_graph
 from .dot import LEAVES_LEFT_UP_TO
-from .drawing import backward_and_draw, render, render_step, to_dot
+from .drawing import backward_and_draw, draw, render, render_step, to_dot
 from .examples import EXAMPLES, example
 from .graph import ACTIVATIONS, COLLAPSE_ABOVE, VizGraph, VizNode, VizWire, build_graph
 from .graphviz import INSTALL_HINT, GraphvizError, GraphvizNotFoundError
@@ -50,6 +51,6 @@ from .trace import compute_grads, retain_grads
 
 __all__ = [
     "COLLAPSE_ABOVE", "EXAMPLES", "GraphvizError", "GraphvizNotFoundError", "VizGraph", "add_graph_subcommand",
-    "backward_and_draw", "build_graph", "compute_grads", "example", "format_value", "render", "render_step",
+    "backward_and_draw", "build_graph", "compute_grads", "draw", "example", "format_value", "render", "render_step",
     "retain_grads", "run_graph", "to_dot",
 ]

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import pathlib
-import subprocess
 
+from ..checkpoint import atomic_write
 from ..tensor import Tensor
-from .graph import build_graph
-from .graphviz import FORMATS, GraphvizError, find_dot
+from .graph import VizGraph, build_graph
+from .graphviz import FORMATS, run_dot
 from .trace import compute_grads, retain_grads
 
 
@@ -39,34 +39,49 @@ def to_dot(output: Tensor, show_grads: bool = True, collapse: bool | None = None
 
 
 def render(output, path, format: str | None = None, **to_dot_kwargs) -> pathlib.Path:  # noqa: A002
-    """Draw `output`'s graph (a Tensor, or DOT source as a str) into the file `path` with Graphviz.
+    """Draw `output`'s graph (a Tensor, a `VizGraph`, or DOT source as a str) into the file `path` with Graphviz.
 
     The format comes from the suffix (.svg, .png, .pdf, ...) unless `format` is given; .dot/.gv
     write the DOT source and need no Graphviz. Other keyword arguments go to `to_dot`.
-    Raises GraphvizNotFoundError (with the install command) when `dot` is missing and
-    GraphvizError when it fails. Returns the path written.
+    The file is written atomically. Raises GraphvizNotFoundError (with the install command) when
+    `dot` is missing and GraphvizError when it fails. Returns the path written.
     """
     path = pathlib.Path(path)
     fmt = (format or path.suffix.lstrip(".") or "svg").lower()
-    source = output if isinstance(output, str) else to_dot(output, **to_dot_kwargs)
-    if isinstance(output, str) and to_dot_kwargs:
-        raise TypeError(f"render: options {sorted(to_dot_kwargs)} apply to a Tensor, not to DOT source")
+    if isinstance(output, Tensor):
+        source = to_dot(output, **to_dot_kwargs)
+    elif to_dot_kwargs:
+        raise TypeError(f"render: options {sorted(to_dot_kwargs)} apply to a Tensor, not to a "
+                        f"{type(output).__name__}")
+    elif isinstance(output, VizGraph):
+        source = output.to_dot(**output.layout)
+    elif isinstance(output, str):
+        source = output
+    else:
+        raise TypeError(f"render: expected a Tensor, a VizGraph or DOT source (str), got {type(output).__name__}")
     if fmt in ("dot", "gv"):
-        path.write_text(source, encoding="utf-8")
-        return path
+        return atomic_write(path, lambda f: f.write(source), mode="w")
     if fmt not in FORMATS:
         raise ValueError(f"render: unknown output format {fmt!r} (from {str(path)!r}); use one of "
                          f"{', '.join(FORMATS + ('dot', 'gv'))}")
-    dot = find_dot()
-    try:
-        proc = subprocess.run([dot, f"-T{fmt}", "-o", str(path)], input=source.encode("utf-8"),
-                              capture_output=True, timeout=120)
-    except OSError as exc:
-        raise GraphvizError(f"render: could not run Graphviz `{dot}`: {exc}") from None
-    if proc.returncode != 0:
-        err = proc.stderr.decode("utf-8", "replace").strip()
-        raise GraphvizError(f"render: Graphviz `dot -T{fmt}` failed (exit {proc.returncode}): {err}")
-    return path
+    image = run_dot(source, fmt)
+    return atomic_write(path, lambda f: f.write(image))
+
+
+def draw(output: Tensor, show_grads: bool = True, collapse: bool | None = None, grads=None,
+         labels: str = "symbols", names=None, rankdir: str = "LR", legend: bool = True,
+         leaves_left: bool | None = None) -> VizGraph:
+    """The graph of `output` as a `VizGraph`, which Jupyter shows inline as the drawing.
+
+    The options are `to_dot`'s. As the last value of a notebook cell it displays as SVG (or, without
+    Graphviz, as a text listing with a one-line install hint, never an error); ``.svg()``,
+    ``.to_dot()`` and ``.to_text()`` give the same drawing as text, and ``render(graph, path)``
+    saves it. Gradients show where they are known: after `backward_and_draw`, after
+    ``retain_grads(out); out.backward(retain_graph=True)``, or with ``grads="compute"``.
+    """
+    graph = build_graph(output, show_grads=show_grads, collapse=collapse, grads=grads, labels=labels, names=names)
+    graph.layout = {"rankdir": rankdir, "legend": legend, "leaves_left": leaves_left}
+    return graph
 
 
 def backward_and_draw(output: Tensor, path=None, grad=None, **to_dot_kwargs) -> str:

@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..tensor import Tensor
+from . import display
 from .dot import emit_dot
+from .graphviz import GraphvizError
 from .style import GRAD_COLOR, fmt_const, fmt_number, fmt_shape, format_value, host_array
 from .trace import Trace, compute_grads, trace_graph
 
@@ -34,6 +36,7 @@ class VizNode:
     op: str = ""
     details: list = field(default_factory=list)  # group: (text, color) lines under the title
     requires_grad: bool = True
+    inputs: list = field(default_factory=list)  # op: the ids of the nodes feeding its tensor arguments, in order
 
 
 @dataclass
@@ -51,12 +54,18 @@ class VizWire:
 
 @dataclass
 class VizGraph:
-    """What `to_dot` draws: nodes and wires, in forward order. `to_dot()` writes it as DOT."""
+    """What `to_dot` draws: nodes and wires, in forward order. `to_dot()` writes it as DOT.
+
+    In Jupyter the graph shows itself as the drawing (SVG from Graphviz), or, without Graphviz,
+    as a text listing under a one-line install hint; `layout` holds the `to_dot` options
+    (rankdir, legend, leaves_left) it is drawn with there and by `xg.viz.render`.
+    """
 
     nodes: list
     wires: list
     collapsed: bool
     has_grads: bool
+    layout: dict = field(default_factory=dict)
 
     def node(self, label: str) -> VizNode:
         """The first node whose label is `label` (e.g. a leaf's name)."""
@@ -73,7 +82,25 @@ class VizGraph:
         raise KeyError(f"no wire leaves node {node_id!r}")
 
     def to_dot(self, rankdir: str = "LR", legend: bool = True, leaves_left: bool | None = None) -> str:
+        """The graph as Graphviz DOT source (see `xg.viz.to_dot` for the options)."""
         return emit_dot(self, rankdir=rankdir, legend=legend, leaves_left=leaves_left)
+
+    def to_text(self) -> str:
+        """The graph as text, one line per node in forward order (what Jupyter shows without Graphviz)."""
+        return display.text_listing(self)
+
+    def svg(self) -> str:
+        """The drawing as SVG text; raises GraphvizNotFoundError when Graphviz's `dot` is missing."""
+        return display.svg(self)
+
+    def _repr_svg_(self) -> str | None:
+        try:
+            return self.svg()
+        except GraphvizError:
+            return None  # IPython then shows the text/plain of _repr_mimebundle_
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        return display.mimebundle(self)
 
 
 def _is_const(t: Tensor) -> bool:
@@ -221,7 +248,8 @@ def build_graph(output: Tensor, show_grads: bool = True, collapse: bool | None =
             continue
         oid = f"op_{counters['op']}"
         counters["op"] += 1
-        nodes.append(VizNode(oid, "op", _gate_label(node, labels), op=node.name))
+        inputs = [display_of[id(x)] for x in node.inputs if isinstance(x, Tensor) and id(x) not in folded]
+        nodes.append(VizNode(oid, "op", _gate_label(node, labels), op=node.name, inputs=inputs))
         dst_of_node[id(node)] = oid
         display_of[id(out)] = oid
 

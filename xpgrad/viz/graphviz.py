@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 
 from ..errors import XpgradError
 
@@ -31,3 +32,19 @@ def find_dot() -> str:
             "(and render() to a .dot/.gv file needs no Graphviz)."
         )
     return dot
+
+
+def run_dot(source: str, fmt: str) -> bytes:
+    """What ``dot -T<fmt>`` prints for the DOT `source`: the image's bytes.
+
+    Raises GraphvizNotFoundError when `dot` is missing and GraphvizError when it fails.
+    """
+    dot = find_dot()
+    try:
+        proc = subprocess.run([dot, f"-T{fmt}"], input=source.encode("utf-8"), capture_output=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise GraphvizError(f"render: could not run Graphviz `{dot}`: {exc}") from None
+    if proc.returncode != 0:
+        err = proc.stderr.decode("utf-8", "replace").strip()
+        raise GraphvizError(f"render: Graphviz `dot -T{fmt}` failed (exit {proc.returncode}): {err}")
+    return proc.stdout

@@ -21,45 +21,49 @@ import weakref
 
 import numpy as np
 
-from . import backend
+from . import backend, state
 from .backend import _namespaces
 from .errors import DTypeError, GraphFreedError, NoGraphError, NonFiniteError, NotATensorError, ShapeError, XpgradError
 from .tensor import Tensor, dtype_kind, dtype_name, is_floating, is_integer
 
-# ---- global switches ------------------------------------------------------------------------
+# ---- switches ---------------------------------------------------------------------------------
+# Grad mode is per thread (`state.local`: a new thread starts with it on); debug mode has no
+# context form and stays process-wide.
 
-_grad_enabled = True
+_thread = state.local
 _debug = os.environ.get("XPGRAD_DEBUG", "") not in ("", "0")
 
 
 def is_grad_enabled() -> bool:
-    return _grad_enabled
+    """Whether ops called in this thread record nodes."""
+    return _thread.grad_enabled
 
 
 class set_grad_enabled(contextlib.ContextDecorator):
-    """Context manager (or decorator) that turns recording on or off inside the block.
+    """Context manager (or decorator) that turns recording on or off in this thread inside the block.
 
     A class, not a generator: entering and leaving costs 0.3 us instead of 1 us, which shows in
-    a training loop that updates its weights under `no_grad()`.
+    a training loop that updates its weights under `no_grad()`. Other threads keep their own mode.
     """
 
     def __init__(self, flag: bool):
         self.flag = bool(flag)
-        self.previous = []  # a stack: the same object may be entered again inside (a decorated recursion)
 
     def __enter__(self):
-        global _grad_enabled
-        self.previous.append(_grad_enabled)
-        _grad_enabled = self.flag
+        # The mode to restore goes on the thread's own stack, not on this object: one object (a
+        # decorator) may be entered again inside, or by several threads at once.
+        thread = _thread
+        thread.grad_modes.append(thread.grad_enabled)
+        thread.grad_enabled = self.flag
 
     def __exit__(self, *exc_info):
-        global _grad_enabled
-        _grad_enabled = self.previous.pop()
+        thread = _thread
+        thread.grad_enabled = thread.grad_modes.pop()
         return False
 
 
 def no_grad():
-    """Context manager: ops inside record nothing."""
+    """Context manager: ops inside (in this thread) record nothing."""
     return set_grad_enabled(False)
 
 
@@ -219,7 +223,7 @@ TEMPORARY_REFS, HELD_BY_SLOTS_REFS = _calibrate()
 
 def skippable(node: Node) -> bool:
     """A node the fusion may bypass: recording on, no debug sites, no retain_grad on its output."""
-    return _grad_enabled and not _debug and (not _retained.data or node not in _retained)
+    return _thread.grad_enabled and not _debug and (not _retained.data or node not in _retained)
 
 
 def link_fused(node: Node, data, inputs: tuple, args: tuple, takes_grad: tuple, gen: int) -> Tensor:
@@ -291,7 +295,7 @@ def apply1(node: Node, x: Tensor) -> Tensor:
     except (ValueError, TypeError, IndexError) as exc:
         raise _wrap_error(node, (a,), exc) from None
     out = _new_tensor(data)
-    if _grad_enabled and x.requires_grad:
+    if _thread.grad_enabled and x.requires_grad:
         return _link(node, out, (x,), (a,), _FIRST, 0 if x._node is None else x._node.gen)
     if _debug:
         _check_finite(out.data, f"{node.name} forward output", _user_site())
@@ -382,7 +386,7 @@ def apply2(node: Node, x, y) -> Tensor:
     out = Tensor.__new__(Tensor)
     out.data = data
     out.grad = out.name = None
-    if _grad_enabled:
+    if _thread.grad_enabled:
         want_x = type(x) is Tensor and x.requires_grad
         want_y = type(y) is Tensor and y.requires_grad
         if want_x or want_y:
@@ -427,7 +431,7 @@ def apply_n(node: Node, inputs) -> Tensor:
     except (ValueError, TypeError, IndexError) as exc:
         raise _wrap_error(node, args, exc) from None
     out = _new_tensor(data)
-    if _grad_enabled:
+    if _thread.grad_enabled:
         takes_grad, gen = [], 0
         for i, t in enumerate(inputs):
             if t.requires_grad:
@@ -539,8 +543,8 @@ def run_backward(roots, grads, *, retain_graph: bool, create_graph: bool, target
     wanted_nodes = {t._node: t for t in targets if t._node is not None} if targets is not None else None
     found: dict = {}
 
-    global _grad_enabled  # recording on only for create_graph (a plain try/finally: cheaper than a context manager)
-    previous_enabled, _grad_enabled = _grad_enabled, create_graph
+    thread = _thread  # recording on only for create_graph (a plain try/finally: cheaper than a context manager)
+    previous_enabled, thread.grad_enabled = thread.grad_enabled, create_graph
     try:
         F = F_tensor = _tensor_fns() if create_graph else None
         gy_type = None
@@ -590,7 +594,7 @@ def run_backward(roots, grads, *, retain_graph: bool, create_graph: bool, target
             if not retain_graph:
                 node.inputs = node.args = node.saved = None
     finally:
-        _grad_enabled = previous_enabled
+        thread.grad_enabled = previous_enabled
 
     if wanted is None:
         for t, g in leaf_grads.items():

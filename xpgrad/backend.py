@@ -17,7 +17,7 @@ import os
 import array_api_compat
 import numpy as np
 
-from . import fast_numpy
+from . import fast_numpy, state
 from .errors import CupyNotInstalledError, DeviceMismatchError, NoGPUError, UnknownBackendError
 
 ENV_VAR = "XPGRAD_BACKEND"
@@ -102,11 +102,14 @@ def resolve_backend(name: str) -> Backend:
     return Backend(key, module)
 
 
-_current: Backend | None = None
+_current: Backend | None = None  # the process-wide default; a thread inside use_backend overrides it
 
 
 def get_backend() -> Backend:
-    """The backend new tensors use (read from XPGRAD_BACKEND on first use)."""
+    """The backend new tensors made in this thread use (the default is read from XPGRAD_BACKEND on first use)."""
+    override = state.local.backend
+    if override is not None:
+        return override
     global _current
     if _current is None:
         _current = resolve_backend(os.environ.get(ENV_VAR, "numpy") or "numpy")
@@ -114,7 +117,7 @@ def get_backend() -> Backend:
 
 
 def set_backend(name: str | None = None) -> Backend:
-    """Choose the backend for new tensors; ``None`` re-reads XPGRAD_BACKEND."""
+    """Choose the process-wide default backend for new tensors; ``None`` re-reads XPGRAD_BACKEND."""
     global _current
     _current = resolve_backend(name) if name is not None else None
     return get_backend()
@@ -122,14 +125,14 @@ def set_backend(name: str | None = None) -> Backend:
 
 @contextlib.contextmanager
 def use_backend(name: str):
-    """Context manager: new tensors use backend `name` inside the block."""
-    global _current
-    previous = _current
-    _current = resolve_backend(name)
+    """Context manager: new tensors made in this thread use backend `name` inside the block
+    (other threads keep theirs)."""
+    thread = state.local
+    previous, thread.backend = thread.backend, resolve_backend(name)
     try:
-        yield _current
+        yield thread.backend
     finally:
-        _current = previous
+        thread.backend = previous
 
 
 # ---- where an array lives ----------------------------------------------------------------

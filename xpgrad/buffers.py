@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 
 import numpy as np
 
@@ -20,20 +21,22 @@ MIN_BYTES = 1 << 20  # smaller arrays are cheap to allocate: no pooling
 MAX_PER_KEY = 8  # a deep MLP keeps several same-shaped activations and gradients alive at once
 
 _pool: dict = {}
+_lock = threading.Lock()  # threads share the pool: choosing a free buffer and moving it is one step
 
 
 def _pooled(shape: tuple, dtype: np.dtype) -> np.ndarray:
-    slots = _pool.setdefault((shape, dtype.str), [])  # least recently handed out first
-    for i in range(len(slots) - 1, -1, -1):
-        buf = slots[i]
-        # references: the pool's list, this local and getrefcount's argument
-        if sys.getrefcount(buf) == 3:
-            slots.append(slots.pop(i))
-            return buf
-    buf = np.empty(shape, dtype)
-    if len(slots) < MAX_PER_KEY:
-        slots.append(buf)
-    return buf
+    with _lock:
+        slots = _pool.setdefault((shape, dtype.str), [])  # least recently handed out first
+        for i in range(len(slots) - 1, -1, -1):
+            buf = slots[i]
+            # references: the pool's list, this local and getrefcount's argument
+            if sys.getrefcount(buf) == 3:
+                slots.append(slots.pop(i))
+                return buf
+        buf = np.empty(shape, dtype)
+        if len(slots) < MAX_PER_KEY:
+            slots.append(buf)
+        return buf
 
 
 def empty(shape: tuple, dtype: np.dtype) -> np.ndarray:
@@ -52,4 +55,5 @@ def empty_like(a: np.ndarray) -> np.ndarray:
 
 def clear() -> None:
     """Drop every pooled buffer (their memory returns once no array uses them)."""
-    _pool.clear()
+    with _lock:
+        _pool.clear()

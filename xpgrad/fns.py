@@ -9,38 +9,39 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 
 import numpy as np
 
-from . import backend, buffers
+from . import backend, buffers, state
 from .tensor import is_integer
 
 
-_kernels_on = os.environ.get("XPGRAD_KERNELS", "1") != "0"
+_thread = state.local  # the kernels switch is per thread (default: XPGRAD_KERNELS)
 BROADCAST_COPY_MAX = 4096  # KernelFns.broadcast_to copies up to this many elements instead of viewing
 POOLED_PRODUCT_MIN = buffers.MIN_BYTES // 8  # elements: a smaller matrix product is under MIN_BYTES in any float dtype
 
 
 def kernels_enabled() -> bool:
-    """Whether NumPy/CuPy arrays take the Numba kernels (XPGRAD_KERNELS=0 switches them off)."""
-    return _kernels_on
+    """Whether NumPy/CuPy arrays take the Numba kernels in this thread (XPGRAD_KERNELS=0 switches
+    them off by default)."""
+    return _thread.kernels
 
 
 @contextlib.contextmanager
 def use_kernels(flag: bool):
-    """Context manager: Numba kernels on or off inside the block (for comparisons and debugging)."""
-    global _kernels_on
-    previous, _kernels_on = _kernels_on, bool(flag)
+    """Context manager: Numba kernels on or off in this thread inside the block (for comparisons
+    and debugging); other threads keep their own setting."""
+    thread = _thread
+    previous, thread.kernels = thread.kernels, bool(flag)
     try:
         yield
     finally:
-        _kernels_on = previous
+        thread.kernels = previous
 
 
 def _kernel_float(a, b=None) -> bool:
     """Kernels apply: switched on, `a` float32 or float64, and `b` (if given) of the same dtype."""
-    if not _kernels_on:
+    if not _thread.kernels:
         return False
     dtype = a.dtype
     return dtype.char in "fd" and (b is None or b.dtype is dtype or b.dtype == dtype)
@@ -246,7 +247,7 @@ class KernelFns(ArrayFns):
 
     def sigmoid_grad(self, y, gy):
         if y.shape == gy.shape:
-            if _kernels_on and y.ndim and self.ready(y, gy):
+            if _thread.kernels and y.ndim and self.ready(y, gy):
                 out = self.empty_like(y)
                 self.unchecked.sigmoid_backward(y, gy, out)
                 return out
@@ -263,7 +264,7 @@ class KernelFns(ArrayFns):
         return self.bias_act(a.reshape(-1, a.shape[-1]), None, "sigmoid").reshape(a.shape)
 
     def bias_act(self, z, b, activation):
-        if activation is not None and z.ndim == 2 and _kernels_on:
+        if activation is not None and z.ndim == 2 and _thread.kernels:
             # a separate output: in place (out=z) the compiler's no-alias check fails and the loop runs scalar
             if self.ready(z) if b is None else b.shape == z.shape[1:] and self.ready(z, b):
                 out = self.empty_like(z)

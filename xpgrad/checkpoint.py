@@ -1,21 +1,25 @@
-"""Checkpoints: one .npz archive with the parameters, the optimizer state and a JSON header.
+"""Checkpoints: the parameters, the optimizer state and a JSON header in one file, .npz or .safetensors.
 
-Layout (every entry a plain array, so loading works with ``allow_pickle=False``):
+The suffix picks the format (`save_checkpoint`, `load_checkpoint`); neither is ever read with pickle.
+
+.npz layout (every entry a plain array, so loading works with ``allow_pickle=False``):
 
 - ``__xpgrad__``: a 0-d string array holding JSON: ``{"format": "xpgrad-checkpoint", "version": 1,
   "model": <Module.config()>, "optimizer": {"type", "hyper", "steps"} or null, "extra": {...}}``
 - ``param/<dotted name>``: each parameter as a host NumPy array
 - ``optim/<index>.<buffer>``: each optimizer state buffer (SGD velocity, Adam m and v)
 
-Saving is atomic: the archive is written to a temporary file in the target's folder, flushed and
+.safetensors layout: the same ``param/...`` and ``optim/...`` tensors; the header's fields
+(``format``, ``version``, ``model``, ``optimizer``, ``extra`` with the epoch) are the file's
+metadata, each a JSON string (safetensors metadata maps strings to strings).
+
+Saving is atomic: the file is written to a temporary file in the target's folder, flushed and
 fsynced, then renamed over the target with `os.replace`, so an interrupted or failed save leaves
 the previous checkpoint as it was.
 """
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -24,6 +28,9 @@ from pathlib import Path
 import numpy as np
 
 from .errors import XpgradError
+from .files import atomic_write
+from .safetensors_io import SUFFIX as SAFETENSORS_SUFFIX
+from .safetensors_io import SafetensorsFileError, read_safetensors, write_safetensors
 
 FORMAT = "xpgrad-checkpoint"
 VERSION = 1
@@ -67,47 +74,17 @@ class Checkpoint:
         return model
 
 
-def atomic_write(path, write, mode: str = "wb") -> Path:
-    """Call `write(fileobj)` on a temporary file beside `path`, fsync it, then rename it onto `path`.
-
-    On any failure (including KeyboardInterrupt) the temporary file is removed and `path` is left
-    as it was.
-    """
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(folder)
-    return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable (best effort: not every platform can open a folder)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+def is_safetensors(path) -> bool:
+    """Whether `path` names a .safetensors checkpoint (else it is an .npz archive)."""
+    return Path(path).suffix.lower() == SAFETENSORS_SUFFIX
 
 
 def save_checkpoint(path, model, optimizer=None, *, extra: dict | None = None) -> Path:
-    """Write `model`'s parameters, `optimizer`'s state and `extra` (JSON-able) to `path` atomically."""
+    """Write `model`'s parameters, `optimizer`'s state and `extra` (JSON-able) to `path` atomically.
+
+    The suffix picks the format: ``.safetensors`` (the header's fields as JSON strings in the
+    file's metadata), anything else an .npz archive.
+    """
     header = {"format": FORMAT, "version": VERSION, "model": model.config(), "optimizer": None,
               "extra": extra or {}}
     arrays = {PARAM_PREFIX + name: value for name, value in model.state_dict().items()}
@@ -116,23 +93,39 @@ def save_checkpoint(path, model, optimizer=None, *, extra: dict | None = None) -
         header["optimizer"] = {k: v for k, v in state.items() if k != "buffers"}
         arrays.update({OPTIM_PREFIX + key: value for key, value in state["buffers"].items()})
     try:
-        text = json.dumps(header, allow_nan=False)
+        fields = {key: json.dumps(value, allow_nan=False) for key, value in header.items()}
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"save_checkpoint: the header is not JSON-serialisable: {err}") from None
-    arrays[HEADER_KEY] = np.array(text)
+    if is_safetensors(path):
+        try:
+            return write_safetensors(path, arrays, metadata=fields)
+        except SafetensorsFileError as err:
+            raise CheckpointError(f"save_checkpoint: {err}") from None
+    arrays[HEADER_KEY] = np.array(json.dumps(header, allow_nan=False))
     return atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def load_checkpoint(path) -> Checkpoint:
-    """Read and check a checkpoint written by `save_checkpoint` (with allow_pickle=False).
+    """Read and check a checkpoint written by `save_checkpoint` (.npz with allow_pickle=False, or .safetensors).
 
     Raises CheckpointNotFoundError for a missing file and CheckpointError for a file that is
-    truncated or corrupt, is not an xpgrad checkpoint, or comes from a newer format version.
+    truncated or corrupt (naming the first tensor cut off, for .safetensors), is not an xpgrad
+    checkpoint, or comes from a newer format version.
     """
     path = Path(path)
     if not path.is_file():
         what = "is a folder, not a file" if path.is_dir() else "does not exist"
         raise CheckpointNotFoundError(f"checkpoint {path} {what}")
+    arrays, header = _read_safetensors(path) if is_safetensors(path) else _read_npz(path)
+    params = {k[len(PARAM_PREFIX):]: v for k, v in arrays.items() if k.startswith(PARAM_PREFIX)}
+    buffers = {k[len(OPTIM_PREFIX):]: v for k, v in arrays.items() if k.startswith(OPTIM_PREFIX)}
+    optimizer = header.get("optimizer")
+    if optimizer is not None:
+        optimizer = {**optimizer, "buffers": buffers}
+    return Checkpoint(path, header.get("model"), params, optimizer, header.get("extra") or {})
+
+
+def _read_npz(path: Path) -> tuple[dict, dict]:
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic[:2] != b"PK":
@@ -153,22 +146,37 @@ def load_checkpoint(path) -> Checkpoint:
         raise
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, zlib.error) as err:
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt: {err}") from None
-    header = _parse_header(path, arrays.pop(HEADER_KEY))
-    params = {k[len(PARAM_PREFIX):]: v for k, v in arrays.items() if k.startswith(PARAM_PREFIX)}
-    buffers = {k[len(OPTIM_PREFIX):]: v for k, v in arrays.items() if k.startswith(OPTIM_PREFIX)}
-    optimizer = header.get("optimizer")
-    if optimizer is not None:
-        optimizer = {**optimizer, "buffers": buffers}
-    return Checkpoint(path, header.get("model"), params, optimizer, header.get("extra") or {})
-
-
-def _parse_header(path: Path, raw: np.ndarray) -> dict:
+    raw = arrays.pop(HEADER_KEY)
     if raw.dtype.kind != "U" or raw.ndim != 0:
         raise CheckpointError(f"{path} is not an xpgrad checkpoint: {HEADER_KEY!r} is not a JSON string")
     try:
         header = json.loads(str(raw))
     except json.JSONDecodeError as err:
         raise CheckpointError(f"checkpoint {path} is corrupt: its header is not valid JSON ({err})") from None
+    return arrays, _checked_header(path, header)
+
+
+def _read_safetensors(path: Path) -> tuple[dict, dict]:
+    try:
+        arrays, metadata = read_safetensors(path)
+    except SafetensorsFileError as err:
+        raise CheckpointError(f"checkpoint {err}") from None
+    if "format" not in metadata:
+        raise CheckpointError(
+            f"{path} is not an xpgrad checkpoint: its metadata has no 'format' field (it holds "
+            f"{len(arrays)} tensors; a file of weights alone, e.g. from PyTorch, loads with "
+            f"xg.nn.MLP.from_torch_state_dict(path))"
+        )
+    header = {}
+    for key, text in metadata.items():
+        try:
+            header[key] = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise CheckpointError(f"checkpoint {path} is corrupt: metadata field {key!r} is not JSON ({err})") from None
+    return arrays, _checked_header(path, header)
+
+
+def _checked_header(path: Path, header) -> dict:
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an xpgrad checkpoint: its header has no format {FORMAT!r}")
     version = header.get("version")
@@ -188,6 +196,7 @@ def restore_model(model, checkpoint: Checkpoint) -> None:
         raise CheckpointError(
             f"checkpoint {checkpoint.path} was saved from a different architecture: "
             f"{_describe(saved)} in the checkpoint, {_describe(own)} in the model"
+            f"{_first_difference(checkpoint.params, model.state_dict())}"
         )
     try:
         model.load_state_dict(checkpoint.params)
@@ -209,6 +218,18 @@ def restore_optimizer(optimizer, checkpoint: Checkpoint) -> None:
         raise CheckpointError(f"checkpoint {checkpoint.path}: optimizer state does not fit: {err}") from None
 
 
+def _first_difference(saved: dict, own: dict) -> str:
+    """'; tensor NAME is ... in the checkpoint but ... in the model' for the first tensor that differs, else ''."""
+    for name in [*own, *(n for n in saved if n not in own)]:
+        if name not in saved:
+            return f"; tensor {name!r} of the model is not in the checkpoint"
+        if name not in own:
+            return f"; tensor {name!r} of the checkpoint is not in the model"
+        if saved[name].shape != own[name].shape:
+            return f"; tensor {name!r} has shape {saved[name].shape} in the checkpoint but {own[name].shape} in the model"
+    return ""
+
+
 def _architecture(config: dict) -> dict:
     """The parts of a model config that decide parameter shapes and the forward computation."""
     return {k: v for k, v in config.items() if k not in ("init", "dropout")}
@@ -222,6 +243,6 @@ def _describe(config: dict) -> str:
 
 
 __all__ = [
-    "Checkpoint", "CheckpointError", "CheckpointNotFoundError", "atomic_write", "load_checkpoint",
+    "Checkpoint", "CheckpointError", "CheckpointNotFoundError", "atomic_write", "is_safetensors", "load_checkpoint",
     "restore_model", "restore_optimizer", "save_checkpoint",
 ]

@@ -501,6 +501,22 @@ class MLP(Sequential):
         self[0].fit(x)
         return self
 
+    @staticmethod
+    def from_torch_state_dict(state, activation: str = "relu", **options) -> MLP:
+        """An MLP with the weights of a torch ``nn.Sequential`` of ``nn.Linear`` layers (its state dict or a
+        .safetensors path); weights (out, in) become (in, out). Options: sizes, dropout, prefix, dtype, device.
+        See `xpgrad.torch_interop.mlp_from_torch_state_dict`."""
+        from .torch_interop import mlp_from_torch_state_dict
+
+        return mlp_from_torch_state_dict(state, activation, **options)
+
+    def to_torch_state_dict(self, prefix: str = "") -> dict:
+        """This MLP's weights as the state dict of the same torch ``nn.Sequential`` (weights (out, in), NumPy
+        arrays; a Standardize layer folded into the first Linear). See `xpgrad.torch_interop`."""
+        from .torch_interop import mlp_to_torch_state_dict
+
+        return mlp_to_torch_state_dict(self, prefix=prefix)
+
     def config(self) -> dict:
         return {"type": "MLP", "sizes": list(self.sizes), "activation": self.activation,
                 "dropout": self.dropout, "init": self.init, "bias": self.has_bias,

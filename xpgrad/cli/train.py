@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from . import arguments
+from . import arguments, parallel
 from .common import (
     EVAL_BATCH_SIZE, EXIT_INTERRUPTED, UsageError, add_backend, check_output_path, resolve_data_dir, say,
 )
@@ -19,6 +19,7 @@ DEFAULTS = {
     "epochs": 60,
     "batch_size": 32,
     "seed": 0,
+    "dtype": "float32",
 }
 DEFAULT_LR = {"adam": 2e-3, "sgd": 0.05}
 DEFAULT_MOMENTUM = 0.9
@@ -53,8 +54,10 @@ def add_parser(sub) -> None:
     train.add_argument("--batch-size", type=arguments.positive_int, help=f"default {d['batch_size']}")
     train.add_argument("--seed", type=arguments.nonnegative_int,
                        help=f"seed of the weight init, dropout and shuffling (default {d['seed']})")
+    train.add_argument("--dtype", choices=("float32", "float64"),
+                       help=f"dtype of the parameters and the computation (default {d['dtype']})")
     add_backend(train)
-    train.add_argument("--save", metavar="PATH", help="write a checkpoint (.npz) at the end or on Ctrl-C")
+    train.add_argument("--save", metavar="PATH", help="write a checkpoint at the end or on Ctrl-C: .safetensors by that suffix, else .npz")
     train.add_argument("--load", metavar="PATH", help="resume from a checkpoint written by --save")
     train.add_argument("--plot", metavar="PATH.png", help="write loss and accuracy curves (.png, .pdf or .svg)")
     train.add_argument("--metrics-json", metavar="PATH", help="write final and per-epoch metrics as JSON")
@@ -66,7 +69,8 @@ def add_parser(sub) -> None:
 def _settings(args, saved: dict) -> dict:
     """Flags given on the command line, else the checkpoint's settings, else DEFAULTS."""
     out = {}
-    for key in ("dataset", "hidden", "activation", "dropout", "loss", "optimizer", "epochs", "batch_size", "seed"):
+    for key in ("dataset", "hidden", "activation", "dropout", "loss", "optimizer", "epochs", "batch_size", "seed",
+                "dtype"):
         given = getattr(args, key)
         out[key] = given if given is not None else saved.get(key, DEFAULTS[key])
     same_optimizer = out["optimizer"] == saved.get("optimizer")
@@ -87,24 +91,27 @@ def _settings(args, saved: dict) -> dict:
 
 
 def run(args) -> int:
-    """Handle `xpgrad train`; returns the exit status."""
+    """Handle `xpgrad train`; returns the exit status. Under `mpiexec -n K` (K > 1) it trains
+    data-parallel (`parallel`): only rank 0 prints and writes files."""
     import xpgrad as xg
 
     from .. import nn, optim
     from ..checkpoint import CheckpointError, load_checkpoint, restore_model, restore_optimizer, save_checkpoint
     from ..data import DataLoader, load_dataset
+    from ..distributed import DataParallel, RankStop
     from ..train import (
         Reporter, StopRequest, blas_threads_for, catch_sigint, describe_device, fit, history_from_json, history_to_json,
         make_loss, plot_history, set_rng_state, write_json,
     )
 
+    ranks = parallel.join()
     save = check_output_path("--save", args.save) if args.save else None
     plot = check_output_path("--plot", args.plot) if args.plot else None
     metrics_path = check_output_path("--metrics-json", args.metrics_json) if args.metrics_json else None
     graph = check_output_path("--graph", args.graph) if args.graph else None
     if plot is not None and plot.suffix.lower() not in (".png", ".pdf", ".svg"):
         raise UsageError(f"--plot {args.plot}: the file name must end in .png, .pdf or .svg")
-    quiet = args.quiet
+    quiet = args.quiet or not ranks.is_main
 
     ckpt = load_checkpoint(Path(args.load).expanduser()) if args.load else None
     saved = dict(ckpt.extra.get("settings", {})) if ckpt else {}
@@ -122,6 +129,8 @@ def run(args) -> int:
                     f"{_show(saved[key])} but {flag} {_show(given)} was given"
                 )
     s = _settings(args, saved)
+    if ranks.parallel:
+        parallel.check_batch(ranks, s["batch_size"])
     data_dir = resolve_data_dir(args.data_dir, s["dataset"], saved)
 
     splits = load_dataset(s["dataset"], data_dir)
@@ -138,17 +147,19 @@ def run(args) -> int:
             )
     # inputs are standardized with the training split's statistics (kept in the model's buffers)
     standardize = bool(ckpt.model_config.get("standardize", False)) if ckpt is not None else True
-    model = nn.MLP(sizes, activation=s["activation"], dropout=s["dropout"], standardize=standardize)
+    model = nn.MLP(sizes, activation=s["activation"], dropout=s["dropout"], standardize=standardize, dtype=s["dtype"])
     if ckpt is not None:
         restore_model(model, ckpt)
     else:
         model.fit_standardizer(splits.train.x)
+    trained = DataParallel(model) if ranks.parallel else model  # rank 0's values on every rank
     if s["optimizer"] == "adam":
         opt = optim.Adam(model.parameters(), lr=s["lr"])
     else:
         opt = optim.SGD(model.parameters(), lr=s["lr"], momentum=s["momentum"])
     start_epoch, history = 0, []
-    loader = DataLoader(splits.train, s["batch_size"], shuffle=True, seed=s["seed"])
+    loader = DataLoader(splits.train, s["batch_size"], shuffle=True, seed=s["seed"],
+                        shard=(ranks.rank, ranks.world_size) if ranks.parallel else None)
     if ckpt is not None:
         start_epoch = int(ckpt.extra.get("epoch", 0))
         history = history_from_json(ckpt.extra.get("history", []))[:start_epoch]
@@ -157,10 +168,11 @@ def run(args) -> int:
             opt.lr = s["lr"]
             if s["optimizer"] == "sgd":
                 opt.momentum = s["momentum"]
-        elif ckpt.optimizer is not None:
+        elif ckpt.optimizer is not None and ranks.is_main:
             print(f"xpgrad: note: the checkpoint's optimizer is {ckpt.optimizer.get('type')}; "
                   f"starting {type(opt).__name__} from a fresh state", file=sys.stderr)
         set_rng_state(loader, ckpt.extra.get("rng", {}))
+    parallel.seed_rank_stream(ranks, s["seed"], ckpt.extra.get("rng", {}) if ckpt else None, start_epoch)
 
     loss_fn = make_loss(s["loss"], splits.num_classes)
     device = describe_device(model)
@@ -171,16 +183,17 @@ def run(args) -> int:
     say(f"training MLP {arch} ({s['activation']}, dropout {s['dropout']:g}) on {splits.name}: "
         f"{len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test samples; {s['loss']} loss, "
         f"{optimizer_text}, "
-        f"batch {s['batch_size']}, epochs {start_epoch + 1}-{s['epochs']}; backend {backend_name} on {device}",
+        f"batch {s['batch_size']}, epochs {start_epoch + 1}-{s['epochs']}; {s['dtype']}, backend {backend_name} "
+        f"on {device}{parallel.describe(ranks, s['batch_size'])}",
         quiet)
     if start_epoch >= s["epochs"]:
         say(f"the checkpoint already has {start_epoch} epochs (--epochs {s['epochs']}): nothing to train", quiet)
 
-    stop = StopRequest()
+    stop = RankStop() if ranks.parallel else StopRequest()
     message = "xpgrad: stopping after this batch" + (f" and saving {save}" if save else "") + \
               " (Ctrl-C again to abort)"
-    with catch_sigint(stop, message), blas_threads_for(model, s["batch_size"]):
-        result = fit(model, opt, loss_fn, loader, s["epochs"], val=splits.val, test=splits.test,
+    with catch_sigint(stop, message), blas_threads_for(model, s["batch_size"] // ranks.world_size):
+        result = fit(trained, opt, loss_fn, loader, s["epochs"], val=splits.val, test=splits.test,
                      start_epoch=start_epoch, history=history, reporter=Reporter(quiet=quiet), stop=stop,
                      eval_batch_size=EVAL_BATCH_SIZE)
     history = result.history
@@ -193,16 +206,19 @@ def run(args) -> int:
         test_acc = accuracy(model, splits.test, EVAL_BATCH_SIZE)
         val_acc = accuracy(model, splits.val, EVAL_BATCH_SIZE)
         train_loss = None
-    if result.interrupted:
+    if result.interrupted and ranks.is_main:
         print(f"xpgrad: interrupted after {result.epochs_done} complete epochs", file=sys.stderr, flush=True)
 
     new_records = history[start_epoch:] if len(history) > start_epoch else []
     train_seconds = sum(r.seconds for r in new_records)
     samples = len(splits.train) * len(new_records)
+    rng = parallel.gather_rng(ranks, result.rng_state) if save is not None else None
+    if not ranks.is_main:
+        return EXIT_INTERRUPTED if result.interrupted else 0
     if save is not None:
         settings = {**s, "dataset": splits.name, "data_dir": data_dir}
         extra = {"epoch": result.epochs_done, "settings": settings, "history": history_to_json(history),
-                 "rng": result.rng_state, "interrupted": result.interrupted, "backend": backend_name,
+                 "rng": rng, "interrupted": result.interrupted, "backend": backend_name,
                  "xpgrad_version": xg.__version__}
         save_checkpoint(save, model, opt, extra=extra)
         say(f"saved checkpoint to {save}")

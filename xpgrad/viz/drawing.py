@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pathlib
 
-from ..checkpoint import atomic_write
+from ..files import atomic_write
 from ..tensor import Tensor
 from .graph import VizGraph, build_graph
 from .graphviz import FORMATS, run_dot

@@ -1,4 +1,5 @@
-"""CPU kernels: Numba `@njit(cache=True)`, serial unless the parallel kernels are switched on.
+"""CPU kernels: Numba `@njit` (cached in the user's cache folder, see `_cache`), serial unless the parallel
+kernels are switched on.
 
 Threads. Every kernel runs serially by default, because on the 2-vCPU dev/CI machines parallel
 kernels do not reliably win: next to threaded OpenBLAS a `parallel=True` kernel made a layer 45x
@@ -24,9 +25,10 @@ from types import SimpleNamespace
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from . import _frontend as F
+from ._cache import cached_njit
 from . import _scalar
 from ._fastmath import exp
 from ._scalar import RELU, SIGMOID
@@ -39,13 +41,13 @@ PARALLEL_MIN_SIZE = 1 << 18
 _parallel_min_size = None
 
 _FMA = {"contract"}  # fused multiply-add only (no reassociation, NaN/inf kept): sigmoid forward 5.4 -> 4.3 us at 64x100
-_serial = njit(cache=True, error_model="numpy", fastmath=_FMA)
-_parallel = njit(cache=True, error_model="numpy", parallel=True, fastmath=_FMA)
+_serial = cached_njit(error_model="numpy", fastmath=_FMA)
+_parallel = cached_njit(error_model="numpy", parallel=True, fastmath=_FMA)
 _act_grad = _serial(_scalar.act_grad)
 _sgd_step = _serial(_scalar.sgd_step)
 _adam_step = _serial(_scalar.adam_step)
 _LANES = 16  # partial results of the row reductions (one AVX-512 register of float32)
-_inline = njit(cache=True, error_model="numpy", fastmath=_FMA, inline="always")  # a call with array arguments costs ~40 ns
+_inline = cached_njit(error_model="numpy", fastmath=_FMA, inline="always")  # a call with array arguments costs ~40 ns
 
 
 def set_parallel(min_size=PARALLEL_MIN_SIZE):

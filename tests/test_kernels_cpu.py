@@ -404,3 +404,19 @@ def test_importing_kernels_does_not_import_numba_cuda():
     code = "import sys, xpgrad.kernels; assert 'numba.cuda' not in sys.modules, 'numba.cuda imported'"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_compiled_kernels_are_cached_outside_the_package_folder():
+    """A cache inside an installed package outlives `pip uninstall` and then shadows the next
+    install (the README's two commands in order); the kernels cache in the user's folder."""
+    import os
+
+    import xpgrad
+    from xpgrad.bench_kernels import _triad
+    from xpgrad.kernels import cpu
+
+    package = os.path.dirname(os.path.abspath(xpgrad.__file__))
+    kernels_dir = os.path.dirname(os.path.abspath(cpu.__file__))
+    for dispatcher in (cpu._act_grad, cpu._sgd_step, _triad):
+        folder = os.path.abspath(dispatcher._cache._cache_path)
+        assert not folder.startswith(package) and not folder.startswith(kernels_dir), folder

@@ -21,10 +21,11 @@ from collections import namedtuple
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from xpgrad import kernels
 from xpgrad.kernels import reference
+from xpgrad.kernels._cache import cached_njit
 
 DEFAULT_SIZES = (10**4, 10**5, 10**6, 4096 * 1024, 10**7, 3 * 10**7)
 COLS, CLASSES, EMBED_ROWS, EMBED_COLS = 1024, 10, 1000, 64
@@ -35,13 +36,13 @@ F = 4  # bytes per float32
 Case = namedtuple("Case", "name shape bytes kernel numpy")
 
 
-@njit(cache=True)
+@cached_njit()
 def _triad(a, b, c, s):
     for i in range(a.size):
         a[i] = b[i] + s * c[i]
 
 
-@njit(cache=True, parallel=True)
+@cached_njit(parallel=True)
 def _triad_parallel(a, b, c, s):
     for i in prange(a.size):
         a[i] = b[i] + s * c[i]

@@ -1,0 +1,77 @@
+"""Per-op overhead of two commits (or a commit and the working tree), measured in one run.
+
+    python bench/overhead_ab.py [BEFORE [AFTER]] [--passes 6]
+
+Builds BEFORE's package (default: HEAD~1) and AFTER's (default: the working tree, as installed)
+in a temporary folder, then runs `xpgrad bench overhead`'s measurement
+(`bench_mlp.run_overhead`, 1 thread) in fresh processes, alternating the two `--passes` times
+each, so both see the same machine state. Prints each
+side's per-op microseconds (median of the passes' medians, min-max over passes) and its ratio to
+the minimal reference tape measured in the same process, which cancels most drift between passes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+MEASURE = ("import json, xpgrad.bench_mlp as b; r = b.run_overhead(length=1000, rounds=30, threads=1); "
+           "print(json.dumps({'us': r['us_per_op']['xpgrad']['median_s'], "
+           "'tape': r['us_per_op']['reference_tape']['median_s'], 'where': b.__file__}))")
+
+
+def export_package(rev: str, into: pathlib.Path) -> pathlib.Path:
+    """REV's `xpgrad/` with `kernels/` inside it as `xpgrad/kernels` (the layout pip installs)."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "xpgrad", "kernels"],
+                             check=True, capture_output=True).stdout
+    into.mkdir(parents=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    shutil.move(str(into / "kernels"), str(into / "xpgrad" / "kernels"))
+    return into
+
+
+def measure(pythonpath: pathlib.Path | None) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    cwd = pythonpath if pythonpath is not None else "/"  # not ROOT: its xpgrad/ lacks kernels/ (the editable install maps it)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
+    out = subprocess.run([sys.executable, "-c", MEASURE], env=env, cwd=cwd, check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("before", nargs="?", default="HEAD~1")
+    parser.add_argument("after", nargs="?", default=None, help="a commit (default: the working tree)")
+    parser.add_argument("--passes", type=int, default=6)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        sides = {args.before: export_package(args.before, pathlib.Path(tmp, "before"))}
+        sides[args.after or "working tree"] = (export_package(args.after, pathlib.Path(tmp, "after"))
+                                               if args.after else None)
+        samples: dict = {side: [] for side in sides}
+        for _ in range(args.passes):
+            for side, path in sides.items():
+                got = measure(path)
+                assert (path is None) != got["where"].startswith(tmp), got["where"]
+                samples[side].append(got)
+    print(f"per-op forward+backward, 1-element chain of 1000 ops, 1 thread, {args.passes} alternating passes")
+    print(f"{'code':<16}{'us/op median':>14}{'min-max':>16}{'/ reference tape':>18}{'min-max':>16}")
+    for side, runs in samples.items():
+        us = [r["us"] for r in runs]
+        ratio = [r["us"] / r["tape"] for r in runs]
+        print(f"{side:<16}{statistics.median(us):>14.3f}{f'{min(us):.3f}-{max(us):.3f}':>16}"
+              f"{statistics.median(ratio):>18.3f}{f'{min(ratio):.3f}-{max(ratio):.3f}':>16}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

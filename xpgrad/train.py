@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from . import backend
 from .autograd import no_grad
 from .creation import generator, tensor
+from .distributed import DataParallel
 from .ops import hinge_loss, mse_loss, one_hot, softmax_cross_entropy
 
 LOSSES = ("softmax-ce", "hinge", "mse")
@@ -132,17 +133,28 @@ def set_rng_state(loader, state: dict) -> None:
 
 
 def train_epoch(model, optimizer, loss_fn, loader, *, on_batch=None, stop=None):
-    """One pass over `loader`: (mean loss over samples, samples seen, finished without a stop)."""
+    """One pass over `loader`: (mean loss over samples, samples seen, finished without a stop).
+
+    With a DataParallel `model` the gradients are averaged over the ranks before each update, and
+    the loss, the samples and the stop (a RankStop) are those of every rank together, so every rank
+    returns the same figures and stops at the same step.
+    """
     model.train()
+    parallel = model if isinstance(model, DataParallel) else None
     total = None
     seen = 0
     for x, y in loader:
-        loss = loss_fn(model(x), y)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
         n = y.shape[0]
-        total = loss.data * n if total is None else total + loss.data * n
+        optimizer.zero_grad()
+        loss_sum = 0.0
+        if n:  # a rank's part of a short last global batch can be empty
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            loss_sum = loss.data * n
+        if parallel is not None:
+            n, loss_sum = parallel.sync_gradients(n, loss_sum=loss_sum, stop=stop)
+        optimizer.step()
+        total = loss_sum if total is None else total + loss_sum
         seen += n
         if on_batch is not None:
             on_batch(n)

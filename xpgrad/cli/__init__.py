@@ -17,12 +17,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import time
 
 from . import bench, evaluate, info, train
 from .common import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_USAGE, PROG, Parser, UsageError, fail, message_of
 
 COMMANDS = (train, evaluate, info, bench)
 GRAPH_MODULE = "xpgrad.viz"  # add_graph_subcommand(subparsers) registers `xpgrad graph`
+USAGE_ABORT_GRACE = 2.0  # seconds a rank > 0 waits for rank 0 to report a command-line error
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,8 +62,25 @@ def main(argv=None) -> int:
         with use_backend(args.backend) if getattr(args, "backend", None) else contextlib.nullcontext():
             return args.func(args)
     except UsageError as err:
-        return fail(str(err), EXIT_USAGE)
+        return _failed(str(err), EXIT_USAGE)
     except KeyboardInterrupt:
-        return fail("interrupted", EXIT_INTERRUPTED)
+        return _failed("interrupted", EXIT_INTERRUPTED)
     except (XpgradError, OSError, ValueError, ImportError) as err:
-        return fail(message_of(err), EXIT_FAILURE)
+        return _failed(message_of(err), EXIT_FAILURE)
+
+
+def _failed(message: str, code: int) -> int:
+    """Report a failure; in a data-parallel run (`mpiexec -n K`) also end every rank, since the
+    others would otherwise wait for this one in their next collective."""
+    from ..distributed import abort, get_rank, get_world_size
+
+    if get_world_size() == 1:
+        return fail(message, code)
+    if code != EXIT_USAGE:
+        fail(f"rank {get_rank()}: {message}", code)
+    elif get_rank() == 0:  # every rank has the same command line: one message is enough
+        fail(message, code)
+    else:
+        time.sleep(USAGE_ABORT_GRACE)  # let rank 0 print before an abort of ours could kill it
+    abort(code)
+    return code

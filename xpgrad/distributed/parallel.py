@@ -143,7 +143,7 @@ class DataParallel(Module):
         self.copy_seconds += copy
         self.steps += 1
         if stop is not None:
-            stop.agreed = totals[2] > 0
+            stop.agreed = bool(totals[2] > 0)
         return total_samples, float(totals[1])
 
     def extra_repr(self) -> str:

@@ -209,15 +209,24 @@ def _init(cfg: dict, dtype=np.float32, seed: int = 0):
     return x, y, weights, biases
 
 
-def notes_numpy_step_fn(cfg: dict, dtype=np.float32):
-    """The notes' 20 NumPy lines of config (a), verbatim (temporaries and all)."""
-    x, y, (w1, w2), _ = _init(cfg, dtype)
+def _on(xp, x, y, weights, biases):
+    """`_init`'s arrays moved to namespace `xp` (NumPy's stay as they are)."""
+    if xp is np:
+        return x, y, weights, biases
+    move = xp.asarray
+    return move(x), move(y), [move(w) for w in weights], None if biases is None else [move(b) for b in biases]
+
+
+def notes_numpy_step_fn(cfg: dict, dtype=np.float32, xp=np):
+    """The notes' 20 NumPy lines of config (a), verbatim (temporaries and all), on the arrays of
+    `xp` (NumPy, or CuPy for the GPU run)."""
+    x, y, (w1, w2), _ = _on(xp, *_init(cfg, dtype))
     lr = cfg["lr"]
 
     def step():
-        h = 1 / (1 + np.exp(-x.dot(w1)))
+        h = 1 / (1 + xp.exp(-x.dot(w1)))
         y_pred = h.dot(w2)
-        loss = np.square(y_pred - y).sum()
+        loss = xp.square(y_pred - y).sum()
         grad_y_pred = 2.0 * (y_pred - y)
         grad_w2 = h.T.dot(grad_y_pred)
         grad_h = grad_y_pred.dot(w2.T)
@@ -229,13 +238,14 @@ def notes_numpy_step_fn(cfg: dict, dtype=np.float32):
     return step
 
 
-def numpy_step_fn(cfg: dict, dtype=np.float32):
-    """A hand-written NumPy forward + backward + SGD step, as a careful person writes it."""
+def numpy_step_fn(cfg: dict, dtype=np.float32, xp=np):
+    """A hand-written NumPy forward + backward + SGD step, as a careful person writes it (on the
+    arrays of `xp`: NumPy, or CuPy for the GPU run)."""
     if cfg.get("style") == "notes":
-        return notes_numpy_step_fn(cfg, dtype)
-    x, y, W, B = _init(cfg, dtype)
+        return notes_numpy_step_fn(cfg, dtype, xp)
+    x, y, W, B = _on(xp, *_init(cfg, dtype))
     lr, n, sigmoid = cfg["lr"], cfg["batch"], cfg["activation"] == "sigmoid"
-    rows = np.arange(n)
+    rows = xp.arange(n)
 
     def step():
         acts = [x]
@@ -246,12 +256,12 @@ def numpy_step_fn(cfg: dict, dtype=np.float32):
                 z += B[i]
             if i < len(W) - 1:
                 if sigmoid:
-                    np.negative(z, out=z)
-                    np.exp(z, out=z)
+                    xp.negative(z, out=z)
+                    xp.exp(z, out=z)
                     z += 1
-                    np.reciprocal(z, out=z)
+                    xp.reciprocal(z, out=z)
                 else:
-                    np.maximum(z, 0, out=z)
+                    xp.maximum(z, 0, out=z)
                 acts.append(z)
             h = z
         if cfg["loss"] == "squared_error":
@@ -261,9 +271,9 @@ def numpy_step_fn(cfg: dict, dtype=np.float32):
             g *= 2.0
         else:
             h -= h.max(axis=1, keepdims=True)
-            np.exp(h, out=h)
+            xp.exp(h, out=h)
             h /= h.sum(axis=1, keepdims=True)
-            loss = float(-np.log(h[rows, y]).mean())
+            loss = float(-xp.log(h[rows, y]).mean())
             g = h
             g[rows, y] -= 1
             g /= n
@@ -349,14 +359,14 @@ def notes_xpgrad_step_fn(cfg: dict, dtype=np.float32, manual_update: bool = Fals
     return step
 
 
-def torch_step_fn(cfg: dict, dtype=np.float32):
-    """The same step in PyTorch eager (CPU), for an extra column."""
+def torch_step_fn(cfg: dict, dtype=np.float32, device: str = "cpu"):
+    """The same step in PyTorch eager (on the CPU, or `device="cuda"`), for an extra column."""
     import torch
 
     x, y, W, B = _init(cfg, dtype)
-    X, Y = torch.from_numpy(x), torch.from_numpy(y)
-    weights = [torch.tensor(w, requires_grad=True) for w in W]
-    biases = [torch.tensor(b, requires_grad=True) for b in B] if B is not None else [None] * len(W)
+    X, Y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+    weights = [torch.tensor(w, requires_grad=True, device=device) for w in W]
+    biases = [torch.tensor(b, requires_grad=True, device=device) for b in B] if B is not None else [None] * len(W)
     params = weights + [b for b in biases if b is not None]
     optimizer = torch.optim.SGD(params, lr=cfg["lr"])
     act = torch.sigmoid if cfg["activation"] == "sigmoid" else torch.relu

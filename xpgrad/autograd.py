@@ -67,6 +67,11 @@ def no_grad():
     return set_grad_enabled(False)
 
 
+def is_debug() -> bool:
+    """Whether XPGRAD_DEBUG checks are on."""
+    return _debug
+
+
 def set_debug(flag: bool) -> None:
     """Turn XPGRAD_DEBUG checks (NaN/Inf in every value and gradient) on or off."""
     global _debug
@@ -634,6 +639,13 @@ def array_fns(g):
             fns = _fns_by_namespace[xp] = array_fns_for(xp)
         _fns_by_type[type(g)] = fns
     return fns
+
+
+def register_array_type(array_type: type, xp, fns) -> None:
+    """Route arrays of `array_type` (e.g. xpgrad.capture's TracedArray, an ndarray subclass) to
+    namespace `xp` and function table `fns` (an fns.ArrayFns)."""
+    _namespaces[array_type] = xp
+    _fns_by_type[array_type] = fns
 
 
 def _tensor_fns():

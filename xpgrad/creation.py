@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import backend
+from . import backend, state
 from .tensor import Tensor
 
 _rng = np.random.default_rng()
@@ -23,6 +23,19 @@ def manual_seed(seed: int) -> None:
 def generator() -> np.random.Generator:
     """The shared host-side random generator."""
     return _rng
+
+
+def uniform(shape: tuple) -> np.ndarray:
+    """Float64 samples in [0, 1) of `shape` from the shared generator (dropout masks). Under
+    xg.capture the draw is recorded: every replay draws afresh from the generator then current."""
+    recorder = state.local.capture
+    if recorder is None:
+        return _rng.random(shape)
+    return recorder.rng("uniform", _fill_uniform, shape, np.float64)
+
+
+def _fill_uniform(out: np.ndarray) -> None:
+    generator().random(out=out)  # the same stream as generator().random(out.shape)
 
 
 def _dtype_name(dtype) -> str:

@@ -51,3 +51,9 @@ class GraphFreedError(XpgradError, RuntimeError):
 
 class NonFiniteError(XpgradError, FloatingPointError):
     """XPGRAD_DEBUG found NaN or Inf in a forward value or a gradient."""
+
+
+class CaptureError(XpgradError, RuntimeError):
+    """xg.capture cannot record or replay a step faithfully (a value read back to Python in the
+    middle of the step, an array made outside what capture records, a replay that diverged
+    from eager in check mode)."""

@@ -21,7 +21,7 @@ import math
 import numpy as np
 
 from . import backend
-from .creation import generator
+from .creation import generator, uniform
 from .errors import XpgradError
 from .ops import elu, leaky_relu, linear, relu, sigmoid, tanh
 from .tensor import Tensor
@@ -37,9 +37,10 @@ class StateDictError(XpgradError, ValueError):
 
 def to_place(host, like):
     """Host array `host` as a new array of `like`'s library, device and dtype."""
-    host = np.asarray(host)
-    if type(like) is np.ndarray:
-        return np.array(host, dtype=like.dtype, copy=True)
+    if not isinstance(host, np.ndarray):
+        host = np.asarray(host)
+    if isinstance(like, np.ndarray):  # an ndarray subclass too (xg.capture's traced arrays)
+        return host.astype(like.dtype)
     if backend.is_cupy(like):
         import cupy
 
@@ -366,7 +367,7 @@ class Dropout(Module):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
-        keep = generator().random(x.shape) >= self.p
+        keep = uniform(x.shape) >= self.p
         scale = np.asarray(1.0 / (1.0 - self.p), dtype=np.float64)
         mask = keep.astype(np.float64) * scale
         return x * Tensor(to_place(mask, x.data))

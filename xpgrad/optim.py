@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from . import backend, kernels
+from . import backend, kernels, state
 from .errors import XpgradError
 from .fns import kernels_enabled
 from .tensor import Tensor, is_floating
@@ -129,7 +129,16 @@ class Optimizer:
         for p in self.params:
             p.grad = None
 
-    def step(self) -> None:  # pragma: no cover - abstract
+    def step(self) -> None:
+        """Update every parameter that has a gradient (under xg.capture: recorded as one step that
+        runs again on every replay, so the live `lr` and step counts take effect)."""
+        recorder = state.local.capture
+        if recorder is None:
+            self._update()
+        else:
+            recorder.python_step(f"{type(self).__name__}.step", self._update, self.params)
+
+    def _update(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def _zeros(self, p: Tensor):
@@ -204,7 +213,7 @@ class SGD(Optimizer):
         if self.nesterov and self.momentum == 0:
             raise ValueError("SGD: nesterov=True needs a momentum > 0")
 
-    def step(self) -> None:
+    def _update(self) -> None:
         lr, momentum, wd, nesterov = self.lr, self.momentum, self.weight_decay, self.nesterov
         for p, st in zip(self.params, self.state):
             grad = p.grad
@@ -237,7 +246,7 @@ class Adam(Optimizer):
         self.eps = _check_number("Adam", "eps", eps)
         self.weight_decay = _check_number("Adam", "weight_decay", weight_decay)
 
-    def step(self) -> None:
+    def _update(self) -> None:
         lr, (b1, b2), eps, wd = self.lr, self.betas, self.eps, self.weight_decay
         for p, st in zip(self.params, self.state):
             grad = p.grad
@@ -274,10 +283,18 @@ class LRScheduler:
         raise NotImplementedError
 
     def step(self) -> float:
-        """Advance one step and set the optimizer's learning rate; returns it."""
+        """Advance one step and set the optimizer's learning rate; returns it (under xg.capture:
+        recorded as a step that runs again on every replay)."""
+        recorder = state.local.capture
+        if recorder is None:
+            self._advance()
+        else:
+            recorder.python_step(f"{type(self).__name__}.step", self._advance, [])
+        return self.optimizer.lr
+
+    def _advance(self) -> None:
         self.last_step += 1
         self.optimizer.lr = self.lr_at(self.last_step)
-        return self.optimizer.lr
 
     def state_dict(self) -> dict:
         return {"type": type(self).__name__, "base_lr": self.base_lr, "last_step": self.last_step}

@@ -11,6 +11,7 @@ from `defaults`:
 | grad mode | `no_grad()`, `set_grad_enabled(flag)`, backward's own switch | always on |
 | kernels | `fns.use_kernels(flag)` | `XPGRAD_KERNELS` (`0` switches them off) |
 | backend | `use_backend(name)` | `XPGRAD_BACKEND`, `set_backend(name)` |
+| capture in progress | `xg.capture` while it records a call (`capture`: its recorder) | none |
 
 Debug mode (`XPGRAD_DEBUG`, `set_debug`) has no context form and stays process-wide.
 """
@@ -38,6 +39,7 @@ class ThreadState(threading.local):
         self.grad_modes = []  # the modes set_grad_enabled blocks will restore, innermost last
         self.kernels = defaults.kernels
         self.backend = None
+        self.capture = None  # the xpgrad.capture recorder while this thread records a step
 
 
 local = ThreadState()

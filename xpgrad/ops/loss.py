@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 
-from .. import backend
+from .. import backend, state
 from ..autograd import Node, apply2, array_fns, require_tensor
 from ..errors import DTypeError, LabelError, ShapeError
 from ..tensor import Tensor, dtype_name, is_floating, is_integer
@@ -46,7 +47,16 @@ def _check_range(op: str, labels, num_classes: int) -> None:
     """Raise LabelError unless every label (a raw integer array) lies in [0, num_classes).
 
     `from None`: raised while the kernel's IndexError is handled, the LabelError stands alone.
+    Under xg.capture the check is recorded and runs again on every replay's labels.
     """
+    recorder = state.local.capture
+    if recorder is not None:
+        recorder.host_check(f"{op} label check", partial(_check_range_now, op, num_classes=num_classes), labels)
+    else:
+        _check_range_now(op, labels, num_classes)
+
+
+def _check_range_now(op: str, labels, num_classes: int) -> None:
     if labels.shape[0]:
         low, high = array_fns(labels).min_max(labels)
         if low < 0 or high >= num_classes:

@@ -1,0 +1,343 @@
+"""From a recorded run to a replay: buffers planned once, then one generated Python function.
+
+Every slot is either *static* (one array for all replays: an input buffer, a state or external
+array guarded by identity, a temp whose op can write into a given buffer, a view of a static
+slot) or *rebound* (a local name assigned on each replay: a gradient read from `.grad`, the
+result of a call that allocates its own output). The replay is straight-line code generated
+from the ops, one line per array call, with every static operand bound as a global of the
+function: no per-op Python beyond the call itself, no node, no Tensor, and no allocation for
+static slots.
+
+Temps share buffers by liveness: two temps of one shape and dtype whose live ranges (first
+write to last use, a view's uses counting as its base's) do not overlap get one array, as long
+as neither escapes the replay (returned, or left in a tensor's `.grad` / `.data`).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import _new_tensor
+from ..errors import CaptureError
+from .trace import _FILLS, _OUT_FUNCTIONS, Ref, _leaves
+
+MISS = object()  # what a replay returns when a guard fails: capture again
+
+_SIMPLE = (int, float, bool, str, type(None))
+
+
+def _as_array(value):
+    """A call's result as an array (a NumPy scalar becomes a 0-d array, as in the capture run)."""
+    return np.asarray(value) if isinstance(value, np.generic) else value
+
+
+def copy_out(array):
+    """A returned tensor's value, copied out of the replay's buffers (never overwritten later)."""
+    return _new_tensor(array.copy())
+
+
+class StateEntry:
+    """A tensor whose attributes the step reads or sets: `expr` names it in the replay."""
+
+    __slots__ = ("tensor", "expr", "start_data", "start_grad", "grad_was_none", "end_data", "end_grad", "end_grad_same")
+
+    def __init__(self, tensor, expr, grad_was_none: bool):
+        self.tensor = tensor
+        self.expr = expr  # None: a global of the replay
+        self.start_data = self.start_grad = self.end_data = self.end_grad = None
+        self.grad_was_none = grad_was_none
+        self.end_grad_same = False
+
+
+class Plan:
+    """The compiled replay of one recorded run."""
+
+    def __init__(self, recorder, inputs, entries, result_template, guards):
+        self.recorder = recorder
+        self.slots = recorder.slots
+        self.ops = recorder.ops
+        self.inputs = inputs  # [(argument position, slot index or None, is_tensor)]
+        self.entries = entries
+        self.result_template = result_template
+        self.guards = guards  # [(expression on globals, expected value)]
+        self.globals = {"MISS": MISS, "_arr": _as_array, "_out": copy_out, "_tensor": _new_tensor,
+                        "copyto": np.copyto}
+        self._names = {}
+        self.rebound = set()
+        self.source = ""
+        self.replay = None
+        for entry in entries:
+            if entry.expr is None:
+                entry.expr = self.const(entry.tensor, "T")
+
+    # ---- names ----------------------------------------------------------------------------
+    def const(self, value, prefix="c") -> str:
+        """A global name bound to `value` (one per object)."""
+        key = id(value)
+        name = self._names.get(key)
+        if name is None:
+            name = self._names[key] = f"{prefix}{len(self._names)}"
+            self.globals[name] = value
+        return name
+
+    def name(self, ref: Ref) -> str:
+        slot = self.slots[ref.index]
+        if ref.index in self.rebound:
+            return f"r{ref.index}"
+        key = ("slot", ref.index)
+        if key not in self._names:
+            self._names[key] = f"g{ref.index}"
+            self.globals[f"g{ref.index}"] = slot.array
+        return self._names[key]
+
+    def expr(self, value) -> str:
+        if type(value) is Ref:
+            return self.name(value)
+        if type(value) is tuple:
+            return "(" + "".join(self.expr(v) + ", " for v in value) + ")"
+        if type(value) is list:
+            return "[" + ", ".join(self.expr(v) for v in value) + "]"
+        if type(value) in _SIMPLE and (type(value) is not float or np.isfinite(value)):
+            return repr(value)
+        return self.const(value)
+
+    def call(self, fn, args, kwargs, extra="") -> str:
+        parts = [self.expr(a) for a in args] + [f"{k}={self.expr(v)}" for k, v in kwargs.items()]
+        if extra:
+            parts.append(extra)
+        return f"{self.const(fn, 'f')}({', '.join(parts)})"
+
+    # ---- which slots are static -------------------------------------------------------------
+    def _static_form(self, op) -> bool:
+        """Whether `op` can write its one new temp into a given buffer on replay."""
+        if op.kind == "ufunc":
+            return "out" not in op.kwargs
+        if op.kind == "function":
+            fn = op.fn
+            return (fn in _FILLS or fn is np.full_like or fn is np.empty_like or fn is np.vdot
+                    or (fn is np.where and len(op.args) == 3 and not op.kwargs)
+                    or (fn in _OUT_FUNCTIONS and "out" not in op.kwargs))
+        if op.kind == "method":
+            return op.fn in (np.ndarray.astype, np.ndarray.copy, np.ndarray.dot) and "out" not in op.kwargs
+        return op.kind == "rng"
+
+    def classify(self) -> None:
+        for entry in self.entries:
+            if entry.start_grad is not None:
+                self.rebound.add(entry.start_grad.index)  # read from .grad on each replay
+            if entry.start_data is not None and entry.end_data is not None and entry.end_data.index != entry.start_data.index:
+                self.rebound.add(entry.start_data.index)  # fn rebinds .data: read it again on each replay
+        for op in self.ops:
+            for path, index in op.results:
+                slot = self.slots[index]
+                if slot.kind == "view":
+                    if slot.base.index in self.rebound or self._base_rebound(slot):
+                        if slot.derivation is None:
+                            raise CaptureError(f"capture: a view made outside the recorded calls ({op.site}) looks "
+                                               f"into an array read afresh on each call")
+                        self.rebound.add(index)
+                elif not (self._static_form(op) and (path == () or op.kind == "ufunc")):
+                    self.rebound.add(index)
+        for slot in self.slots:  # views registered without a producing op (found through bases)
+            if slot.kind == "view" and slot.index not in self.rebound and self._base_rebound(slot):
+                if slot.derivation is None:
+                    raise CaptureError("capture: a view made outside the recorded calls looks into an array read "
+                                       "afresh on each call")
+                self.rebound.add(slot.index)
+
+    def _base_rebound(self, slot) -> bool:
+        base = slot.base
+        while base is not None:
+            if base.index in self.rebound:
+                return True
+            base = base.base
+        return False
+
+    # ---- code -------------------------------------------------------------------------------
+    def emit_op(self, op, lines) -> None:
+        if op.kind == "python":
+            for tensor, data_ref, grad_ref in op.sync:
+                entry = self._entry_of(tensor)
+                target = entry.expr if entry is not None else self.const(tensor, "T")
+                if entry is None or entry.start_data is None or data_ref.index != entry.start_data.index:
+                    lines.append(f"{target}.data = {self.name(data_ref)}")
+                lines.append(f"{target}.grad = None" if grad_ref is None else f"{target}.grad = _tensor({self.name(grad_ref)})")
+            lines.append(f"{self.const(op.fn, 'f')}()")
+            return
+        if op.kind == "check":
+            lines.append(self.call(op.fn, op.args, {}))
+            return
+        if op.kind == "rng":
+            lines.append(f"{self.const(op.fn, 'f')}({self.name(Ref(op.out_slot))})")
+            return
+        new = [(path, index) for path, index in op.results]
+        static_new = [(p, i) for p, i in new if i not in self.rebound and self.slots[i].kind != "view"]
+        rebound_new = [(p, i) for p, i in new if i in self.rebound]
+        if not op.writes and not rebound_new and not static_new and op.kind != "kernel":
+            return  # a view of static arrays: already made, once
+        if static_new:
+            out = [self.name(Ref(i)) for _, i in static_new]
+            fn = op.fn
+            if op.kind == "ufunc":
+                target = "(" + "".join(o + ", " for o in out) + ")" if op.fn.__class__ is np.ufunc else out[0]
+                lines.append(self.call(fn, op.args, op.kwargs, f"out={target}"))
+            elif fn in _FILLS:
+                lines.append(f"{out[0]}.fill({_FILLS[fn]})")
+            elif fn is np.full_like:
+                value = op.args[1] if len(op.args) > 1 else op.kwargs["fill_value"]
+                lines.append(f"{out[0]}.fill({self.expr(value)})")
+            elif fn is np.empty_like:
+                pass
+            elif fn is np.where:
+                cond, a, b = op.args
+                lines.append(f"copyto({out[0]}, {self.expr(b)})")
+                lines.append(f"copyto({out[0]}, {self.expr(a)}, where={self.expr(cond)})")
+            elif fn is np.vdot:
+                lines.append(f"copyto({out[0]}, {self.call(fn, op.args, op.kwargs)})")
+            elif fn is np.ndarray.astype:
+                lines.append(f"copyto({out[0]}, {self.expr(op.args[0])}, casting='unsafe')")
+            elif fn is np.ndarray.copy:
+                lines.append(f"copyto({out[0]}, {self.expr(op.args[0])})")
+            elif fn is np.ndarray.dot:
+                lines.append(self.call(np.dot, op.args, op.kwargs, f"out={out[0]}"))
+            else:
+                lines.append(self.call(fn, op.args, op.kwargs, f"out={out[0]}"))
+            return
+        call = self.call(op.fn, op.args, op.kwargs)
+        if not rebound_new:
+            lines.append(call)
+            return
+        if len(rebound_new) == 1 and rebound_new[0][0] == ():
+            lines.append(f"r{rebound_new[0][1]} = _arr({call})")
+            return
+        lines.append(f"_t = {call}")
+        for path, index in rebound_new:
+            lines.append(f"r{index} = _arr(_t{''.join(f'[{k}]' for k in path)})")
+
+    def _entry_of(self, tensor):
+        for entry in self.entries:
+            if entry.tensor is tensor:
+                return entry
+        return None
+
+    def guard_lines(self, lines) -> None:
+        for kind, holder, key, expected in self.guards:
+            where = self.const(holder, "h")
+            expression = {"cell": f"{where}.cell_contents", "global": f"{where}[{key!r}]", "attr": f"{where}.{key}"}[kind]
+            lines.append(f"if {expression} != {self.expr(expected)}: return MISS")
+        for position, index, is_tensor in self.inputs:
+            if index is not None:
+                source = f"args[{position}].data" if is_tensor else f"args[{position}]"
+                lines.append(f"copyto({self.name(Ref(index))}, {source})")
+        for entry in self.entries:
+            t = entry.expr
+            if entry.start_data is not None and entry.start_data.index not in self.rebound:
+                lines.append(f"if {t}.data is not {self.name(entry.start_data)}: return MISS")
+            elif entry.start_data is not None:
+                self._read_live(lines, f"{t}.data", entry.start_data)
+            if entry.start_grad is not None:
+                lines.append(f"if {t}.grad is None: return MISS")
+                self._read_live(lines, f"{t}.grad.data", entry.start_grad)
+            elif entry.grad_was_none:
+                lines.append(f"if {t}.grad is not None: return MISS")
+
+    def _read_live(self, lines, source, ref) -> None:
+        """r<i> = <source>, checked against the capture's layout; staged when it is an array this
+        replay writes (it was left there by the previous replay)."""
+        slot = self.slots[ref.index]
+        r = f"r{ref.index}"
+        lines.append(f"{r} = {source}")
+        lines.append(f"if {r}.shape != {self.expr(tuple(slot.array.shape))} or {r}.dtype != {self.const(slot.array.dtype)}"
+                     f" or {r}.flags.c_contiguous != {slot.array.flags.c_contiguous}: return MISS")
+        escaping = [i for i in self.escaping if i not in self.rebound
+                    and self.slots[i].array.shape == slot.array.shape and self.slots[i].array.dtype == slot.array.dtype]
+        if escaping:
+            stage = self.const(np.empty_like(slot.array), "stage")
+            test = " or ".join(f"{r} is {self.name(Ref(i))}" for i in escaping)
+            lines.append(f"if {test}: copyto({stage}, {r}); {r} = {stage}")
+
+    def end_lines(self, lines) -> None:
+        for entry in self.entries:
+            t = entry.expr
+            if entry.end_data is not None and entry.start_data is not None and entry.end_data.index != entry.start_data.index:
+                lines.append(f"{t}.data = {self.name(entry.end_data)}")
+            if entry.end_grad is None:
+                if not entry.grad_was_none:
+                    lines.append(f"{t}.grad = None")
+            elif not entry.end_grad_same:
+                lines.append(f"{t}.grad = _tensor({self.name(entry.end_grad)})")
+        lines.append(f"return {self.result_expr(self.result_template)}")
+
+    def result_expr(self, template) -> str:
+        kind, value = template
+        if kind == "copy":
+            return f"_out({self.name(value)})"
+        if kind == "array":
+            return f"{self.name(value)}.copy()"
+        if kind == "entry":
+            return self.entries[value].expr
+        if kind == "tuple":
+            return "(" + "".join(self.result_expr(v) + ", " for v in value) + ")"
+        if kind == "list":
+            return "[" + ", ".join(self.result_expr(v) for v in value) + "]"
+        if kind == "dict":
+            return "{" + ", ".join(f"{self.expr(k)}: {self.result_expr(v)}" for k, v in value) + "}"
+        return self.expr(value)
+
+    def compile(self):
+        """Build the replay function `replay(args)` (MISS when a guard fails)."""
+        self.escaping = set()
+        for entry in self.entries:
+            for ref in (entry.end_data, entry.end_grad):
+                if ref is not None:
+                    self.escaping.add(ref.index)
+        self.classify()
+        lines = []
+        self.guard_lines(lines)
+        for op in self.ops:
+            self.emit_op(op, lines)
+        self.end_lines(lines)
+        self.source = "def replay(args):\n" + "".join(f"    {line}\n" for line in lines)
+        namespace = dict(self.globals)
+        exec(compile(self.source, "<xg.capture replay>", "exec"), namespace)
+        self.replay = namespace["replay"]
+        return self.replay
+
+    def describe(self) -> list:
+        return [op.describe() for op in self.ops]
+
+
+def result_template(recorder, value, entries):
+    """How the replay rebuilds fn's return value: tensors copied out of their slots, state
+    tensors themselves, Python values as they were."""
+    from ..tensor import Tensor
+
+    if isinstance(value, Tensor):
+        for k, entry in enumerate(entries):
+            if entry.tensor is value:
+                return ("entry", k)
+        return ("copy", recorder.ref(value.data))
+    if isinstance(value, np.ndarray):
+        return ("array", recorder.ref(value))
+    if type(value) in (tuple, list):
+        return (type(value).__name__, [result_template(recorder, v, entries) for v in value])
+    if type(value) is dict:
+        return ("dict", [(k, result_template(recorder, v, entries)) for k, v in value.items()])
+    if isinstance(value, (*_SIMPLE, np.generic)):
+        return ("value", value)
+    raise CaptureError(f"capture: fn returned a {type(value).__name__}; a captured step returns tensors, arrays, "
+                       f"Python numbers or tuples, lists and dicts of them")
+
+
+def referenced(ops) -> set:
+    """Indices of the slots the ops read or write."""
+    found = set()
+    for op in ops:
+        for leaf in _leaves((op.args, op.kwargs)):
+            if type(leaf) is Ref:
+                found.add(leaf.index)
+        if op.sync:
+            for _, d, g in op.sync:
+                found.add(d.index)
+                if g is not None:
+                    found.add(g.index)
+    return found

@@ -213,7 +213,14 @@ def _ms(seconds):
 
 
 def run(sizes=None, json_path=None, threads=None):
-    """Measure, print the table (and write JSON with the environment); returns the result rows."""
+    """Measure, print the table (and write JSON with the environment); returns the result rows.
+    Under the CuPy backend, the CUDA kernels are measured instead (`bench_gpu.cli_kernels`)."""
+    from .bench_mlp import _backend_is_cupy
+
+    if _backend_is_cupy():
+        from .bench_gpu import cli_kernels
+
+        return cli_kernels(sizes=sizes, json_path=json_path)
     threads = threads or 1
     previous_threads = numba.get_num_threads()
     numba.set_num_threads(threads)

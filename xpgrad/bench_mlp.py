@@ -319,10 +319,10 @@ def xpgrad_training_parts(cfg: dict, dtype=np.float32) -> tuple:
     x, y, W, B = _init(cfg, dtype)
     model = nn.MLP(cfg["sizes"], activation=cfg["activation"], bias=cfg["bias"], dtype=np.dtype(dtype).name)
     layers = [m for m in model if isinstance(m, nn.Linear)]
-    for i, layer in enumerate(layers):  # the same starting point as the NumPy contender
-        layer.weight.data[...] = W[i]
+    for i, layer in enumerate(layers):  # the same starting point as the NumPy contender (on its device)
+        layer.weight.data[...] = nn.to_place(W[i], layer.weight.data)
         if B is not None:
-            layer.bias.data[...] = B[i]
+            layer.bias.data[...] = nn.to_place(B[i], layer.bias.data)
     if cfg["loss"] == "squared_error":
         loss_fn = functools.partial(xg.mse_loss, reduction="sum")
     else:
@@ -589,7 +589,12 @@ def cli_overhead(sizes=None, json_path=None, threads=None) -> int:
 
 
 def cli_mlp(sizes=None, json_path=None, threads=None, plot_path=None) -> int:
-    """`xpgrad bench mlp`: configs (a), (a_notes), (b), (c) at 1 and 2 threads (or --threads), plus float64 for (a)."""
+    """`xpgrad bench mlp`: configs (a), (a_notes), (b), (c) at 1 and 2 threads (or --threads), plus float64 for (a);
+    under the CuPy backend, the GPU run of `bench_gpu` instead."""
+    if _backend_is_cupy():
+        from .bench_gpu import cli_mlp as gpu_mlp
+
+        return gpu_mlp(json_path=json_path)
     payload = {"environment": environment(), "runs": []}
     for n in [threads] if threads else [1, 2]:
         payload["runs"].append(run_mlp(threads=n, torch_column=False))
@@ -603,6 +608,12 @@ def cli_mlp(sizes=None, json_path=None, threads=None, plot_path=None) -> int:
         plot_mlp([r for r in payload["runs"] if r["dtype"] == "float32"], plot_path)
         print(f"plot written to {plot_path}")
     return 0
+
+
+def _backend_is_cupy() -> bool:
+    import xpgrad as xg
+
+    return xg.get_backend().name == "cupy"
 
 
 def write_json(payload: dict, path: str) -> None:

@@ -1,0 +1,32 @@
+"""The GPU benchmarks (`xpgrad.bench_gpu`, run by ci/gpu-check) run here on NumPy and the CPU
+kernels, so the code a GPU host runs has not rotted by the time a GPU is lent."""
+import math
+
+import pytest
+
+from xpgrad import bench_gpu
+
+
+def test_kernel_benchmark_measures_every_kernel_against_copy_bandwidth():
+    result = bench_gpu.run_kernels(bench_gpu.Device("numpy"), sizes=(1 << 12,), rounds=2)
+    names = [r["kernel"] for r in result["results"]]
+    assert names == ["sigmoid_backward", "bias_act_backward[relu]", "bias_act_forward[relu]",
+                     "softmax_xent_backward", "sgd_update[momentum]", "adam_update"]
+    for row in result["results"]:
+        for key in ("median_s", "gbps", "copy_gbps", "pct_copy", "speedup"):
+            assert math.isfinite(row[key]) and row[key] > 0, (row["kernel"], key)
+    assert "sigmoid_backward" in bench_gpu.format_kernels(result)
+
+
+def test_mlp_benchmark_pairs_xpgrad_with_the_hand_written_step():
+    result = bench_gpu.run_mlp(bench_gpu.Device("numpy"), configs=("c",), rounds=2)
+    entry = result["configs"]["c"]
+    assert {"hand_written", "xpgrad"} <= set(entry)
+    assert entry["hand_written"]["ratio_to_hand_written"] == pytest.approx(1.0)
+    assert all(r["steps_per_s"] > 0 for r in entry.values())
+    assert "xpgrad" in bench_gpu.format_mlp(result)
+
+
+def test_unknown_device_is_named():
+    with pytest.raises(ValueError, match="expected 'cupy' or 'numpy', got 'tpu'"):
+        bench_gpu.Device("tpu")

@@ -146,3 +146,11 @@ def test_ops_on_array_api_strict_stay_there():
     y.backward()
     assert type(x.grad.data).__module__.startswith("array_api_strict")
     assert x.grad.tolist() == [[1.0, 0.0]]
+
+
+@pytest.mark.parametrize("name, meant", [("torch", "array_api_compat.torch"), ("cuda", "cupy"), ("gpu", "cupy"),
+                                         ("cuda:0", "cupy")])
+def test_backend_names_newcomers_try_suggest_the_one_they_mean(name, meant):
+    with pytest.raises(xg.UnknownBackendError) as info:
+        xg.set_backend(name)
+    assert f"did you mean {meant!r}?" in str(info.value)

@@ -308,3 +308,12 @@ def test_fit_trains_in_training_mode_even_after_eval(digits):
     opt = optim.SGD(model.parameters(), lr=0.01)
     fit(model, opt, make_loss("softmax-ce", 10), DataLoader(digits.train, 512), 1)
     assert model[2].training and seen[:3] == [True, True, True]
+
+
+@pytest.mark.parametrize("args, hint", [((64, [32], 10), "MLP([64, 32, 10])"), ((64, 32, 10), "MLP([64, 32, 10])"),
+                                        ((64,), "MLP([inputs, hidden..., outputs])")])
+def test_mlp_sizes_given_as_separate_numbers_say_it_is_one_list(args, hint):
+    with pytest.raises(TypeError) as info:
+        xg.nn.MLP(*args)
+    message = str(info.value)
+    assert "sizes is one list" in message and hint in message and "not iterable" not in message

@@ -72,6 +72,16 @@ def _numpy_backend() -> Backend:
     return Backend("numpy", fast_numpy)
 
 
+# Names newcomers try, and the backend they mean.
+_MEANT = {"torch": "array_api_compat.torch", "pytorch": "array_api_compat.torch", "cuda": "cupy",
+          "gpu": "cupy", "cuda:0": "cupy", "jax": "jax.numpy", "np": "numpy", "cpu": "numpy"}
+
+
+def _did_you_mean(key: str) -> str:
+    meant = _MEANT.get(key.lower())
+    return f"; did you mean {meant!r}?" if meant else ""
+
+
 def resolve_backend(name: str) -> Backend:
     """Turn a backend name into a Backend, raising a specific error when it cannot be used."""
     key = name.strip()
@@ -85,19 +95,19 @@ def resolve_backend(name: str) -> Backend:
     if not key or not key.replace(".", "").replace("_", "").isalnum():
         raise UnknownBackendError(
             f"unknown backend {name!r}: expected one of {valid}, or the import name of an array-API namespace "
-            f"(e.g. array_api_strict)"
+            f"(e.g. array_api_strict){_did_you_mean(key)}"
         )
     try:
         module = importlib.import_module(key)
     except ImportError as exc:
         raise UnknownBackendError(
             f"unknown backend {name!r}: expected one of {valid}, or the import name of an array-API namespace "
-            f"(e.g. array_api_strict); importing {key!r} failed: {exc}"
+            f"(e.g. array_api_strict); importing {key!r} failed: {exc}{_did_you_mean(key)}"
         ) from None
     if not hasattr(module, "__array_api_version__"):
         raise UnknownBackendError(
             f"backend {name!r}: module {key!r} is not an array-API namespace (it has no __array_api_version__); "
-            f"expected one of {valid} or a namespace such as array_api_strict"
+            f"expected one of {valid} or a namespace such as array_api_strict{_did_you_mean(key)}"
         )
     return Backend(key, module)
 

@@ -459,6 +459,19 @@ class Sequential(Module):
 _FUSED_ACTIVATIONS = {ReLU: "relu", Sigmoid: "sigmoid"}
 
 
+def _sizes_hint(*given) -> str:
+    """The numbers of a call such as MLP(64, [32], 10) as the one list MLP takes: 'MLP([64, 32, 10])'."""
+    sizes: list = []
+    for value in given:
+        if isinstance(value, (list, tuple)):
+            sizes.extend(value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            sizes.append(value)
+        else:
+            break
+    return f"MLP({sizes!r})" if len(sizes) >= 2 else "MLP([inputs, hidden..., outputs]), e.g. MLP([64, 32, 10])"
+
+
 class MLP(Sequential):
     """Fully connected net: [Standardize], Linear, activation, [Dropout], ..., Linear (no activation
     on the output).
@@ -470,6 +483,9 @@ class MLP(Sequential):
 
     def __init__(self, sizes, activation: str = "relu", dropout: float = 0.0, init: str = "auto",
                  bias: bool = True, standardize: bool = False, dtype: str = "float32", device=None):
+        if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+            raise TypeError(f"MLP: sizes is one list [inputs, hidden..., outputs], got {sizes!r} on its own; "
+                            f"write {_sizes_hint(sizes, activation, dropout)}")
         sizes = [_positive_int("MLP sizes entry", s) for s in sizes]
         if len(sizes) < 2:
             raise ValueError(f"MLP sizes needs at least [inputs, outputs], got {sizes!r}")

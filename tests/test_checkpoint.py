@@ -1,10 +1,14 @@
-"""xpgrad.checkpoint: round trips, resuming, failure cases with specific errors, and atomic saves."""
+"""xpgrad.checkpoint: round trips, resuming, failure cases with specific errors, and atomic saves, in .npz and
+.safetensors."""
 import json
 import os
+import struct
 import zipfile
 
 import numpy as np
 import pytest
+import safetensors
+import safetensors.numpy
 
 import xpgrad as xg
 from xpgrad import nn, optim
@@ -12,8 +16,10 @@ from xpgrad.checkpoint import (
     HEADER_KEY, CheckpointError, CheckpointNotFoundError, load_checkpoint, restore_model, restore_optimizer,
     save_checkpoint,
 )
+from xpgrad.cli import main
 from xpgrad.data import DataLoader, load_dataset
 from xpgrad.errors import XpgradError
+from xpgrad.safetensors_io import SafetensorsFileError, SafetensorsFileNotFoundError, read_safetensors, write_safetensors
 from xpgrad.train import fit, make_loss, set_rng_state
 
 
@@ -75,7 +81,8 @@ def _setup(digits, seed=3):
     return model, opt, loader
 
 
-def test_resume_from_checkpoint_equals_uninterrupted_training(digits, tmp_path):
+@pytest.mark.parametrize("suffix", [".npz", ".safetensors"])
+def test_resume_from_checkpoint_equals_uninterrupted_training(digits, tmp_path, suffix):
     loss = make_loss("softmax-ce", 10)
     model, opt, loader = _setup(digits)
     straight = fit(model, opt, loss, loader, 4)
@@ -83,10 +90,10 @@ def test_resume_from_checkpoint_equals_uninterrupted_training(digits, tmp_path):
 
     model, opt, loader = _setup(digits)
     first = fit(model, opt, loss, loader, 2)
-    save_checkpoint(tmp_path / "half.npz", model, opt, extra={"epoch": 2, "rng": first.rng_state})
+    save_checkpoint(tmp_path / f"half{suffix}", model, opt, extra={"epoch": 2, "rng": first.rng_state})
     xg.manual_seed(12345)  # disturb every generator before resuming
 
-    ck = load_checkpoint(tmp_path / "half.npz")
+    ck = load_checkpoint(tmp_path / f"half{suffix}")
     model2 = ck.build_model()
     opt2 = optim.SGD(model2.parameters(), lr=0.05, momentum=0.9)
     restore_optimizer(opt2, ck)
@@ -249,3 +256,148 @@ def test_failed_rename_leaves_previous_checkpoint_intact(tmp_path, monkeypatch):
     monkeypatch.undo()
     save_checkpoint(path, newer, newer_opt)  # and a normal save does replace it
     np.testing.assert_array_equal(load_checkpoint(path).params["1.weight"], newer.state_dict()["1.weight"])
+
+
+# ---- .safetensors checkpoints: the layout (tensors + JSON metadata), the CLI's --save/--load by suffix, errors
+# that name the tensor (truncated file, other architecture, wrong shape), atomic saves --------------------------
+
+
+def test_layout_tensors_and_json_metadata(tmp_path):
+    model, opt = trained()
+    path = save_checkpoint(tmp_path / "ck.safetensors", model, opt, extra={"epoch": 3, "note": "hi"})
+    with safetensors.safe_open(str(path), framework="np") as f:  # the file is plain safetensors
+        metadata = f.metadata()
+        keys = set(f.keys())
+        weight = f.get_tensor("param/1.weight")
+    assert {"param/0.mean", "param/1.weight", "param/1.bias", "optim/0.m", "optim/0.v"} <= keys
+    np.testing.assert_array_equal(weight, model.state_dict()["1.weight"])
+    assert set(metadata) == {"format", "version", "model", "optimizer", "extra"}
+    assert json.loads(metadata["format"]) == "xpgrad-checkpoint" and json.loads(metadata["version"]) == 1
+    assert json.loads(metadata["model"]) == model.config()
+    assert json.loads(metadata["extra"]) == {"epoch": 3, "note": "hi"}
+    saved_opt = json.loads(metadata["optimizer"])
+    assert saved_opt["type"] == "Adam" and saved_opt["steps"] == [3] * len(opt.params)
+    header_len = struct.unpack("<Q", path.read_bytes()[:8])[0]  # no pickle anywhere: a JSON header, then bytes
+    json.loads(path.read_bytes()[8:8 + header_len])
+
+    ck = load_checkpoint(path)
+    rebuilt = ck.build_model()
+    opt2 = optim.Adam(rebuilt.parameters(), lr=1e-2)
+    restore_optimizer(opt2, ck)
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(rebuilt.state_dict()[name], value, err_msg=name)
+    for st, st2 in zip(opt.state, opt2.state):
+        assert st["step"] == st2["step"] == 3
+        np.testing.assert_array_equal(st["m"], st2["m"])
+
+
+def test_npz_and_safetensors_hold_the_same_checkpoint(tmp_path):
+    model, opt = trained()
+    a = load_checkpoint(save_checkpoint(tmp_path / "ck.npz", model, opt, extra={"epoch": 1}))
+    b = load_checkpoint(save_checkpoint(tmp_path / "ck.safetensors", model, opt, extra={"epoch": 1}))
+    assert a.model_config == b.model_config and a.extra == b.extra
+    assert {k: v for k, v in a.optimizer.items() if k != "buffers"} == {k: v for k, v in b.optimizer.items()
+                                                                        if k != "buffers"}
+    for name in a.params:
+        np.testing.assert_array_equal(a.params[name], b.params[name])
+    for name in a.optimizer["buffers"]:
+        np.testing.assert_array_equal(a.optimizer["buffers"][name], b.optimizer["buffers"][name])
+    assert (tmp_path / "ck.npz").read_bytes()[:2] == b"PK" and (tmp_path / "ck.safetensors").read_bytes()[:2] != b"PK"
+
+
+def test_cli_saves_and_resumes_by_suffix(tmp_path, capsys):
+    common = ["train", "--hidden", "16", "--batch-size", "64", "--quiet", "--optimizer", "sgd", "--seed", "2"]
+    assert main([*common, "--epochs", "2", "--metrics-json", str(tmp_path / "a.json")]) == 0
+    ck = tmp_path / "run.safetensors"
+    assert main([*common, "--epochs", "1", "--save", str(ck)]) == 0
+    assert ck.read_bytes()[:2] != b"PK" and load_checkpoint(ck).extra["epoch"] == 1
+    assert main(["train", "--epochs", "2", "--load", str(ck), "--quiet", "--metrics-json", str(tmp_path / "b.json")]) == 0
+    assert main(["eval", "--load", str(ck)]) == 0
+
+    def losses(name):
+        return [e["train_loss"] for e in json.loads((tmp_path / name).read_text())["per_epoch"]]
+
+    assert losses("b.json") == losses("a.json")
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.6, 0.95])
+def test_truncated_file_names_the_first_tensor_cut_off(tmp_path, keep):
+    model, opt = trained()
+    path = save_checkpoint(tmp_path / "ck.safetensors", model, opt)
+    data = path.read_bytes()
+    header_len = struct.unpack("<Q", data[:8])[0]
+    cut = 8 + header_len + int((len(data) - 8 - header_len) * keep)  # inside the tensor bytes
+    path.write_bytes(data[:cut])
+    header = json.loads(data[8:8 + header_len])
+    first_cut = min((info["data_offsets"][1], name) for name, info in header.items()
+                    if name != "__metadata__" and info["data_offsets"][1] > cut - 8 - header_len)[1]
+    with pytest.raises(CheckpointError, match=f"is truncated: tensor '{first_cut}'"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("size", [0, 5, 40])
+def test_file_cut_inside_the_header(tmp_path, size):
+    model, _ = trained()
+    path = save_checkpoint(tmp_path / "ck.safetensors", model)
+    path.write_bytes(path.read_bytes()[:size])
+    with pytest.raises(CheckpointError, match="not a .safetensors file|truncated"):
+        load_checkpoint(path)
+
+
+def test_other_architecture_names_the_tensor(tmp_path):
+    model, opt = trained(sizes=(64, 32, 10))
+    ck = load_checkpoint(save_checkpoint(tmp_path / "ck.safetensors", model, opt))
+    other = nn.MLP([64, 16, 10], standardize=True)
+    with pytest.raises(CheckpointError, match=r"different architecture.*tensor '1.weight' has shape \(64, 32\) in "
+                                              r"the checkpoint but \(64, 16\) in the model"):
+        restore_model(other, ck)
+
+
+def test_wrong_shaped_tensor_names_it(tmp_path):
+    model, _ = trained()
+    path = save_checkpoint(tmp_path / "ck.safetensors", model)
+    arrays, metadata = read_safetensors(path)
+    arrays["param/4.bias"] = np.zeros(9, dtype=np.float32)  # the config still says 10 classes
+    write_safetensors(path, arrays, metadata)
+    ck = load_checkpoint(path)
+    with pytest.raises(CheckpointError, match=r"4.bias has shape \(9,\) in the state but \(10,\) in the model"):
+        ck.build_model()
+
+
+def test_plain_weights_file_is_not_a_checkpoint(tmp_path):
+    path = tmp_path / "torch.safetensors"
+    safetensors.numpy.save_file({"0.weight": np.zeros((3, 2), dtype=np.float32)}, str(path))
+    with pytest.raises(CheckpointError, match="not an xpgrad checkpoint.*from_torch_state_dict"):
+        load_checkpoint(path)
+    bad = tmp_path / "bad.safetensors"
+    safetensors.numpy.save_file({"a": np.zeros(2)}, str(bad), metadata={"format": "{not json"})
+    with pytest.raises(CheckpointError, match="metadata field 'format' is not JSON"):
+        load_checkpoint(bad)
+
+
+@pytest.mark.parametrize("failing", ["fsync", "replace"])
+def test_failed_save_leaves_the_previous_file(tmp_path, monkeypatch, failing):
+    model, opt = trained(seed=0)
+    path = save_checkpoint(tmp_path / "ck.safetensors", model, opt)
+    before = path.read_bytes()
+    newer, newer_opt = trained(seed=1)
+
+    def fail(*args):
+        raise KeyboardInterrupt  # after the new bytes reached the temporary file
+
+    monkeypatch.setattr(os, failing, fail)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, newer, newer_opt)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck.safetensors"]  # the temporary file is gone
+
+
+def test_write_safetensors_refuses_non_numbers_and_reads_report_missing_files(tmp_path):
+    with pytest.raises(SafetensorsFileError, match="tensor 'names' has dtype <U3"):
+        write_safetensors(tmp_path / "x.safetensors", {"names": np.array(["abc"])})
+    assert not (tmp_path / "x.safetensors").exists()
+    with pytest.raises(SafetensorsFileNotFoundError, match="does not exist") as info:
+        read_safetensors(tmp_path / "missing.safetensors")
+    assert isinstance(info.value, FileNotFoundError)

@@ -5,6 +5,7 @@ loop OUT OPT DT  a hand-written DataParallel training loop; rank 0 saves the par
 raise-at-step-3  the loop, with rank 1 raising at step 3
 steps-forever    the loop without end, each rank writing its pid to pid.<rank> first (kill -9 test)
 mismatch         a parameter whose shape depends on the rank; every rank reports what it caught
+nccl             (GPU) NCCL collectives and the gradient buckets on CuPy arrays, on every rank; prints "ok"
 """
 import os
 import sys
@@ -127,6 +128,46 @@ def mismatch():
     print(f"rank {rank}: no error", flush=True)
 
 
+def nccl():
+    """The NCCL path, also with one rank (world size 1 skips communication in DataParallel, so the
+    buckets are driven here directly through the NCCL communicator)."""
+    import cupy
+
+    from xpgrad.distributed.parallel import _Bucket
+
+    group = dist.init_process_group("nccl")
+    comm = group.comm
+    check(comm.name == "nccl" and cupy.cuda.Device().id == group.local_rank % cupy.cuda.runtime.getDeviceCount(),
+          "rank drives the wrong GPU")
+    world, rank = group.world_size, group.rank
+    a = cupy.full(1000, rank + 1.0, dtype=cupy.float32)
+    dist.all_reduce(a, op="mean")
+    check(bool(cupy.all(a == sum(range(1, world + 1)) / world)), "NCCL all_reduce mean")
+    b = cupy.arange(7, dtype=cupy.float64) * (rank + 1)
+    dist.broadcast(b, root=0)
+    check(bool(cupy.all(b == cupy.arange(7))), "NCCL broadcast")
+    host = np.full(3, rank + 1.0)  # NumPy arrays go over MPI
+    dist.all_reduce(host)
+    check(np.all(host == sum(range(1, world + 1))), "host array under the NCCL backend")
+    dist.barrier()
+
+    xg.set_backend("cupy")
+    xg.manual_seed(0)
+    net = nn.MLP([5, 7, 3], dtype="float64")
+    x = xg.tensor(np.random.default_rng(0).standard_normal((8, 5)))
+    xg.softmax_cross_entropy(net(x), xg.tensor(np.arange(8) % 3)).backward()
+    expected = [p.grad.numpy() * world for p in net.parameters()]
+    bucket = _Bucket(net.parameters())
+    bucket.pack(1.0)
+    comm.all_reduce_sum(bucket.flat)
+    bucket.unpack()
+    check(all(np.allclose(p.grad.numpy(), e, rtol=1e-12) for p, e in zip(net.parameters(), expected)),
+          "NCCL gradient bucket")
+    if world > 1:
+        loop("nccl.npz", "adam", "float64")
+    print(f"rank {rank}: ok", flush=True)
+
+
 if __name__ == "__main__":
     job, args = sys.argv[1], sys.argv[2:]
     if job == "collectives":
@@ -139,5 +180,7 @@ if __name__ == "__main__":
         steps_forever()
     elif job == "mismatch":
         mismatch()
+    elif job == "nccl":
+        nccl()
     else:
         raise SystemExit(f"unknown job {job!r}")

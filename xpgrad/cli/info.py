@@ -31,6 +31,8 @@ def run(args) -> int:
     import xpgrad as xg
 
     from .. import backend as _backend
+    from ..distributed.mpi_comm import mpi_library_version
+    from ..distributed.nccl_comm import nccl_version
     from ..errors import BackendError
 
     lines = [f"xpgrad {xg.__version__} (python {platform.python_version()}, {platform.system()} {platform.machine()})"]
@@ -49,6 +51,9 @@ def run(args) -> int:
     for package in ("numpy", "numba", "array-api-compat", "cupy", "scikit-learn", "matplotlib", "tqdm"):
         lines.append(f"{package}: {_cupy_version() if package == 'cupy' else _version(package)}")
     lines.append(f"kernels (numba): {_kernels_status()}")
+    lines.append(f"mpi4py: {_version('mpi4py')}")
+    lines.append(f"mpi: {mpi_library_version()}")
+    lines.append(f"nccl: {nccl_version()}")
     lines.append(f"gpu: {'available' if gpu else 'not available'}")
     print("\n".join(lines), flush=True)
     if problem:

@@ -28,6 +28,30 @@ def import_mpi():
     return MPI
 
 
+def mpi_library_version() -> str:
+    """The first line of the MPI library's version string (MPI is not initialised for it), or why
+    there is none."""
+    import sys
+
+    try:
+        if "mpi4py.MPI" not in sys.modules:
+            import mpi4py
+
+            initialize, finalize = mpi4py.rc.initialize, mpi4py.rc.finalize
+            mpi4py.rc.initialize = mpi4py.rc.finalize = False
+            try:
+                from mpi4py import MPI
+            finally:
+                mpi4py.rc.initialize, mpi4py.rc.finalize = initialize, finalize
+        from mpi4py import MPI
+    except ImportError:
+        return "not available (mpi4py is not installed)"
+    except RuntimeError as err:
+        return f"not available ({err})"
+    text = MPI.Get_library_version().strip().splitlines()
+    return " ".join(text[0].split()) if text else "unknown"
+
+
 def is_cupy_array(array) -> bool:
     return type(array).__module__.startswith("cupy")
 

@@ -221,11 +221,15 @@ def sgd_update(run, param, grad, velocity, lr, momentum, weight_decay, nesterov)
         _elementwise(run, 2, (grad, velocity, param), lr, momentum, weight_decay, bool(nesterov))
 
 
+def adam_scalars(lr, beta1, beta2, eps, weight_decay, step) -> tuple:
+    """The scalar arguments of the Adam kernels after the arrays (bias corrections of `step`)."""
+    return (lr / (1 - beta1**step), beta2, 1 - beta1, 1 - beta2, eps, weight_decay, math.sqrt(1 - beta2**step))
+
+
 def adam_update(run, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
     """run(grad, m, v, param, step_size, beta2, 1 - beta1, 1 - beta2, eps, weight_decay,
     sqrt(1 - beta2**step))."""
-    scalars = (lr / (1 - beta1**step), beta2, 1 - beta1, 1 - beta2, eps, weight_decay,
-               math.sqrt(1 - beta2**step))
+    scalars = adam_scalars(lr, beta1, beta2, eps, weight_decay, step)
     if param.ndim and param.shape == grad.shape == m.shape == v.shape and ready(param, grad, m, v):
         run(grad, m, v, param, *scalars)
     else:

@@ -422,4 +422,6 @@ ready = F.ready
 unchecked = SimpleNamespace(
     sigmoid_backward=_run_sigmoid_bwd,  # (y, dy, out), any shape
     bias_act_forward=_run_bias_act_fwd,  # (z (N, M), b (M,) or None, activation code, out (N, M))
+    sgd_update=_run_sgd,  # (grad, velocity or None, param, lr, momentum, weight_decay, nesterov), in place
+    adam_update=_run_adam,  # (grad, m, v, param, *_frontend.adam_scalars(...)), in place
 )

@@ -12,7 +12,7 @@ from .autograd import backward, grad, is_grad_enabled, no_grad, set_debug, set_g
 from .backend import cupy_gpu_available, get_backend, set_backend, use_backend
 from .creation import arange, full, manual_seed, ones, ones_like, rand, randn, tensor, zeros, zeros_like
 from .errors import (
-    BackendError, CupyNotInstalledError, DeviceMismatchError, DTypeError, GraphFreedError, LabelError, NoGPUError, NoGraphError,
+    BackendError, CaptureError, CupyNotInstalledError, DeviceMismatchError, DTypeError, GraphFreedError, LabelError, NoGPUError, NoGraphError,
     NonFiniteError, NotATensorError, ShapeError, UnknownBackendError, XpgradError,
 )
 from .ops import (
@@ -27,7 +27,7 @@ int32, int64, bool_ = "int32", "int64", "bool"
 
 __version__ = "0.1.0"
 
-_LAZY_SUBMODULES = ("nn", "optim", "data", "viz", "cli")
+_LAZY_SUBMODULES = ("nn", "optim", "data", "viz", "cli", "capture")  # xg.capture(fn) calls the package (xpgrad.capture)
 
 
 def __getattr__(name):

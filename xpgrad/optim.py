@@ -136,10 +136,32 @@ class Optimizer:
         if recorder is None:
             self._update()
         else:
-            recorder.python_step(f"{type(self).__name__}.step", self._update, self.params)
+            recorder.python_step(f"{type(self).__name__}.step", self._update, self.params, self._replay_update)
 
     def _update(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _replay_update(self):
+        """For xg.capture: `_update` as a function bound to the parameters' present arrays, with
+        the per-call checks done once here and the same kernel calls (bit for bit); lr, the
+        hyperparameters and the step counts are read on each call. None where it does not apply
+        (then replays call `_update`)."""
+        return None
+
+    def _ready_items(self, names: tuple):
+        """[(tensor, state dict)] of the parameters with a gradient, when every update takes the
+        CPU kernels' unchecked path (the state arrays `names` exist); else None."""
+        items = []
+        for p, st in zip(self.params, self.state):
+            if p.grad is None:
+                continue
+            param, grad = p.data, p.grad.data
+            arrays = [param, grad] + [st.get(n) for n in names]
+            if (_fused_kernels(param, grad) is not kernels or not param.ndim or "step" not in st
+                    or any(a is None or a.shape != param.shape for a in arrays) or not kernels.ready(*arrays)):
+                return None
+            items.append((p, st))
+        return items
 
     def _zeros(self, p: Tensor):
         xp = backend.namespace_of(p.data)
@@ -230,6 +252,21 @@ class SGD(Optimizer):
             (sgd_update if k is None else k.sgd_update)(param, grad, velocity, lr, momentum, wd, nesterov)
 
 
+    def _replay_update(self):
+        items = self._ready_items(("velocity",) if self.momentum else ())
+        if items is None:
+            return None
+        run = kernels.unchecked.sgd_update
+
+        def update():
+            lr, momentum, wd, nesterov = self.lr, self.momentum, self.weight_decay, bool(self.nesterov)
+            for p, st in items:
+                st["step"] += 1
+                run(p.grad.data, st["velocity"] if momentum else None, p.data, lr, momentum, wd, nesterov)
+
+        return update
+
+
 class Adam(Optimizer):
     """Adam with bias correction and optional L2 weight decay (added to the gradient)."""
 
@@ -260,6 +297,21 @@ class Adam(Optimizer):
             n = st["step"] = st.get("step", 0) + 1
             k = _fused_kernels(param, grad)
             (adam_update if k is None else k.adam_update)(param, grad, m, st["v"], lr, b1, b2, eps, wd, n)
+
+
+    def _replay_update(self):
+        items = self._ready_items(("m", "v"))
+        if items is None:
+            return None
+        run, scalars = kernels.unchecked.adam_update, kernels.adam_scalars
+
+        def update():
+            lr, (b1, b2), eps, wd = self.lr, self.betas, self.eps, self.weight_decay
+            for p, st in items:
+                n = st["step"] = st["step"] + 1
+                run(p.grad.data, st["m"], st["v"], p.data, *scalars(lr, b1, b2, eps, wd, n))
+
+        return update
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam}

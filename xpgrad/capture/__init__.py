@@ -34,7 +34,20 @@ place). `check=True` (or `check=N`: every N-th call) replays, then runs fn eager
 state and raises CaptureError when the op sequence or any value differs. Arrays outside NumPy
 (CuPy, array_api_strict) and XPGRAD_DEBUG run eagerly on every call, with the same results.
 """
+import sys
+import types
+
 from ..errors import CaptureError
 from .captured import MAX_SIGNATURES, CaptureWarning, Captured, capture
 
 __all__ = ["MAX_SIGNATURES", "CaptureError", "CaptureWarning", "Captured", "capture"]
+
+
+class _CallablePackage(types.ModuleType):
+    """`xg.capture` is this package and, called, `capture` itself: `xg.capture(fn)`, `@xg.capture`."""
+
+    def __call__(self, fn=None, *, check=False, max_signatures: int = MAX_SIGNATURES):
+        return capture(fn, check=check, max_signatures=max_signatures)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

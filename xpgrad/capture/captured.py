@@ -27,9 +27,10 @@ class CaptureWarning(RuntimeWarning):
 class _Entry:
     """One signature: warm-up done?, its plan, the state it reaches."""
 
-    __slots__ = ("plan", "reach", "calls", "eager_only")
+    __slots__ = ("plan", "reach", "calls", "eager_only", "retried")
 
     def __init__(self):
+        self.retried = False
         self.plan = None
         self.reach = None
         self.calls = 0
@@ -77,6 +78,7 @@ class Captured:
         self._cache: OrderedDict = OrderedDict()
         self._lock = threading.RLock()  # one replay at a time: replays share their buffers
         self._warned = False
+        self._extra: dict = {}  # id -> tensor the closure scan missed but a capture run saw updated
         tables.install()
 
     def __repr__(self):
@@ -134,7 +136,7 @@ class Captured:
     def _record(self, args, kwargs, trace_only=False) -> Recording | None:
         """Run fn once under a recorder (eagerly: the results are eager's); None when some state
         lives outside NumPy (then the call ran eagerly)."""
-        reach = reachable(self.fn, args, kwargs)
+        reach = reachable(self.fn, args, kwargs, self._extra.values())
         arg_tensors = {id(a) for a in args if isinstance(a, Tensor)}
         tensors = [t for t in reach.tensors if id(t) not in arg_tensors]
         for t in tensors:
@@ -208,6 +210,11 @@ class Captured:
             entry.eager_only = True
             self.stats["eager"] += 1
             return self.fn(*args, **kwargs)
+        unknown = recording.recorder.unknown
+        if unknown and not entry.retried:  # ops on those tensors went unrecorded: trace them next call
+            entry.retried = True
+            self._extra.update(unknown)
+            return materialize(recording)
         plan = Plan(recording.recorder, recording.inputs, recording.entries, recording.result,
                     recording.reach.guards)
         plan.compile()
@@ -219,7 +226,7 @@ class Captured:
                 f"capture: {getattr(self.fn, '__qualname__', self.fn)} was captured {self.stats['captures']} times; "
                 f"its argument shapes, dtypes or non-tensor values, or the Python values in its closure, keep "
                 f"changing (each change records the step again)"), stacklevel=3)
-        return materialize(plan, recording.result)
+        return materialize(recording)
 
     # ---- check mode -------------------------------------------------------------------------
     def _checked(self, entry, args, kwargs):
@@ -234,7 +241,7 @@ class Captured:
         after_replay = Snapshot(reach, args)
         before.restore()
         recording = self._record(args, kwargs, trace_only=True)
-        eager = materialize(entry.plan, recording.result, recording.recorder)
+        eager = materialize(recording)
         captured_ops, eager_ops = entry.plan.describe(), [op.describe() for op in recording.recorder.ops]
         if captured_ops != eager_ops:
             k = next((i for i, (a, b) in enumerate(zip(captured_ops, eager_ops)) if a != b), min(len(captured_ops), len(eager_ops)))
@@ -285,24 +292,28 @@ def _untrace(recorder, entries, restore_args, reach) -> None:
                 st[k] = plain(v)
 
 
-def materialize(plan, template, recorder=None):
+def materialize(recording: Recording):
     """fn's return value from the arrays of the run just recorded (copies, like a replay's)."""
     from .plan import copy_out
 
-    slots = (recorder or plan.recorder).slots
-    kind, value = template
-    if kind == "copy":
-        return copy_out(slots[value.index].array)
-    if kind == "array":
-        return slots[value.index].array.copy()
-    if kind == "entry":
-        return plan.entries[value].tensor
-    if kind in ("tuple", "list"):
-        items = [materialize(plan, v, recorder) for v in value]
-        return tuple(items) if kind == "tuple" else items
-    if kind == "dict":
-        return {k: materialize(plan, v, recorder) for k, v in value}
-    return value
+    slots, entries = recording.recorder.slots, recording.entries
+
+    def build(template):
+        kind, value = template
+        if kind == "copy":
+            return copy_out(slots[value.index].array)
+        if kind == "array":
+            return slots[value.index].array.copy()
+        if kind == "entry":
+            return entries[value].tensor
+        if kind in ("tuple", "list"):
+            items = [build(v) for v in value]
+            return tuple(items) if kind == "tuple" else items
+        if kind == "dict":
+            return {k: build(v) for k, v in value}
+        return value
+
+    return build(recording.result)
 
 
 def _result_differences(a, b, path="result") -> list:

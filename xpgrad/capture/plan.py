@@ -23,6 +23,7 @@ from .trace import _FILLS, _OUT_FUNCTIONS, Ref, _leaves
 MISS = object()  # what a replay returns when a guard fails: capture again
 
 _SIMPLE = (int, float, bool, str, type(None))
+_DEFAULTS = {"dtype": None, "keepdims": False, "where": True}  # keyword values a ufunc call takes anyway
 
 
 def _as_array(value):
@@ -101,7 +102,8 @@ class Plan:
         return self.const(value)
 
     def call(self, fn, args, kwargs, extra="") -> str:
-        parts = [self.expr(a) for a in args] + [f"{k}={self.expr(v)}" for k, v in kwargs.items()]
+        parts = [self.expr(a) for a in args] + [f"{k}={self.expr(v)}" for k, v in kwargs.items()
+                                                if not (k in _DEFAULTS and _DEFAULTS[k] is v)]
         if extra:
             parts.append(extra)
         return f"{self.const(fn, 'f')}({', '.join(parts)})"
@@ -153,14 +155,32 @@ class Plan:
         return False
 
     # ---- code -------------------------------------------------------------------------------
+    def set_attributes(self, lines, tensor, data_ref, grad_ref) -> None:
+        """Lines that give `tensor` the .data and .grad of the capture run at this point (only
+        what differs from what the replay has set so far)."""
+        entry = self._entry_of(tensor)
+        target = entry.expr if entry is not None else self.const(tensor, "T")
+        data_now, grad_now = self._current.get(id(tensor), (None, None))
+        if data_ref is not None and data_now != data_ref.index and not (
+                entry is not None and entry.start_data is not None and data_now is None
+                and data_ref.index == entry.start_data.index):
+            lines.append(f"{target}.data = {self.name(data_ref)}")
+        grad = None if grad_ref is None else grad_ref.index
+        if grad != grad_now or grad_now is None:
+            if grad_ref is None:
+                if grad_now is not None or entry is None or not entry.grad_was_none:
+                    lines.append(f"{target}.grad = None")
+            elif grad in self.rebound:
+                lines.append(f"{target}.grad = _tensor({self.name(grad_ref)})")
+            else:
+                holder = self.const(_new_tensor(self.slots[grad].array), "G")  # one Tensor per buffer
+                lines.append(f"{holder}.data = {self.name(grad_ref)}; {target}.grad = {holder}")
+        self._current[id(tensor)] = (data_now if data_ref is None else data_ref.index, grad)
+
     def emit_op(self, op, lines) -> None:
         if op.kind == "python":
             for tensor, data_ref, grad_ref in op.sync:
-                entry = self._entry_of(tensor)
-                target = entry.expr if entry is not None else self.const(tensor, "T")
-                if entry is None or entry.start_data is None or data_ref.index != entry.start_data.index:
-                    lines.append(f"{target}.data = {self.name(data_ref)}")
-                lines.append(f"{target}.grad = None" if grad_ref is None else f"{target}.grad = _tensor({self.name(grad_ref)})")
+                self.set_attributes(lines, tensor, data_ref, grad_ref)
             lines.append(f"{self.const(op.fn, 'f')}()")
             return
         if op.kind == "check":
@@ -213,6 +233,37 @@ class Plan:
         for path, index in rebound_new:
             lines.append(f"r{index} = _arr(_t{''.join(f'[{k}]' for k in path)})")
 
+    def live_ops(self) -> list:
+        """The ops whose effects reach something kept (fn's result, a tensor's attributes, a
+        state or external array, the random generator); the rest is dead code of the capture
+        run (the seed gradient a loss kernel read as a constant, a product nobody used)."""
+        needed = set(self.escaping) | _template_refs(self.result_template)
+        persistent = {s.index for s in self.slots if s.kind in ("state", "external", "input")}
+        kept = []
+        for op in reversed(self.ops):
+            outs = {index for _, index in op.results} | set(op.writes)
+            reach = set()
+            for index in outs:
+                reach |= self._with_bases(index)
+            if op.kind in ("python", "check", "rng", "kernel") or reach & (needed | persistent):
+                kept.append(op)
+                for leaf in _leaves((op.args, op.kwargs)):
+                    if type(leaf) is Ref:
+                        needed |= self._with_bases(leaf.index)
+                for _, data_ref, grad_ref in op.sync or ():
+                    needed |= self._with_bases(data_ref.index)
+                    if grad_ref is not None:
+                        needed |= self._with_bases(grad_ref.index)
+        return kept[::-1]
+
+    def _with_bases(self, index) -> set:
+        found = {index}
+        base = self.slots[index].base
+        while base is not None:
+            found.add(base.index)
+            base = base.base
+        return found
+
     def _entry_of(self, tensor):
         for entry in self.entries:
             if entry.tensor is tensor:
@@ -257,14 +308,9 @@ class Plan:
 
     def end_lines(self, lines) -> None:
         for entry in self.entries:
-            t = entry.expr
-            if entry.end_data is not None and entry.start_data is not None and entry.end_data.index != entry.start_data.index:
-                lines.append(f"{t}.data = {self.name(entry.end_data)}")
-            if entry.end_grad is None:
-                if not entry.grad_was_none:
-                    lines.append(f"{t}.grad = None")
-            elif not entry.end_grad_same:
-                lines.append(f"{t}.grad = _tensor({self.name(entry.end_grad)})")
+            if entry.end_grad_same and id(entry.tensor) not in self._current:
+                self._current[id(entry.tensor)] = (None, entry.end_grad.index)
+            self.set_attributes(lines, entry.tensor, entry.end_data, entry.end_grad)
         lines.append(f"return {self.result_expr(self.result_template)}")
 
     def result_expr(self, template) -> str:
@@ -291,9 +337,10 @@ class Plan:
                 if ref is not None:
                     self.escaping.add(ref.index)
         self.classify()
+        self._current = {}  # id(tensor) -> (slot of .data, slot of .grad) as the replay has set them
         lines = []
         self.guard_lines(lines)
-        for op in self.ops:
+        for op in self.live_ops():
             self.emit_op(op, lines)
         self.end_lines(lines)
         self.source = "def replay(args):\n" + "".join(f"    {line}\n" for line in lines)
@@ -304,6 +351,17 @@ class Plan:
 
     def describe(self) -> list:
         return [op.describe() for op in self.ops]
+
+
+def _template_refs(template) -> set:
+    kind, value = template
+    if kind in ("copy", "array"):
+        return {value.index}
+    if kind in ("tuple", "list"):
+        return set().union(*(_template_refs(v) for v in value)) if value else set()
+    if kind == "dict":
+        return set().union(*(_template_refs(v) for _, v in value)) if value else set()
+    return set()
 
 
 def result_template(recorder, value, entries):

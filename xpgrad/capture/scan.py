@@ -11,10 +11,12 @@ whose closure or globals hold another value captures again (jax.jit's stale-stat
 from __future__ import annotations
 
 import functools
+import os
 import types
 
 from ..tensor import Tensor
 
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _MAX_DEPTH = 4
 _SCALARS = (int, float, bool, str, type(None))
 
@@ -36,8 +38,9 @@ class Reach:
             self.tensors.append(t)
 
 
-def reachable(fn, args=(), kwargs=None) -> Reach:
-    """Everything fn can read or update beyond its tensor arguments."""
+def reachable(fn, args=(), kwargs=None, extra=()) -> Reach:
+    """Everything fn can read or update beyond its tensor arguments (and the `extra` tensors an
+    earlier capture found it updates)."""
     from ..nn import Module
     from ..optim import LRScheduler, Optimizer
 
@@ -56,8 +59,10 @@ def reachable(fn, args=(), kwargs=None) -> Reach:
         if isinstance(obj, Module):
             reach.modules.append(obj)
             for name, value in vars(obj).items():
-                if isinstance(value, _SCALARS):  # training, dropout p, ...: a branch taken on them is baked in
+                if isinstance(value, (bool, float)):  # training, dropout's p: a branch taken on them is baked in
                     reach.guards.append(("attr", obj, name, value))
+                elif isinstance(value, _SCALARS):
+                    continue
                 else:
                     visit(value, depth + 1)
         elif isinstance(obj, Optimizer):
@@ -81,7 +86,8 @@ def reachable(fn, args=(), kwargs=None) -> Reach:
             visit(obj.__self__, depth + 1)
             visit(obj.__func__, depth + 1)
         elif isinstance(obj, types.FunctionType):
-            visit_function(obj, depth)
+            if not obj.__code__.co_filename.startswith(_PACKAGE_DIR):  # xpgrad's own globals are not the user's state
+                visit_function(obj, depth)
         elif hasattr(obj, "__dict__") and not callable(obj):
             for value in vars(obj).values():
                 visit(value, depth + 1)
@@ -110,7 +116,13 @@ def reachable(fn, args=(), kwargs=None) -> Reach:
         if f.__defaults__:
             visit(f.__defaults__, depth + 1)
 
-    visit(fn, 0)
+    if isinstance(fn, types.FunctionType):
+        visited.add(id(fn))
+        visit_function(fn, 0)  # fn itself, wherever it is defined
+    else:
+        visit(fn, 0)
+    for t in extra:
+        reach.add_tensor(t)
     for a in args:
         if not isinstance(a, Tensor):
             visit(a, 1)

@@ -154,6 +154,7 @@ class Recorder:
         self.held: list = []
         self.trace_only = trace_only  # check mode: record the op sequence, never replayed
         self.closed = False
+        self.unknown = {}  # id -> tensor: leaves the step updates whose arrays were not traced
 
     # ---- slots ---------------------------------------------------------------------------
     def new_slot(self, kind, array, const=False, source=None) -> Slot:
@@ -308,10 +309,19 @@ class Recorder:
             f"would not run that line (nor a branch that depends on it). Return the tensor from the step "
             f"and read it after the call, or call the function without xg.capture")
 
-    def python_step(self, label, fn, tensors):
+    def saw_leaves(self, tensors) -> None:
+        """backward() gave these leaves gradients: note those whose arrays capture did not trace
+        (a tensor fn reaches in a way the closure scan missed: its ops were not recorded)."""
+        for t in tensors:
+            if type(t.data) is not TracedArray:
+                self.unknown[id(t)] = t
+
+    def python_step(self, label, fn, tensors, replay_factory=None):
         """Record `fn()` (a library step in Python: optimizer.step(), scheduler.step()) to be called
         again on every replay, after the `tensors`' attributes are set as they are now; run it
-        now on plain arrays."""
+        now on plain arrays. `replay_factory()`, called before `fn` runs, may give a faster
+        equivalent of `fn` for the replays."""
+        self.saw_leaves(tensors)
         op = Op("python", fn, (), {}, label, user_site())
         op.sync = [(t, d, g) for t, (d, g) in zip(tensors, self.attribute_refs(tensors))]
         for t, data_ref, grad_ref in op.sync:
@@ -319,6 +329,9 @@ class Recorder:
             if t.grad is not None:
                 t.grad.data = self.slots[grad_ref.index].array
         try:
+            fast = replay_factory() if replay_factory is not None else None
+            if fast is not None:
+                op.fn = fast
             fn()
         finally:
             for t in tensors:

@@ -1,0 +1,366 @@
+"""xg.capture: N captured calls leave exactly what N eager calls leave (NumPy: bit for bit).
+
+Each test builds the same model twice from one seed, runs the step eagerly on one and through
+xg.capture on the other, on the same batches, and compares every returned value, parameter,
+gradient and optimizer buffer after every call.
+"""
+import gc
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import xpgrad as xg
+from xpgrad import nn, optim
+from xpgrad.capture import CaptureError, CaptureWarning
+
+STEPS = 6
+
+
+def _batches(n_in, n_out, loss, steps=STEPS, batch=16, seed=1, sizes=None):
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(steps):
+        rows = sizes[k] if sizes else batch
+        x = xg.tensor(rng.standard_normal((rows, n_in)).astype(np.float32))
+        if loss == "mse":
+            y = xg.tensor(rng.standard_normal((rows, n_out)).astype(np.float32))
+        else:
+            y = xg.tensor(rng.integers(0, n_out, rows))
+        out.append((x, y))
+    return out
+
+
+LOSSES = {"ce": xg.softmax_cross_entropy, "mse": xg.mse_loss, "hinge": xg.hinge_loss}
+
+
+def _setup(activation="relu", bias=True, dropout=0.0, optimizer="sgd", loss="ce", schedule=None, seed=0):
+    xg.manual_seed(seed)
+    model = nn.MLP([8, 12, 12, 3], activation=activation, bias=bias, dropout=dropout)
+    params = model.parameters()
+    opt = optim.SGD(params, lr=0.05, momentum=0.9) if optimizer == "sgd" else optim.Adam(params, lr=0.01)
+    sched = None
+    if schedule == "step":
+        sched = optim.StepLR(opt, step_size=2, gamma=0.5)
+    elif schedule == "cosine":
+        sched = optim.CosineLR(opt, total_steps=5, min_lr=0.001)
+    loss_fn = LOSSES[loss]
+
+    def step(x, y):
+        out = loss_fn(model(x), y)
+        opt.zero_grad()
+        out.backward()
+        opt.step()
+        if schedule == "step":
+            sched.step()  # inside the step: recorded, runs on every replay
+        return out
+
+    return model, opt, sched, step
+
+
+def _same(a, b) -> bool:
+    a, b = np.asarray(a), np.asarray(b)
+    return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True)
+
+
+def _assert_same_state(m1, o1, m2, o2):
+    for p, q in zip(m1.parameters(), m2.parameters()):
+        assert _same(p.data, q.data)
+        assert (p.grad is None) == (q.grad is None)
+        if p.grad is not None:
+            assert _same(p.grad.data, q.grad.data)
+    assert o1.lr == o2.lr
+    for s1, s2 in zip(o1.state, o2.state):
+        assert s1.keys() == s2.keys()
+        for k in s1:
+            assert _same(s1[k], s2[k]) if isinstance(s1[k], np.ndarray) else s1[k] == s2[k]
+
+
+def _run_pair(steps=None, outside=None, **config):
+    """Eager and captured runs of one config; returns the captured callable."""
+    m1, o1, s1, eager = _setup(**config)
+    m2, o2, s2, raw = _setup(**config)
+    captured = xg.capture(raw)
+    batches = steps or _batches(8, 3, config.get("loss", "ce"))
+    seed = 123
+    for k, (x, y) in enumerate(batches):
+        xg.manual_seed(seed + k)  # dropout draws from the generator as it is at the call
+        a = eager(x, y)
+        xg.manual_seed(seed + k)
+        b = captured(x, y)
+        assert _same(a.data, b.data), f"call {k}: loss {a.item()} vs {b.item()}"
+        _assert_same_state(m1, o1, m2, o2)
+        if outside:
+            outside(s1)
+            outside(s2)
+    return captured
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("activation", ["relu", "sigmoid"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_mlp_steps_equal_eager(optimizer, activation, bias):
+    captured = _run_pair(optimizer=optimizer, activation=activation, bias=bias)
+    assert captured.stats["replays"] == STEPS - 2  # call 1 warms up, call 2 records
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_dropout_draws_fresh_masks_like_eager(optimizer):
+    captured = _run_pair(optimizer=optimizer, dropout=0.3)
+    assert captured.stats["replays"] == STEPS - 2
+
+
+def test_dropout_mask_changes_between_replays():
+    """Not the captured mask: two replays from one model state with other seeds differ."""
+    xg.manual_seed(0)
+    layer = nn.Dropout(0.5)
+    x = xg.ones(4, 50, requires_grad=True)
+    step = xg.capture(lambda x: layer(x) * 1.0)
+    for _ in range(2):
+        step(x)
+    xg.manual_seed(1)
+    first = step(x)
+    xg.manual_seed(2)
+    second = step(x)
+    assert step.stats["replays"] == 2
+    assert not _same(first.data, second.data)
+    xg.manual_seed(1)
+    assert _same(first.data, (layer(x) * 1.0).data)
+
+
+@pytest.mark.parametrize("loss", ["ce", "mse", "hinge"])
+def test_losses_equal_eager(loss):
+    captured = _run_pair(loss=loss)
+    assert captured.stats["replays"] == STEPS - 2
+
+
+def test_schedule_inside_step_takes_effect_on_replay():
+    captured = _run_pair(schedule="step", optimizer="sgd")
+    assert captured.stats["replays"] == STEPS - 2
+
+
+def test_schedule_outside_step_takes_effect_on_replay():
+    captured = _run_pair(schedule="cosine", optimizer="adam", outside=lambda sched: sched.step())
+    assert captured.stats["replays"] == STEPS - 2
+
+
+def test_shape_change_mid_run_captures_again():
+    sizes = [16, 16, 16, 16, 5, 5, 5, 16, 16]
+    captured = _run_pair(steps=_batches(8, 3, "ce", steps=len(sizes), sizes=sizes))
+    assert captured.stats["captures"] == 2
+    assert captured.stats["replays"] == 5  # 16 rows: calls 3, 4, 8, 9; 5 rows: call 7
+
+
+def test_returned_values_stay_valid_across_calls():
+    m, o, s, raw = _setup()
+    step = xg.capture(raw)
+    losses, kept = [], []
+    for x, y in _batches(8, 3, "ce"):
+        loss = step(x, y)
+        kept.append(loss)
+        losses.append(loss.item())
+    assert step.stats["replays"] == STEPS - 2
+    assert [t.item() for t in kept] == losses
+    assert len(set(losses)) == len(losses)
+
+
+def _notes_net(seed=0):
+    rng = np.random.default_rng(seed)
+    x = xg.tensor(rng.standard_normal((16, 10)).astype(np.float32))
+    y = xg.tensor(rng.standard_normal((16, 2)).astype(np.float32))
+    w1 = xg.tensor(rng.standard_normal((10, 20)).astype(np.float32) * 0.1, requires_grad=True)
+    w2 = xg.tensor(rng.standard_normal((20, 2)).astype(np.float32) * 0.1, requires_grad=True)
+    lr = 1e-3
+
+    def step():
+        h = xg.sigmoid(x @ w1)
+        loss = ((h @ w2 - y) ** 2).sum()
+        loss.backward()
+        for p in (w1, w2):
+            p.data -= lr * p.grad.data
+            p.grad = None
+        return loss
+
+    return (w1, w2), step
+
+
+def test_notes_net_with_manual_update():
+    (a1, a2), eager = _notes_net()
+    (b1, b2), raw = _notes_net()
+    step = xg.capture(raw)
+    for k in range(STEPS):
+        la, lb = eager(), step()
+        assert _same(la.data, lb.data)
+        assert _same(a1.data, b1.data) and _same(a2.data, b2.data)
+        assert b1.grad is None and b2.grad is None
+    assert step.stats["replays"] == STEPS - 2
+
+
+def test_accumulated_gradients_without_zero_grad():
+    """No zero_grad: every call adds to .grad, which the replay reads back each call."""
+    def setup():
+        xg.manual_seed(0)
+        w = xg.randn(5, 3, requires_grad=True)
+
+        def step(x):
+            loss = (x @ w).sum()
+            loss.backward()
+            return loss
+
+        return w, step
+
+    w1, eager = setup()
+    w2, raw = setup()
+    step = xg.capture(raw)
+    x = xg.tensor(np.arange(10, dtype=np.float32).reshape(2, 5))
+    for _ in range(STEPS):
+        eager(x)
+        step(x)
+        assert _same(w1.grad.data, w2.grad.data)
+    assert step.stats["replays"] == STEPS - 2
+
+
+def test_item_mid_step_is_refused_with_the_line():
+    m, o, s, _ = _setup()
+
+    def step(x, y):
+        loss = xg.softmax_cross_entropy(m(x), y)
+        if loss.item() > 100:  # a value read back in the middle of the step
+            return loss
+        o.zero_grad()
+        loss.backward()
+        o.step()
+        return loss
+
+    captured = xg.capture(step)
+    (x, y), (x2, y2) = _batches(8, 3, "ce", steps=2)
+    captured(x, y)
+    with pytest.raises(CaptureError) as info:
+        captured(x2, y2)
+    message = str(info.value)
+    assert "Tensor.item()" in message and "test_capture.py" in message
+
+
+@pytest.mark.parametrize("read", [float, bool, lambda t: t.numpy(), lambda t: print(t)])
+def test_other_host_reads_are_refused(read):
+    w = xg.tensor(np.ones((3, 3), np.float32), requires_grad=True)
+
+    def step(x):
+        loss = (x @ w).sum()
+        read(loss)
+        return loss
+
+    captured = xg.capture(step)
+    x = xg.ones(2, 3)
+    captured(x)
+    with pytest.raises(CaptureError):
+        captured(x)
+
+
+def test_check_mode_catches_a_branch_that_flips():
+    w = xg.tensor(np.ones((3, 3), np.float32), requires_grad=True)
+    calls = {"n": 0}
+
+    def step(x):
+        calls["n"] += 1
+        y = x @ w
+        if calls["n"] > 4:  # a Python branch on state the capture does not see as an input
+            y = y * 2.0
+        return y.sum()
+
+    captured = xg.capture(step, check=True)
+    x = xg.ones(2, 3)
+    for _ in range(4):
+        captured(x)
+    assert captured.stats["checks"] == 2
+    with pytest.raises(CaptureError, match="ran other ops"):
+        captured(x)
+
+
+def test_check_mode_passes_a_static_step():
+    m, o, s, raw = _setup(optimizer="adam", dropout=0.2)
+    step = xg.capture(raw, check=True)
+    for x, y in _batches(8, 3, "ce"):
+        step(x, y)
+    assert step.stats["checks"] == STEPS - 2
+
+
+def test_closure_scalar_change_captures_again():
+    w = xg.tensor(np.ones((3, 2), np.float32), requires_grad=True)
+    scale = 2.0
+
+    def step(x):
+        return (x @ w * scale).sum()
+
+    captured = xg.capture(step)
+    x = xg.ones(4, 3)
+    for _ in range(3):
+        assert captured(x).item() == 48.0
+    scale = 3.0  # noqa: F841  (read through the closure cell)
+    assert captured(x).item() == 72.0
+    assert captured.stats["recaptures"] == 1
+
+
+def test_eval_mode_is_not_replayed_as_training():
+    xg.manual_seed(0)
+    model = nn.MLP([4, 8, 2], dropout=0.5)
+    step = xg.capture(lambda x: model(x))
+    x = xg.ones(3, 4)
+    for _ in range(3):
+        step(x)
+    model.eval()
+    assert _same(step(x).data, model(x).data)
+
+
+def test_recapturing_warns_and_cache_is_bounded():
+    w = xg.tensor(np.ones((3, 2), np.float32), requires_grad=True)
+    step = xg.capture(lambda x: (x @ w).sum(), max_signatures=2)
+    with pytest.warns(CaptureWarning, match="captured 3 times"):
+        for rows in (1, 2, 3):
+            for _ in range(2):
+                step(xg.ones(rows, 3))
+    assert len(step._cache) == 2
+
+
+def test_other_namespaces_run_eagerly_with_the_same_results():
+    pytest.importorskip("array_api_strict")
+    results = []
+    for name in ("numpy", "array_api_strict"):
+        with xg.use_backend(name):
+            xg.manual_seed(0)
+            model = nn.MLP([4, 6, 2])
+            opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+            def step(x, y):
+                loss = xg.softmax_cross_entropy(model(x), y)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                return loss
+
+            captured = xg.capture(step)
+            x = xg.tensor(np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4))
+            y = xg.tensor(np.array([0, 1, 1]))
+            results.append([captured(x, y).item() for _ in range(4)])
+            if name == "array_api_strict":
+                assert captured.stats["eager"] == 4 and captured.stats["replays"] == 0
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-5)
+
+
+def test_steady_state_replay_allocates_nothing():
+    m, o, s, raw = _setup(optimizer="adam")
+    step = xg.capture(raw)
+    x, y = _batches(8, 3, "ce", steps=1)[0]
+    for _ in range(50):
+        step(x, y)
+    gc.collect()
+    tracemalloc.start()
+    step(x, y)
+    first, _ = tracemalloc.get_traced_memory()
+    for _ in range(2000):
+        step(x, y)
+    gc.collect()
+    now, _ = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert step.stats["replays"] >= 2000
+    assert now - first < 16 * 1024, f"traced memory grew by {now - first} bytes over 2000 replays"

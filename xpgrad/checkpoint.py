@@ -20,10 +20,12 @@ the previous checkpoint as it was.
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +33,13 @@ from .errors import XpgradError
 from .files import atomic_write
 from .safetensors_io import SUFFIX as SAFETENSORS_SUFFIX
 from .safetensors_io import SafetensorsFileError, read_safetensors, write_safetensors
+
+if TYPE_CHECKING:
+    from .nn import Module
+    from .optim import Optimizer
+
+JSONDict = dict[str, Any]  # a JSON object: the header and its fields
+PathLike = str | os.PathLike[str]
 
 FORMAT = "xpgrad-checkpoint"
 VERSION = 1
@@ -52,12 +61,12 @@ class Checkpoint:
     """What `load_checkpoint` read: the header fields and host arrays."""
 
     path: Path
-    model_config: dict | None
+    model_config: JSONDict | None
     params: dict[str, np.ndarray]
-    optimizer: dict | None  # an Optimizer.state_dict() (buffers as NumPy arrays) or None
-    extra: dict = field(default_factory=dict)
+    optimizer: JSONDict | None  # an Optimizer.state_dict() (buffers as NumPy arrays) or None
+    extra: JSONDict = field(default_factory=dict)
 
-    def build_model(self, device=None):
+    def build_model(self, device: object = None) -> Module:
         """A new model from the saved configuration, with the saved parameters loaded."""
         from . import nn
 
@@ -74,12 +83,13 @@ class Checkpoint:
         return model
 
 
-def is_safetensors(path) -> bool:
+def is_safetensors(path: PathLike) -> bool:
     """Whether `path` names a .safetensors checkpoint (else it is an .npz archive)."""
     return Path(path).suffix.lower() == SAFETENSORS_SUFFIX
 
 
-def save_checkpoint(path, model, optimizer=None, *, extra: dict | None = None) -> Path:
+def save_checkpoint(path: PathLike, model: Module, optimizer: Optimizer | None = None, *,
+                    extra: JSONDict | None = None) -> Path:
     """Write `model`'s parameters, `optimizer`'s state and `extra` (JSON-able) to `path` atomically.
 
     The suffix picks the format: ``.safetensors`` (the header's fields as JSON strings in the
@@ -102,10 +112,11 @@ def save_checkpoint(path, model, optimizer=None, *, extra: dict | None = None) -
         except SafetensorsFileError as err:
             raise CheckpointError(f"save_checkpoint: {err}") from None
     arrays[HEADER_KEY] = np.array(json.dumps(header, allow_nan=False))
-    return atomic_write(path, lambda f: np.savez(f, **arrays))
+    # the keys are param/..., optim/... and the header: none is savez's own allow_pickle flag, which mypy fears
+    return atomic_write(path, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
 
 
-def load_checkpoint(path) -> Checkpoint:
+def load_checkpoint(path: PathLike) -> Checkpoint:
     """Read and check a checkpoint written by `save_checkpoint` (.npz with allow_pickle=False, or .safetensors).
 
     Raises CheckpointNotFoundError for a missing file and CheckpointError for a file that is
@@ -125,7 +136,7 @@ def load_checkpoint(path) -> Checkpoint:
     return Checkpoint(path, header.get("model"), params, optimizer, header.get("extra") or {})
 
 
-def _read_npz(path: Path) -> tuple[dict, dict]:
+def _read_npz(path: Path) -> tuple[dict[str, np.ndarray], JSONDict]:
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic[:2] != b"PK":
@@ -156,7 +167,7 @@ def _read_npz(path: Path) -> tuple[dict, dict]:
     return arrays, _checked_header(path, header)
 
 
-def _read_safetensors(path: Path) -> tuple[dict, dict]:
+def _read_safetensors(path: Path) -> tuple[dict[str, np.ndarray], JSONDict]:
     try:
         arrays, metadata = read_safetensors(path)
     except SafetensorsFileError as err:
@@ -176,7 +187,7 @@ def _read_safetensors(path: Path) -> tuple[dict, dict]:
     return arrays, _checked_header(path, header)
 
 
-def _checked_header(path: Path, header) -> dict:
+def _checked_header(path: Path, header: object) -> JSONDict:
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an xpgrad checkpoint: its header has no format {FORMAT!r}")
     version = header.get("version")
@@ -187,7 +198,7 @@ def _checked_header(path: Path, header) -> dict:
     return header
 
 
-def restore_model(model, checkpoint: Checkpoint) -> None:
+def restore_model(model: Module, checkpoint: Checkpoint) -> None:
     """Load the checkpoint's parameters into `model`; CheckpointError when the architecture differs."""
     from .nn import StateDictError
 
@@ -206,7 +217,7 @@ def restore_model(model, checkpoint: Checkpoint) -> None:
         ) from None
 
 
-def restore_optimizer(optimizer, checkpoint: Checkpoint) -> None:
+def restore_optimizer(optimizer: Optimizer, checkpoint: Checkpoint) -> None:
     """Load the checkpoint's optimizer state; CheckpointError when it has none or it does not fit."""
     from .optim import OptimizerStateError
 
@@ -218,7 +229,7 @@ def restore_optimizer(optimizer, checkpoint: Checkpoint) -> None:
         raise CheckpointError(f"checkpoint {checkpoint.path}: optimizer state does not fit: {err}") from None
 
 
-def _first_difference(saved: dict, own: dict) -> str:
+def _first_difference(saved: dict[str, np.ndarray], own: dict[str, np.ndarray]) -> str:
     """'; tensor NAME is ... in the checkpoint but ... in the model' for the first tensor that differs, else ''."""
     for name in [*own, *(n for n in saved if n not in own)]:
         if name not in saved:
@@ -230,12 +241,12 @@ def _first_difference(saved: dict, own: dict) -> str:
     return ""
 
 
-def _architecture(config: dict) -> dict:
+def _architecture(config: JSONDict) -> JSONDict:
     """The parts of a model config that decide parameter shapes and the forward computation."""
     return {k: v for k, v in config.items() if k not in ("init", "dropout")}
 
 
-def _describe(config: dict) -> str:
+def _describe(config: JSONDict) -> str:
     if config.get("type") == "MLP":
         return (f"MLP sizes {'-'.join(str(s) for s in config.get('sizes', []))}, "
                 f"activation {config.get('activation')}, dropout {config.get('dropout')}")

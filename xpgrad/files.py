@@ -3,24 +3,26 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO, Any
 
 
-def atomic_write(path, write, mode: str = "wb") -> Path:
+def atomic_write(path: str | os.PathLike[str], write: Callable[[IO[Any]], object], mode: str = "wb") -> Path:
     """Call `write(fileobj)` on a temporary file beside `path`, fsync it, then rename it onto `path`.
 
     On any failure (including KeyboardInterrupt) the temporary file is removed and `path` is left
     as it was.
     """
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -28,7 +30,7 @@ def atomic_write(path, write, mode: str = "wb") -> Path:
             pass
         raise
     _fsync_dir(folder)
-    return path
+    return target
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -8,7 +8,9 @@ nothing in it is executable, so loading one cannot run code (unlike a pickle).
 from __future__ import annotations
 
 import json
+import os
 import struct
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +29,8 @@ class SafetensorsFileNotFoundError(SafetensorsFileError, FileNotFoundError):
     """The .safetensors file does not exist."""
 
 
-def write_safetensors(path, arrays: dict, metadata: dict | None = None) -> Path:
+def write_safetensors(path: str | os.PathLike[str], arrays: Mapping[str, object],
+                      metadata: dict[str, str] | None = None) -> Path:
     """Write NumPy `arrays` (by name) and string `metadata` to `path` atomically; returns the path."""
     from safetensors import SafetensorError
     from safetensors.numpy import save
@@ -47,7 +50,7 @@ def write_safetensors(path, arrays: dict, metadata: dict | None = None) -> Path:
     return atomic_write(path, lambda f: f.write(data))
 
 
-def read_safetensors(path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """The arrays (by name, in file order) and the string metadata of the .safetensors file `path`.
 
     Raises SafetensorsFileError naming the first tensor whose bytes are missing when the file is

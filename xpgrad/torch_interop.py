@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -28,13 +30,16 @@ from .safetensors_io import read_safetensors
 _KEY = re.compile(r"^(\d+)\.(weight|bias)$")
 _FLOATS = ("float16", "float32", "float64")
 
+Layer = tuple[int, np.ndarray, np.ndarray | None]  # (Sequential index, weight (out, in), bias or None)
+
 
 class TorchStateDictError(XpgradError, ValueError):
     """A PyTorch state dict does not describe an nn.Sequential of nn.Linear layers (or not the one expected)."""
 
 
-def mlp_from_torch_state_dict(state, activation: str = "relu", *, sizes=None, dropout: float = 0.0,
-                              prefix: str = "", dtype: str | None = None, device=None) -> MLP:
+def mlp_from_torch_state_dict(state: object, activation: str = "relu", *, sizes: Sequence[int] | None = None,
+                              dropout: float = 0.0, prefix: str = "", dtype: str | None = None,
+                              device: object = None) -> MLP:
     """An xpgrad `MLP` with the weights of a torch ``nn.Sequential`` of ``nn.Linear`` layers.
 
     `state`: the torch model's ``state_dict()`` (torch tensors or NumPy arrays by key) or the
@@ -94,7 +99,8 @@ def mlp_to_torch_state_dict(model: MLP, *, prefix: str = "") -> dict[str, np.nda
     return out
 
 
-def _fold_standardize(layer: Standardize, weight: np.ndarray, bias):
+def _fold_standardize(layer: Standardize, weight: np.ndarray,
+                      bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
     mean = layer.mean.numpy().astype(np.float64)
     scale = layer.scale.numpy().astype(np.float64)
     if bias is None and np.any(mean != 0):
@@ -106,14 +112,13 @@ def _fold_standardize(layer: Standardize, weight: np.ndarray, bias):
     return scale[:, None] * weight, folded_bias
 
 
-def _arrays_of(state) -> dict[str, np.ndarray]:
+def _arrays_of(state: Any) -> dict[str, np.ndarray]:
     """`state` as NumPy arrays by key: a path to a .safetensors file, or a mapping of tensors or arrays."""
     if isinstance(state, (str, os.PathLike)):
-        arrays, _ = read_safetensors(state)
-        return arrays
+        return read_safetensors(state)[0]
     if not hasattr(state, "items"):
         raise TypeError(f"from_torch_state_dict: expected a state dict or a .safetensors path, got {type(state).__name__}")
-    arrays = {}
+    arrays: dict[str, np.ndarray] = {}
     for key, value in state.items():
         if hasattr(value, "detach"):  # a torch tensor: to host NumPy without importing torch here
             value = value.detach().cpu().numpy()
@@ -121,10 +126,11 @@ def _arrays_of(state) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _linear_layers(arrays: dict, prefix: str) -> list:
+def _linear_layers(arrays: dict[str, np.ndarray], prefix: str) -> list[Layer]:
     """[(index, weight (out, in), bias or None), ...] in layer order, every shape checked."""
     what = "from_torch_state_dict"
-    weights, biases = {}, {}
+    weights: dict[int, tuple[str, np.ndarray]] = {}
+    biases: dict[int, tuple[str, np.ndarray]] = {}
     for key, value in arrays.items():
         match = _KEY.match(key[len(prefix):]) if key.startswith(prefix) else None
         if match is None:
@@ -141,8 +147,8 @@ def _linear_layers(arrays: dict, prefix: str) -> list:
     for index, (key, _) in biases.items():
         if index not in weights:
             raise TorchStateDictError(f"{what}: tensor {key!r} has no matching '{prefix}{index}.weight'")
-    layers = []
-    previous = None
+    layers: list[tuple[int, np.ndarray, np.ndarray | None, str]] = []
+    previous: tuple[str, np.ndarray] | None = None
     for index in sorted(weights):
         key, weight = weights[index]
         if weight.ndim != 2:
@@ -171,7 +177,7 @@ def _linear_layers(arrays: dict, prefix: str) -> list:
     return [(index, weight, bias) for index, weight, bias, _ in layers]
 
 
-def _first_size_difference(layers: list, sizes: list, prefix: str) -> str:
+def _first_size_difference(layers: list[Layer], sizes: list[int], prefix: str) -> str:
     """Which tensor shows that the state dict is not an MLP of `sizes`."""
     expected = list(zip(sizes[:-1], sizes[1:]))
     if len(expected) != len(layers):

@@ -4,17 +4,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 from .drawing import render, to_dot
 from .examples import EXAMPLES, example
 
 
-def add_graph_subcommand(subparsers) -> argparse.ArgumentParser:
+def add_graph_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     """Add the `graph` subcommand to an argparse subparsers object; its handler is `run_graph`.
 
     Sets ``func=run_graph`` as the parser default, so ``args.func(args)`` dispatches it.
     """
-    p = subparsers.add_parser(
+    p: argparse.ArgumentParser = subparsers.add_parser(
         "graph", help="draw a computational graph with values and gradients (cs231n style)",
         description="Draw one of the notes' examples as a circuit diagram: forward values above each wire, "
                     "gradients below. Needs Graphviz (`apt-get install graphviz`) except for .dot/.gv output.",
@@ -32,11 +33,11 @@ def add_graph_subcommand(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def run_graph(args) -> int:
+def run_graph(args: argparse.Namespace) -> int:
     """Handle `xpgrad graph`: draw `args.example` into `args.out`. Returns the exit status."""
     name = getattr(args, "example", "sigmoid-circuit")
     out_path = getattr(args, "out", "graph.svg")
-    options = dict(EXAMPLES[name][1]) if name in EXAMPLES else {}
+    options: dict[str, Any] = dict(EXAMPLES[name][1]) if name in EXAMPLES else {}
     collapse = getattr(args, "collapse", None)
     if collapse is not None:
         options["collapse"] = {"auto": None, "yes": True, "no": False}[collapse]

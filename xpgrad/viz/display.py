@@ -29,7 +29,7 @@ def fallback_hint(err: GraphvizError) -> str:
     return f"(the graph is shown as text: {err})"
 
 
-def mimebundle(graph: VizGraph) -> dict:
+def mimebundle(graph: VizGraph) -> dict[str, str]:
     """``{"image/svg+xml": ..., "text/plain": ...}``, or only the text with a hint when Graphviz cannot draw."""
     text = text_listing(graph)
     try:
@@ -61,15 +61,15 @@ def text_listing(graph: VizGraph) -> str:
     return "\n".join(lines)
 
 
-def _wire_names(graph: VizGraph) -> dict:
+def _wire_names(graph: VizGraph) -> dict[str, str]:
     """A distinct name for each source node's wire: the leaf's label, the tensor's name, the output's, else t0, t1, ...
 
     A name already taken (two unnamed leaves both labelled by their shape, say) gets ``_2``, ``_3``, ... after it.
     """
     output = next((n for n in graph.nodes if n.kind == "output"), None)
     by_id = {n.id: n for n in graph.nodes}
-    names: dict = {}
-    taken: set = set()
+    names: dict[str, str] = {}
+    taken: set[str] = set()
     unnamed = 0
     for wire in graph.wires:
         source = by_id[wire.src]
@@ -94,7 +94,7 @@ def _wire_leaving(graph: VizGraph, node_id: str) -> VizWire | None:
     return next((w for w in graph.wires if w.src == node_id), None)
 
 
-def _input_sources(graph: VizGraph, node: VizNode) -> list:
+def _input_sources(graph: VizGraph, node: VizNode) -> list[str]:
     """The nodes feeding `node`, in the op's argument order where it is known (op nodes)."""
     if node.inputs:
         return node.inputs

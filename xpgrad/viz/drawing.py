@@ -1,7 +1,9 @@
 """Drawing a tensor's graph: DOT source, image files, and one step of a training loop."""
 from __future__ import annotations
 
+import os
 import pathlib
+from typing import Any
 
 from ..files import atomic_write
 from ..tensor import Tensor
@@ -10,8 +12,8 @@ from .graphviz import FORMATS, run_dot
 from .trace import compute_grads, retain_grads
 
 
-def to_dot(output: Tensor, show_grads: bool = True, collapse: bool | None = None, grads=None,
-           labels: str = "symbols", names=None, rankdir: str = "LR", legend: bool = True,
+def to_dot(output: Tensor, show_grads: bool = True, collapse: bool | None = None,
+           grads: str | dict[int, Any] | None = None, labels: str = "symbols", names: object = None, rankdir: str = "LR", legend: bool = True,
            leaves_left: bool | None = None) -> str:
     """Graphviz DOT source of the graph that computed `output`, drawn like the cs231n circuits.
 
@@ -38,7 +40,8 @@ def to_dot(output: Tensor, show_grads: bool = True, collapse: bool | None = None
     return g.to_dot(rankdir=rankdir, legend=legend, leaves_left=leaves_left)
 
 
-def render(output, path, format: str | None = None, **to_dot_kwargs) -> pathlib.Path:  # noqa: A002
+def render(output: Tensor | VizGraph | str, path: str | os.PathLike[str], format: str | None = None,  # noqa: A002
+           **to_dot_kwargs: Any) -> pathlib.Path:
     """Draw `output`'s graph (a Tensor, a `VizGraph`, or DOT source as a str) into the file `path` with Graphviz.
 
     The format comes from the suffix (.svg, .png, .pdf, ...) unless `format` is given; .dot/.gv
@@ -68,8 +71,8 @@ def render(output, path, format: str | None = None, **to_dot_kwargs) -> pathlib.
     return atomic_write(path, lambda f: f.write(image))
 
 
-def draw(output: Tensor, show_grads: bool = True, collapse: bool | None = None, grads=None,
-         labels: str = "symbols", names=None, rankdir: str = "LR", legend: bool = True,
+def draw(output: Tensor, show_grads: bool = True, collapse: bool | None = None,
+         grads: str | dict[int, Any] | None = None, labels: str = "symbols", names: object = None, rankdir: str = "LR", legend: bool = True,
          leaves_left: bool | None = None) -> VizGraph:
     """The graph of `output` as a `VizGraph`, which Jupyter shows inline as the drawing.
 
@@ -84,7 +87,8 @@ def draw(output: Tensor, show_grads: bool = True, collapse: bool | None = None, 
     return graph
 
 
-def backward_and_draw(output: Tensor, path=None, grad=None, **to_dot_kwargs) -> str:
+def backward_and_draw(output: Tensor, path: str | os.PathLike[str] | None = None, grad: Tensor | None = None,
+                      **to_dot_kwargs: Any) -> str:
     """Keep every gradient, backpropagate from `output` and return the drawing as DOT source.
 
     Calls `retain_grads(output)`, then ``output.backward(grad, retain_graph=True)`` (gradients
@@ -99,7 +103,8 @@ def backward_and_draw(output: Tensor, path=None, grad=None, **to_dot_kwargs) -> 
     return source
 
 
-def render_step(loss: Tensor, path, model=None, collapse: bool = True, show_grads: bool = True) -> pathlib.Path:
+def render_step(loss: Tensor, path: str | os.PathLike[str], model: object = None, collapse: bool = True,
+                show_grads: bool = True) -> pathlib.Path:
     """Draw one training step of a model: the graph that computed `loss`, collapsed, with gradients.
 
     Call it after the forward pass and before ``loss.backward()``: the gradients are computed on

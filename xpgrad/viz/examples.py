@@ -1,14 +1,18 @@
 """The notes' worked examples as graphs: the sigmoid circuit, Deep Learning from Scratch's apples, a two-layer net."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from ..creation import tensor
 from ..ops import linear, sigmoid, softmax_cross_entropy
 from ..tensor import Tensor
 from .trace import retain_grads
 
 
-def _leaf(value, name, requires_grad=True, dtype="float64"):
-    return tensor(value, dtype=dtype, requires_grad=requires_grad, name=name)
+def _leaf(value: object, name: str, requires_grad: bool = True, dtype: str = "float64") -> Tensor:
+    leaf: Tensor = tensor(value, dtype=dtype, requires_grad=requires_grad, name=name)
+    return leaf
 
 
 def _sigmoid_circuit() -> Tensor:
@@ -17,7 +21,7 @@ def _sigmoid_circuit() -> Tensor:
     w1, x1 = _leaf(-3.0, "w1"), _leaf(-2.0, "x1")
     w2 = _leaf(-3.0, "w2")
     dot = w0 * x0 + w1 * x1 + w2
-    f = 1.0 / (1.0 + (-dot).exp())
+    f: Tensor = 1.0 / (1.0 + (-dot).exp())
     f.name = "f"
     return f
 
@@ -25,7 +29,7 @@ def _sigmoid_circuit() -> Tensor:
 def _apple() -> Tensor:
     """Deep Learning from Scratch ch. 5: 2 apples at 100 each, consumption tax 1.1."""
     apple, apple_num, tax = _leaf(100.0, "apple"), _leaf(2.0, "apple_num"), _leaf(1.1, "tax")
-    price = apple * apple_num * tax
+    price: Tensor = apple * apple_num * tax
     price.name = "price"
     return price
 
@@ -35,7 +39,7 @@ def _apple_orange() -> Tensor:
     apple, apple_num = _leaf(100.0, "apple"), _leaf(2.0, "apple_num")
     orange, orange_num = _leaf(150.0, "orange"), _leaf(3.0, "orange_num")
     tax = _leaf(1.1, "tax")
-    price = (apple * apple_num + orange * orange_num) * tax
+    price: Tensor = (apple * apple_num + orange * orange_num) * tax
     price.name = "price"
     return price
 
@@ -49,12 +53,12 @@ def _two_layer() -> Tensor:
     b2 = _leaf([0.0, 0.1], "b2")
     y = _leaf([0, 1], "y", requires_grad=False, dtype="int64")
     h = sigmoid(linear(x, W1, b1))
-    loss = softmax_cross_entropy(linear(h, W2, b2), y)
+    loss: Tensor = softmax_cross_entropy(linear(h, W2, b2), y)
     loss.name = "loss"
     return loss
 
 
-EXAMPLES = {
+EXAMPLES: dict[str, tuple[Callable[[], Tensor], dict[str, Any]]] = {
     "sigmoid-circuit": (_sigmoid_circuit, {"collapse": False}),
     "apple": (_apple, {"collapse": False}),
     "apple-orange": (_apple_orange, {"collapse": False}),

@@ -1,7 +1,9 @@
 """The display graph: the gates, leaves, collapsed layers and wires that a drawing shows (`build_graph`)."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -10,7 +12,11 @@ from . import display
 from .dot import emit_dot
 from .graphviz import GraphvizError
 from .style import GRAD_COLOR, fmt_const, fmt_number, fmt_shape, format_value, host_array
-from .trace import Trace, compute_grads, trace_graph
+from .trace import OpNode, Trace, compute_grads, trace_graph
+
+# A layer to collapse: {"title": str, "nodes": [OpNode], "params", "masks", "internal": [Tensor]}
+Group = dict[str, Any]
+GradOf = Callable[[Tensor], Any]  # a tensor -> its gradient (an array-like or Tensor), or None
 
 COLLAPSE_ABOVE = 30  # collapse=None collapses graphs with more op + leaf nodes than this
 
@@ -34,9 +40,9 @@ class VizNode:
     kind: str
     label: str
     op: str = ""
-    details: list = field(default_factory=list)  # group: (text, color) lines under the title
+    details: list[tuple[str, str]] = field(default_factory=list)  # group: (text, color) lines under the title
     requires_grad: bool = True
-    inputs: list = field(default_factory=list)  # op: the ids of the nodes feeding its tensor arguments, in order
+    inputs: list[str] = field(default_factory=list)  # op: the ids of the nodes feeding its tensor arguments, in order
 
 
 @dataclass
@@ -45,11 +51,11 @@ class VizWire:
 
     id: str
     src: str
-    dsts: list
+    dsts: list[str]
     value: str
     grad: str | None
     name: str | None = None
-    shape: tuple = ()
+    shape: tuple[int, ...] = ()
 
 
 @dataclass
@@ -61,11 +67,11 @@ class VizGraph:
     (rankdir, legend, leaves_left) it is drawn with there and by `xg.viz.render`.
     """
 
-    nodes: list
-    wires: list
+    nodes: list[VizNode]
+    wires: list[VizWire]
     collapsed: bool
     has_grads: bool
-    layout: dict = field(default_factory=dict)
+    layout: dict[str, Any] = field(default_factory=dict)
 
     def node(self, label: str) -> VizNode:
         """The first node whose label is `label` (e.g. a leaf's name)."""
@@ -99,7 +105,7 @@ class VizGraph:
         except GraphvizError:
             return None  # IPython then shows the text/plain of _repr_mimebundle_
 
-    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+    def _repr_mimebundle_(self, include: object = None, exclude: object = None) -> dict[str, str]:
         return display.mimebundle(self)
 
 
@@ -108,17 +114,17 @@ def _is_const(t: Tensor) -> bool:
     return t._node is None and not t.requires_grad and t.name is None and t.size == 1
 
 
-def _const_of(t: Tensor):
-    v = t.numpy().reshape(()).item()
-    return v
+def _const_of(t: Tensor) -> float:
+    value: float = t.numpy().reshape(()).item()
+    return value
 
 
-def _gate_label(node, labels: str) -> str:
+def _gate_label(node: OpNode, labels: str) -> str:
     """The circle's text: cs231n symbols ("*", "+1", "1/x", "exp") or op names ("mul", "add(1, x)")."""
     inputs = node.inputs
     consts = [(i, _const_of(x) if isinstance(x, Tensor) else x) for i, x in enumerate(inputs)
               if not isinstance(x, Tensor) or _is_const(x)]
-    name = node.name
+    name: str = node.name
     if labels == "names":
         if not consts:
             return name
@@ -139,7 +145,7 @@ def _gate_label(node, labels: str) -> str:
     return f"{name} {cs}"
 
 
-def _names_of(names) -> dict:
+def _names_of(names: object) -> dict[int, str]:
     """`names` as {id(tensor): name}: a dict {name: tensor} or {id: name}, or a model's named_parameters()."""
     if names is None:
         return {}
@@ -157,19 +163,19 @@ def _names_of(names) -> dict:
                     f"named_parameters(), got {type(names).__name__}")
 
 
-def _grad_lookup(grads):
+def _grad_lookup(grads: dict[int, Any] | None) -> GradOf:
     if grads is None:
         return lambda t: t.grad
     return lambda t: grads.get(id(t))
 
 
-def build_graph(output: Tensor, show_grads: bool = True, collapse: bool | None = None, grads=None,
-                labels: str = "symbols", names=None) -> VizGraph:
+def build_graph(output: Tensor, show_grads: bool = True, collapse: bool | None = None,
+                grads: str | dict[int, Any] | None = None, labels: str = "symbols", names: object = None) -> VizGraph:
     """The drawing of `output`'s graph as a `VizGraph` (what `to_dot` writes out); see `to_dot`."""
-    names = _names_of(names)
+    given_names = _names_of(names)
 
-    def name_of(t):
-        return names.get(id(t)) or t.name
+    def name_of(t: Tensor) -> str | None:
+        return given_names.get(id(t)) or t.name
 
     if labels not in ("symbols", "names"):
         raise ValueError(f"viz: labels must be 'symbols' or 'names', got {labels!r}")
@@ -181,7 +187,7 @@ def build_graph(output: Tensor, show_grads: bool = True, collapse: bool | None =
     grad_of = _grad_lookup(grads)
 
     # leaves folded into gates as constants are not drawn
-    folded = set()
+    folded: set[int] = set()
     for item in tr.order:
         if item[0] == "leaf" and item[1] is not output and _is_const(item[1]):
             folded.add(id(item[1]))
@@ -191,8 +197,8 @@ def build_graph(output: Tensor, show_grads: bool = True, collapse: bool | None =
         collapse = n_items > COLLAPSE_ABOVE
     groups = _find_groups(tr) if collapse else []
 
-    owner: dict = {}  # id(node) / id(leaf tensor) -> display id of the group that swallowed it
-    hidden: set = set()  # id(tensor) of wires inside a group
+    owner: dict[int, str] = {}  # id(node) / id(leaf tensor) -> display id of the group that swallowed it
+    hidden: set[int] = set()  # id(tensor) of wires inside a group
     for gi, g in enumerate(groups):
         gid = f"group_{gi}"
         for node in g["nodes"]:
@@ -203,14 +209,14 @@ def build_graph(output: Tensor, show_grads: bool = True, collapse: bool | None =
         for t in g["internal"]:
             hidden.add(id(t))
 
-    nodes: list = []
-    display_of: dict = {}  # id(tensor) -> display id of its source
-    dst_of_node: dict = {}  # id(op node) -> display id
+    nodes: list[VizNode] = []
+    display_of: dict[int, str] = {}  # id(tensor) -> display id of its source
+    dst_of_node: dict[int, str] = {}  # id(op node) -> display id
     any_grad = False
     counters = {"leaf": 0, "op": 0}
-    group_emitted: set = set()
+    group_emitted: set[str] = set()
 
-    def grad_text(t):
+    def grad_text(t: Tensor) -> str | None:
         nonlocal any_grad
         if not show_grads:
             return None
@@ -235,14 +241,14 @@ def build_graph(output: Tensor, show_grads: bool = True, collapse: bool | None =
             display_of[id(t)] = lid
             continue
         node, out = item[1], item[2]
-        gid = owner.get(id(node))
-        if gid is not None:
-            dst_of_node[id(node)] = gid
-            display_of[id(out)] = gid
-            if gid not in group_emitted:
-                group_emitted.add(gid)
-                g = groups[int(gid.split("_")[1])]
-                gnode = _group_node(gid, g, grad_of if show_grads else None, name_of)
+        group_id = owner.get(id(node))
+        if group_id is not None:
+            dst_of_node[id(node)] = group_id
+            display_of[id(out)] = group_id
+            if group_id not in group_emitted:
+                group_emitted.add(group_id)
+                g = groups[int(group_id.split("_")[1])]
+                gnode = _group_node(group_id, g, grad_of if show_grads else None, name_of)
                 any_grad = any_grad or any(color == GRAD_COLOR for _, color in gnode.details)
                 nodes.append(gnode)
             continue
@@ -253,7 +259,7 @@ def build_graph(output: Tensor, show_grads: bool = True, collapse: bool | None =
         dst_of_node[id(node)] = oid
         display_of[id(out)] = oid
 
-    wires: list = []
+    wires: list[VizWire] = []
     wire_n = 0
     out_id = "output"
     for item in tr.order:
@@ -278,24 +284,24 @@ def build_graph(output: Tensor, show_grads: bool = True, collapse: bool | None =
     return VizGraph(nodes, wires, collapsed=bool(groups), has_grads=any_grad)
 
 
-def _single_consumer(tr: Trace, t: Tensor, node) -> bool:
+def _single_consumer(tr: Trace, t: Tensor, node: OpNode) -> bool:
     users = tr.consumers.get(id(t), [])
     return len(users) == 1 and users[0] is node and t is not tr.output
 
 
-def _own_param(tr: Trace, t, node, ndim: int | None = None) -> bool:
+def _own_param(tr: Trace, t: object, node: OpNode, ndim: int | None = None) -> bool:
     """`t` is a leaf parameter used by `node` alone."""
     return (isinstance(t, Tensor) and t._node is None and t.requires_grad and _single_consumer(tr, t, node)
             and (ndim is None or t.ndim == ndim))
 
 
-def _find_groups(tr: Trace) -> list:
+def _find_groups(tr: Trace) -> list[Group]:
     """Layers to collapse: linear (or matmul [+ add bias]) with own W/b leaves [+ activation]; mse."""
     node_out = {id(item[1]): item[2] for item in tr.order if item[0] == "op"}
-    taken: set = set()
-    groups = []
+    taken: set[int] = set()
+    groups: list[Group] = []
 
-    def next_op(t):
+    def next_op(t: Tensor) -> OpNode | None:
         users = tr.consumers.get(id(t), [])
         if len(users) != 1 or t is tr.output or id(users[0]) in taken:
             return None
@@ -359,7 +365,7 @@ def _find_groups(tr: Trace) -> list:
     return groups
 
 
-def _group_node(gid: str, g: dict, grad_of, name_of) -> VizNode:
+def _group_node(gid: str, g: Group, grad_of: GradOf | None, name_of: Callable[[Tensor], str | None]) -> VizNode:
     """A collapsed layer: its title, its parameters' shapes and (with `grad_of`) their gradient norms."""
     details = []
     if g["params"]:

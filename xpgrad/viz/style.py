@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,7 @@ def fmt_number(x: float) -> str:
     return f"{x:.3g}"
 
 
-def fmt_const(c) -> str:
+def fmt_const(c: float) -> str:
     """A Python scalar folded into a gate label: 1, -1, 0.5, 1.1."""
     if isinstance(c, bool):
         return str(c)
@@ -42,11 +43,12 @@ def fmt_const(c) -> str:
     return f"{float(c):g}"
 
 
-def fmt_shape(shape) -> str:
+def fmt_shape(shape: tuple[int, ...]) -> str:
+    """A shape as the wires show it: ``2\u00d73``, or ``scalar``."""
     return "\u00d7".join(str(n) for n in shape) if shape else "scalar"
 
 
-def format_value(array) -> str:
+def format_value(array: object) -> str:
     """One line describing an array (or Tensor) the way the wires show it.
 
     One element: the number (``0.73``). At most 4 elements: the values (``[0.10, -0.20]``).
@@ -69,7 +71,7 @@ def format_value(array) -> str:
     finite = af[np.isfinite(af)]
     floor = float(np.abs(finite).max()) * 1e-6 if finite.size else 0.0
 
-    def fmt(v):
+    def fmt(v: float) -> str:
         return "0.00" if abs(v) < floor else fmt_number(v)
 
     if a.size <= 4:
@@ -77,13 +79,16 @@ def format_value(array) -> str:
     return f"{fmt_shape(a.shape)} mean {fmt(af.mean())} [{fmt(af.min())}, {fmt(af.max())}]"
 
 
-def host_array(data) -> np.ndarray:
+def host_array(data: Any) -> np.ndarray:
+    """`data` (a Tensor, a NumPy, CuPy or other array-API array) as a NumPy array on the host."""
     if isinstance(data, Tensor):
-        return data.numpy()
+        host: np.ndarray = data.numpy()
+        return host
     if isinstance(data, np.ndarray):
         return data
     if hasattr(data, "get") and type(data).__module__.startswith("cupy"):
-        return data.get()
+        copied: np.ndarray = data.get()
+        return copied
     try:
         return np.from_dlpack(data)
     except Exception:  # noqa: BLE001 - last resort for exotic array types

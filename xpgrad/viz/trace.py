@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..autograd import grad as autograd_grad
 from ..errors import GraphFreedError
 from ..tensor import Tensor
+
+# An autograd.Node: its per-op fields (inputs, args, name, ...) live in __slots__ without annotations, so
+# mypy cannot read them; the viz code reads them as Any.
+OpNode = Any
 
 
 @dataclass
@@ -13,18 +18,19 @@ class Trace:
     """The recorded graph reachable from one output, in forward (post-order) order."""
 
     output: Tensor
-    tensors: dict = field(default_factory=dict)  # id(tensor) -> tensor
-    order: list = field(default_factory=list)  # ("leaf", tensor) / ("op", node, out_tensor), inputs first
-    producer: dict = field(default_factory=dict)  # id(tensor) -> node (op outputs only)
-    consumers: dict = field(default_factory=dict)  # id(tensor) -> [node, ...] with multiplicity
+    tensors: dict[int, Tensor] = field(default_factory=dict)  # id(tensor) -> tensor
+    order: list[tuple[Any, ...]] = field(default_factory=list)  # ("leaf", tensor) / ("op", node, out), inputs first
+    producer: dict[int, OpNode] = field(default_factory=dict)  # id(tensor) -> node (op outputs only)
+    consumers: dict[int, list[OpNode]] = field(default_factory=dict)  # id(tensor) -> [node, ...] with multiplicity
 
 
 def trace_graph(output: Tensor) -> Trace:
+    """Every tensor and op reachable from `output`, in forward order; GraphFreedError if a backward freed it."""
     if not isinstance(output, Tensor):
         raise TypeError(f"viz: expected the output Tensor of a computation, got {type(output).__name__}")
     tr = Trace(output)
     tr.tensors[id(output)] = output
-    done: set = set()
+    done: set[int] = set()
     stack = [(output, False)]
     while stack:
         t, expanded = stack.pop()
@@ -60,14 +66,14 @@ def trace_graph(output: Tensor) -> Trace:
     return tr
 
 
-def retain_grads(output: Tensor) -> list:
+def retain_grads(output: Tensor) -> list[Tensor]:
     """Call retain_grad() on every interior tensor of `output`'s graph (and on `output` itself).
 
     Do it after the forward pass and before ``output.backward(retain_graph=True)``, so every
     wire of the drawing has its gradient in ``.grad``. Returns the tensors marked.
     """
     tr = trace_graph(output)
-    marked = []
+    marked: list[Tensor] = []
     for item in tr.order:
         if item[0] == "op":
             item[2].retain_grad()
@@ -75,7 +81,7 @@ def retain_grads(output: Tensor) -> list:
     return marked
 
 
-def compute_grads(output: Tensor, grad=None) -> dict:
+def compute_grads(output: Tensor, grad: Tensor | None = None) -> dict[int, Tensor]:
     """d(output)/d(t) for every tensor t of the graph that requires grad, as ``{id(t): Tensor}``.
 
     Uses `xg.grad` on the retained graph (``retain_graph=True``): no ``.grad`` field changes and

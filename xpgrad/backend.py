@@ -181,6 +181,8 @@ def check_same_place(op: str, a, b) -> None:
     """Raise DeviceMismatchError unless arrays `a` and `b` share library and device."""
     if type(a) is type(b) and (type(a) is np.ndarray or device_of(a) == device_of(b)):
         return
+    if isinstance(a, np.ndarray) and isinstance(b, np.ndarray):  # an ndarray subclass (xg.capture's traced arrays)
+        return
     raise DeviceMismatchError(
         f"{op}: operands live on different devices: {describe_place(a)} and {describe_place(b)}; "
         f"move one explicitly with .to(...) (xpgrad never moves data implicitly)"

@@ -233,6 +233,13 @@ class Plan:
         for path, index in rebound_new:
             lines.append(f"r{index} = _arr(_t{''.join(f'[{k}]' for k in path)})")
 
+    def _constant(self, op, written) -> bool:
+        """An op that makes constants only (the seed gradient, its products with Python numbers)
+        into static buffers nothing writes later: the capture run left its values there."""
+        if op.kind not in ("ufunc", "function", "method") or op.writes or not op.results:
+            return False
+        return all(self.slots[i].const and i not in self.rebound and i not in written for _, i in op.results)
+
     def live_ops(self) -> list:
         """The ops whose effects reach something kept (fn's result, a tensor's attributes, a
         state or external array, the random generator); the rest is dead code of the capture
@@ -340,8 +347,13 @@ class Plan:
         self._current = {}  # id(tensor) -> (slot of .data, slot of .grad) as the replay has set them
         lines = []
         self.guard_lines(lines)
+        written = set()
+        for op in self.ops:
+            for index in op.writes:
+                written |= self._with_bases(index)
         for op in self.live_ops():
-            self.emit_op(op, lines)
+            if not self._constant(op, written):
+                self.emit_op(op, lines)
         self.end_lines(lines)
         self.source = "def replay(args):\n" + "".join(f"    {line}\n" for line in lines)
         namespace = dict(self.globals)

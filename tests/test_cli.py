@@ -343,3 +343,9 @@ def test_train_on_array_api_strict_backend(capsys, optimizer):
         xg.set_backend(None)
     assert code == 0, err
     assert FINAL.match(out[-1]) and float(out[-1].split()[-1]) > 0.5
+
+
+def test_augment_shift_on_a_dataset_without_images_is_one_error_line(capsys):
+    code, _, err = run_main(capsys, "train", "--dataset", "spiral", "--augment", "shift", *FAST)
+    assert code == 2  # a usage error, before any training
+    assert len(err) == 1 and "--augment shift: dataset spiral holds no images" in err[0]

@@ -17,6 +17,7 @@ import numpy as np
 from xpgrad.errors import XpgradError
 
 DATASET_NAMES = ("digits", "mnist", "fashion-mnist", "spiral")
+IMAGE_SHAPES = {"digits": (8, 8), "mnist": (28, 28), "fashion-mnist": (28, 28)}  # (height, width) of a flat sample
 TEST_FRACTION = 0.2  # held out as the test split of the datasets that ship without one
 
 # IDX type code -> (big-endian dtype, name used in messages)
@@ -93,12 +94,56 @@ class ArrayDataset(Dataset):
         return ArrayDataset(self.x[indices], self.y[indices], self.num_classes)
 
 
+class RandomShift:
+    """Augmentation: move each image of a batch by up to `max_shift` pixels along each axis
+    (chance `p` per image; pixels shifted in are 0), the "nudged" digits of scikit-learn's RBM
+    example. Samples are flat rows of `image_shape` (e.g. (8, 8) for digits).
+
+    The offsets are drawn for a whole (global) batch with `draw` and applied to any part of it
+    with `apply`, so data-parallel ranks shift their samples exactly as one process would.
+    """
+
+    def __init__(self, image_shape: tuple[int, int], max_shift: int = 1, p: float = 0.5):
+        if len(image_shape) != 2 or not all(isinstance(n, numbers.Integral) and n > 0 for n in image_shape):
+            raise ValueError(f"RandomShift image_shape must be (height, width) of positive ints, got {image_shape!r}")
+        if not isinstance(max_shift, numbers.Integral) or not 0 <= max_shift < min(image_shape):
+            raise ValueError(f"RandomShift max_shift must be an int in [0, {min(image_shape)}), got {max_shift!r}")
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"RandomShift p must be a probability in [0, 1], got {p!r}")
+        self.image_shape = (int(image_shape[0]), int(image_shape[1]))
+        self.max_shift = int(max_shift)
+        self.p = float(p)
+
+    def draw(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """(n, 2) int offsets (rows, columns), zero for the images left as they are."""
+        offsets = rng.integers(-self.max_shift, self.max_shift + 1, size=(n, 2))
+        offsets[rng.random(n) >= self.p] = 0
+        return offsets
+
+    def apply(self, x: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        """The rows of `x` (n, height * width) moved by `offsets` (n, 2), as a new array."""
+        h, w = self.image_shape
+        if x.ndim != 2 or x.shape[1] != h * w or len(offsets) != len(x):
+            raise ValueError(f"RandomShift.apply: expected x of shape (n, {h * w}) and offsets (n, 2), "
+                             f"got {x.shape} and {np.shape(offsets)}")
+        m = self.max_shift
+        padded = np.zeros((len(x), h + 2 * m, w + 2 * m), x.dtype)
+        padded[:, m:m + h, m:m + w] = x.reshape(-1, h, w)
+        rows = (m - offsets[:, 0])[:, None] + np.arange(h)  # out[i, r, c] = x[i, r - dy, c - dx]
+        cols = (m - offsets[:, 1])[:, None] + np.arange(w)
+        out = padded[np.arange(len(x))[:, None, None], rows[:, :, None], cols[:, None, :]]
+        return out.reshape(len(x), h * w)
+
+
 class DataLoader:
     """Iterates a dataset in batches (x float32, y int64) of xpgrad Tensors on `device`.
 
     With shuffle, each epoch draws a fresh permutation from numpy.random.default_rng(seed), so a
     given seed gives the same order for each epoch number. An ArrayDataset is batched by indexing
     its arrays; any other Dataset sample by sample.
+
+    `augment` (a RandomShift) moves the images of every batch, with offsets drawn from the
+    loader's own generator (so a checkpoint of it resumes the same draws).
 
     With ``shard=(rank, world_size)`` (data-parallel training) `batch_size` is the global batch:
     every rank draws the same order (same seed), global batch i holds the samples of batch i of an
@@ -108,13 +153,14 @@ class DataLoader:
 
     def __init__(self, dataset: Dataset, batch_size: int = 64, shuffle: bool = False,
                  drop_last: bool = False, seed: int | None = None, device: str | None = None,
-                 shard: tuple[int, int] | None = None):
+                 shard: tuple[int, int] | None = None, augment: RandomShift | None = None):
         is_int = isinstance(batch_size, numbers.Integral) and not isinstance(batch_size, bool)
         if not is_int or batch_size < 1:
             raise ValueError(f"DataLoader batch_size must be a positive int, got {batch_size!r}")
         if shard is not None and not _is_shard(shard):
             raise ValueError(f"DataLoader shard must be (rank, world_size) with 0 <= rank < world_size, got {shard!r}")
         self.shard = None if shard is None else (int(shard[0]), int(shard[1]))
+        self.augment = augment
         self.dataset = dataset
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -133,10 +179,14 @@ class DataLoader:
         order = self._rng.permutation(n) if self.shuffle else np.arange(n)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             index = order[start:start + self.batch_size]
+            offsets = self.augment.draw(len(index), self._rng) if self.augment is not None else None
             if self.shard is not None:
                 low, high = shard_bounds(len(index), *self.shard)
                 index = index[low:high]
+                offsets = offsets[low:high] if offsets is not None else None
             x, y = self._batch(index)
+            if offsets is not None:
+                x = self.augment.apply(x, offsets)
             yield xg.tensor(x, device=self.device), xg.tensor(y, device=self.device)
 
     def _batch(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 from . import backend
 from .autograd import no_grad
+from .capture import capture as capture_step
 from .creation import generator, tensor
 from .distributed import DataParallel
 from .ops import hinge_loss, mse_loss, one_hot, softmax_cross_entropy
@@ -132,12 +133,26 @@ def set_rng_state(loader, state: dict) -> None:
         generator().bit_generator.state = state["host"]
 
 
-def train_epoch(model, optimizer, loss_fn, loader, *, on_batch=None, stop=None):
+def batch_step(model, optimizer, loss_fn):
+    """step(x, y): one batch's zero_grad, forward, backward and update; returns the loss (the
+    function `fit(capture=True)` hands to xg.capture)."""
+    def step(x, y):
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return step
+
+
+def train_epoch(model, optimizer, loss_fn, loader, *, on_batch=None, stop=None, step=None):
     """One pass over `loader`: (mean loss over samples, samples seen, finished without a stop).
 
     With a DataParallel `model` the gradients are averaged over the ranks before each update, and
     the loss, the samples and the stop (a RankStop) are those of every rank together, so every rank
-    returns the same figures and stops at the same step.
+    returns the same figures and stops at the same step. `step` (a captured `batch_step`, for a
+    model that is not DataParallel) runs each batch instead of the loop's own calls.
     """
     model.train()
     parallel = model if isinstance(model, DataParallel) else None
@@ -145,15 +160,18 @@ def train_epoch(model, optimizer, loss_fn, loader, *, on_batch=None, stop=None):
     seen = 0
     for x, y in loader:
         n = y.shape[0]
-        optimizer.zero_grad()
-        loss_sum = 0.0
-        if n:  # a rank's part of a short last global batch can be empty
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            loss_sum = loss.data * n
-        if parallel is not None:
-            n, loss_sum = parallel.sync_gradients(n, loss_sum=loss_sum, stop=stop)
-        optimizer.step()
+        if step is not None:
+            loss_sum = step(x, y).data * n
+        else:
+            optimizer.zero_grad()
+            loss_sum = 0.0
+            if n:  # a rank's part of a short last global batch can be empty
+                loss = loss_fn(model(x), y)
+                loss.backward()
+                loss_sum = loss.data * n
+            if parallel is not None:
+                n, loss_sum = parallel.sync_gradients(n, loss_sum=loss_sum, stop=stop)
+            optimizer.step()
         total = loss_sum if total is None else total + loss_sum
         seen += n
         if on_batch is not None:
@@ -164,13 +182,18 @@ def train_epoch(model, optimizer, loss_fn, loader, *, on_batch=None, stop=None):
 
 
 def fit(model, optimizer, loss_fn, loader, epochs: int, *, val=None, test=None, start_epoch: int = 0,
-        history=None, scheduler=None, reporter=None, stop=None, eval_batch_size: int = 1024) -> FitResult:
+        history=None, scheduler=None, reporter=None, stop=None, eval_batch_size: int = 1024,
+        capture: bool = False) -> FitResult:
     """Train from epoch `start_epoch` up to `epochs` (total), evaluating val and test after each epoch.
 
     `scheduler.step()` runs once per epoch. `stop` (a StopRequest) ends training after the
     current batch; the result then has interrupted=True and rng_state from the start of the
-    unfinished epoch.
+    unfinished epoch. `capture`: each batch's step runs under xg.capture (the same results; not
+    with a DataParallel model).
     """
+    if capture and isinstance(model, DataParallel):
+        raise ValueError("fit: capture=True does not combine with a DataParallel model (its gradient sync runs mid-step)")
+    step = capture_step(batch_step(model, optimizer, loss_fn)) if capture else None
     history = list(history or [])
     result = FitResult(history, epochs_done=start_epoch, rng_state=rng_state(loader))
     t_start = time.perf_counter()
@@ -178,7 +201,7 @@ def fit(model, optimizer, loss_fn, loader, epochs: int, *, val=None, test=None, 
         epoch_state = rng_state(loader)
         on_batch = reporter.epoch_start(epoch + 1, epochs, len(loader)) if reporter else None
         t0 = time.perf_counter()
-        loss, seen, finished = train_epoch(model, optimizer, loss_fn, loader, on_batch=on_batch, stop=stop)
+        loss, seen, finished = train_epoch(model, optimizer, loss_fn, loader, on_batch=on_batch, stop=stop, step=step)
         seconds = time.perf_counter() - t0
         if not finished:
             if reporter:

@@ -8,9 +8,12 @@ from the ops, one line per array call, with every static operand bound as a glob
 function: no per-op Python beyond the call itself, no node, no Tensor, and no allocation for
 static slots.
 
-Temps share buffers by liveness: two temps of one shape and dtype whose live ranges (first
-write to last use, a view's uses counting as its base's) do not overlap get one array, as long
-as neither escapes the replay (returned, or left in a tensor's `.grad` / `.data`).
+Each temp keeps the array the capture run made for it as its replay buffer (views of static
+slots are the capture run's views, made once). Buffers are not yet shared between temps whose
+live ranges do not overlap: a replay holds one step's worth of temporaries, as eager does at
+its peak plus the temporaries eager frees early. Ops whose effects reach nothing kept (fn's
+result, a tensor's attributes, a state or external array, the random generator) are dropped,
+and ops that make constants only are left computed in their buffers.
 """
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
-"""Per-op overhead of two commits (or a commit and the working tree), measured in one run.
+"""Per-op overhead of several commits (or the working tree), measured in one run.
 
-    python bench/overhead_ab.py [BEFORE [AFTER]] [--passes 6]
+    python bench/overhead_ab.py [REV ...] [--passes 6]
 
-Builds BEFORE's package (default: HEAD~1) and AFTER's (default: the working tree, as installed)
-in a temporary folder, then runs `xpgrad bench overhead`'s measurement
-(`bench_mlp.run_overhead`, 1 thread) in fresh processes, alternating the two `--passes` times
-each, so both see the same machine state. Prints each
+Builds each REV's package (default: HEAD~1 and the working tree; `.` names the working tree, as
+installed) in a temporary folder, then runs `xpgrad bench overhead`'s measurement
+(`bench_mlp.run_overhead`, 1 thread) in fresh processes, cycling through them `--passes` times,
+so all see the same machine state. Prints each
 side's per-op microseconds (median of the passes' medians, min-max over passes) and its ratio to
 the minimal reference tape measured in the same process, which cancels most drift between passes.
 """
@@ -49,14 +49,13 @@ def measure(pythonpath: pathlib.Path | None) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("before", nargs="?", default="HEAD~1")
-    parser.add_argument("after", nargs="?", default=None, help="a commit (default: the working tree)")
+    parser.add_argument("revs", nargs="*", default=["HEAD~1", "."], help="commits; . is the working tree")
     parser.add_argument("--passes", type=int, default=6)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        sides = {args.before: export_package(args.before, pathlib.Path(tmp, "before"))}
-        sides[args.after or "working tree"] = (export_package(args.after, pathlib.Path(tmp, "after"))
-                                               if args.after else None)
+        sides = {("working tree" if rev == "." else rev):
+                 (None if rev == "." else export_package(rev, pathlib.Path(tmp, str(i))))
+                 for i, rev in enumerate(args.revs)}
         samples: dict = {side: [] for side in sides}
         for _ in range(args.passes):
             for side, path in sides.items():

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import xpgrad as xg
-from xpgrad import buffers, fns
+from xpgrad import autograd, buffers, fns
 
 TIMEOUT = 60.0  # seconds any one wait may take before the test fails
 
@@ -135,6 +135,7 @@ def test_four_threads_train_four_models_bitwise_as_one_after_another(kind):
         together[i] = (losses, snapshot(model))
 
     run_threads(*[lambda i=i: worker(i) for i in range(4)], barrier=barrier)
+    assert autograd._all_recording and autograd._threads_not_recording == 0  # the summary never drifts
     for (losses_a, params_a), (losses_t, params_t) in zip(alone, together):
         assert losses_t == losses_a
         for pa, pt in zip(params_a, params_t):
@@ -173,7 +174,7 @@ def test_inference_loop_under_no_grad_while_another_thread_trains():
     frozen, probe, _ = make_problem(2)
     with xg.no_grad():
         frozen_out = frozen(probe).numpy().copy()
-    done = threading.Event()
+    done, fresh = threading.Event(), threading.Event()
     served = []
     started = threading.Barrier(2)
 
@@ -184,16 +185,22 @@ def test_inference_loop_under_no_grad_while_another_thread_trains():
                 out = frozen(probe)
                 assert out._node is None and not out.requires_grad
                 served.append(np.array_equal(out.numpy(), frozen_out))
+            fresh.set()
 
     def training():
         started.wait(TIMEOUT)
+        losses = []
         try:
-            assert train(model, opt, x, labels, steps=20) == expected
+            for _ in range(20):  # every step waits for a prediction served since the last one
+                assert fresh.wait(TIMEOUT)
+                fresh.clear()
+                losses += train(model, opt, x, labels, steps=1)
         finally:
             done.set()
+        assert losses == expected
 
     run_threads(serving, training, barrier=started)
-    assert served and all(served)
+    assert len(served) >= 20 and all(served)
     for p, q in zip(model.parameters(), reference_model.parameters()):
         np.testing.assert_array_equal(p.numpy(), q.numpy())
 

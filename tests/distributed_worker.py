@@ -158,9 +158,8 @@ def nccl():
     xg.softmax_cross_entropy(net(x), xg.tensor(np.arange(8) % 3)).backward()
     expected = [p.grad.numpy() * world for p in net.parameters()]
     bucket = _Bucket(net.parameters())
-    bucket.pack(1.0)
-    comm.all_reduce_sum(bucket.flat)
-    bucket.unpack()
+    bucket.pack(1.0, comm)
+    bucket.unpack(bucket.reduce())
     check(all(np.allclose(p.grad.numpy(), e, rtol=1e-12) for p, e in zip(net.parameters(), expected)),
           "NCCL gradient bucket")
     if world > 1:

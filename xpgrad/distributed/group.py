@@ -79,9 +79,7 @@ def init_process_group(backend: str = "auto") -> ProcessGroup:
 
     mpi = import_mpi()
     world = MPICommunicator(mpi)
-    node = mpi.COMM_WORLD.Split_type(mpi.COMM_TYPE_SHARED)
-    local_rank, local_size = node.Get_rank(), node.Get_size()
-    node.Free()
+    local_rank, local_size = world.node.Get_rank(), world.node.Get_size()
     if world.size > 1:
         _install_abort_on_error(world)
     comm = world

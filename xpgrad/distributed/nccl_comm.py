@@ -134,6 +134,11 @@ class NCCLCommunicator:
     def all_gather_bytes(self, data: bytes) -> list[bytes]:
         return self.mpi.all_gather_bytes(data)
 
+    def bucket_reducer(self, like, size: int):
+        from .mpi_comm import InPlaceReducer
+
+        return InPlaceReducer(self, like, size)
+
     def barrier(self) -> None:
         """Wait for this rank's GPU work to finish (NCCL errors surface here), then for every rank."""
         import cupy

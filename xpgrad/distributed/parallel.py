@@ -10,8 +10,9 @@
         opt.step()
 
 Gradients travel in a few large flat buckets (`bucket_mb` each, filled from the last parameter to
-the first): per bucket, one copy in (scaled by this rank's share of the samples), one in-place
-sum over the ranks, and the gradients become views of the result. A parameter without a gradient
+the first): per bucket, one copy in (scaled by this rank's share of the samples), one sum over
+the ranks (through shared memory on one node, else MPI_Allreduce or NCCL), and the gradients
+become views of the result. A parameter without a gradient
 on one rank (unused in its step) sends zeros, so every rank sends the same buffers. The reduction
 runs after backward, not overlapped with it: on CPU ranks MPI progresses only inside MPI calls,
 so an overlap would need a progress thread (see bench/RESULTS.md for the measured share).
@@ -47,29 +48,35 @@ class RankStop:
 
 
 class _Bucket:
-    """Gradients of some parameters (one dtype, one array library) in one flat buffer."""
+    """Gradients of some parameters (one dtype, one array library) in one flat buffer, summed over
+    the ranks by a reducer of the communicator (`bucket_reducer`)."""
 
     def __init__(self, params):
         self.params = params
         self.offsets = np.cumsum([0] + [p.size for p in params]).tolist()
-        self.flat = None
+        self.reducer = None
 
-    def pack(self, weight: float) -> None:
-        """Copy each gradient times `weight` into the flat buffer (zeros for a missing gradient)."""
-        if self.flat is None:
-            self.flat = _empty_flat(self.params[0].data, self.offsets[-1])
-        xp = _array_module(self.flat)
+    def pack(self, weight: float, comm) -> None:
+        """Copy each gradient times `weight` into the buffer to reduce (zeros for a missing gradient)."""
+        if self.reducer is None:
+            self.reducer = comm.bucket_reducer(self.params[0].data, self.offsets[-1])
+        flat = self.reducer.input()
+        xp = _array_module(flat)
         for p, start, stop in zip(self.params, self.offsets, self.offsets[1:]):
-            view = self.flat[start:stop]
+            view = flat[start:stop]
             if p.grad is None or weight == 0.0:
                 view[...] = 0
             else:
                 xp.multiply(p.grad.data.reshape(-1), weight, out=view)
 
-    def unpack(self) -> None:
-        """Each parameter's gradient becomes its (reshaped) view of the reduced buffer."""
+    def reduce(self):
+        """The sum over the ranks of what each packed."""
+        return self.reducer.reduce()
+
+    def unpack(self, flat) -> None:
+        """Each parameter's gradient becomes its (reshaped) view of the reduced buffer `flat`."""
         for p, start, stop in zip(self.params, self.offsets, self.offsets[1:]):
-            p.grad = Tensor(self.flat[start:stop].reshape(p.shape))
+            p.grad = Tensor(flat[start:stop].reshape(p.shape))
 
 
 class DataParallel(Module):
@@ -132,11 +139,11 @@ class DataParallel(Module):
         copy = 0.0
         for bucket in self._buckets:
             t1 = time.perf_counter()
-            bucket.pack(weight)
+            bucket.pack(weight, g.comm)
             t2 = time.perf_counter()
-            g.comm.all_reduce_sum(bucket.flat)
+            flat = bucket.reduce()
             t3 = time.perf_counter()
-            bucket.unpack()
+            bucket.unpack(flat)
             copy += (t2 - t1) + (time.perf_counter() - t3)
             comm += t3 - t2
         self.comm_seconds += comm
@@ -157,16 +164,6 @@ def _array_module(array):
 
         return cupy
     return np
-
-
-def _empty_flat(like, size: int):
-    """An uninitialised 1-D array of `size` elements of `like`'s dtype, library and device."""
-    if is_cupy_array(like):
-        import cupy
-
-        with cupy.cuda.Device(like.device.id):
-            return cupy.empty(size, dtype=like.dtype)
-    return np.empty(size, dtype=like.dtype)
 
 
 def _make_buckets(params, bucket_mb: float) -> list[_Bucket]:

@@ -296,7 +296,7 @@ def test_closure_scalar_change_captures_again():
     x = xg.ones(4, 3)
     for _ in range(3):
         assert captured(x).item() == 48.0
-    scale = 3.0  # noqa: F841  (read through the closure cell)
+    scale = 3.0
     assert captured(x).item() == 72.0
     assert captured.stats["recaptures"] == 1
 

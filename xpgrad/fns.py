@@ -316,11 +316,33 @@ class KernelFns(ArrayFns):
         return x[index]
 
 
+def _graph_capture():
+    """The recorder of a CUDA-graph capture running in this thread (xpgrad.capture.cuda), or None."""
+    recorder = _thread.capture
+    return recorder if recorder is not None and getattr(recorder, "on_device", False) else None
+
+
 class CupyFns(KernelFns):
-    """CuPy: the numba.cuda kernels, launched on CuPy's current stream."""
+    """CuPy: the numba.cuda kernels, launched on CuPy's current stream. Under a CUDA-graph
+    capture the calls a graph cannot hold (cuBLAS, values read on the host) run between graphs."""
 
     def matmul(self, a, b):
+        recorder = _graph_capture()
+        if recorder is not None:
+            return recorder.gemm(a, b)
         return a @ b  # CuPy's memory pool already reuses device buffers
+
+    def sum_of_squares(self, d):
+        recorder = _graph_capture()
+        if recorder is not None:  # vdot is cuBLAS
+            return recorder.host(lambda: super(CupyFns, self).sum_of_squares(d))
+        return super().sum_of_squares(d)
+
+    def softmax_xent(self, z, labels):
+        recorder = _graph_capture()
+        if recorder is not None:  # the kernel's label check reads its result on the host
+            return recorder.host(lambda: super(CupyFns, self).softmax_xent(z, labels))
+        return super().softmax_xent(z, labels)
 
     def scatter_add_fallback(self, out, index, gy):
         import cupyx

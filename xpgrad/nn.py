@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from . import backend
+from . import backend, state
 from .creation import generator, uniform
 from .errors import XpgradError
 from .ops import elu, leaky_relu, linear, relu, sigmoid, tanh
@@ -367,10 +367,18 @@ class Dropout(Module):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
-        keep = uniform(x.shape) >= self.p
+        recorder = state.local.capture
+        if recorder is not None and getattr(recorder, "on_device", False):  # drawn on the host: between graphs
+            mask = recorder.host(lambda: self._mask(x.data))
+        else:
+            mask = self._mask(x.data)
+        return x * Tensor(mask)
+
+    def _mask(self, like):
+        """keep / (1 - p) for each element of `like`, drawn from the host generator, on like's device."""
+        keep = uniform(like.shape) >= self.p
         scale = np.asarray(1.0 / (1.0 - self.p), dtype=np.float64)
-        mask = keep.astype(np.float64) * scale
-        return x * Tensor(to_place(mask, x.data))
+        return to_place(keep.astype(np.float64) * scale, like)
 
     def extra_repr(self):
         return f"p={self.p}"

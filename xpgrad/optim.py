@@ -146,7 +146,7 @@ class Optimizer:
         the per-call checks done once here and the same kernel calls (bit for bit); lr, the
         hyperparameters and the step counts are read on each call. None where it does not apply
         (then replays call `_update`)."""
-        return None
+        return
 
     def _ready_items(self, names: tuple):
         """[(tensor, state dict)] of the parameters with a gradient, when every update takes the

@@ -38,7 +38,7 @@ import sys
 import types
 
 from ..errors import CaptureError
-from .captured import MAX_SIGNATURES, CaptureWarning, Captured, capture
+from .captured import MAX_SIGNATURES, Captured, CaptureWarning, capture
 
 __all__ = ["MAX_SIGNATURES", "CaptureError", "CaptureWarning", "Captured", "capture"]
 

@@ -8,7 +8,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .. import autograd, creation, state
+from .. import autograd, backend, state
 from ..errors import CaptureError
 from ..tensor import Tensor
 from . import tables
@@ -27,7 +27,7 @@ class CaptureWarning(RuntimeWarning):
 class _Entry:
     """One signature: warm-up done?, its plan, the state it reaches."""
 
-    __slots__ = ("plan", "reach", "calls", "eager_only", "retried")
+    __slots__ = ("calls", "eager_only", "plan", "reach", "retried")
 
     def __init__(self):
         self.retried = False
@@ -51,9 +51,11 @@ class Recording:
 def _signature(value):
     if isinstance(value, Tensor):
         data = value.data
-        if type(data) is not np.ndarray:
-            return None
-        return ("T", data.shape, data.dtype, value.requires_grad)
+        if type(data) is np.ndarray:
+            return ("T", data.shape, data.dtype, value.requires_grad)
+        if backend.is_cupy(data):
+            return ("cuda", data.shape, data.dtype, data.device.id, value.requires_grad)
+        return None
     if type(value) is np.ndarray:
         return ("A", value.shape, value.dtype)
     if isinstance(value, (int, float, bool, str, type(None))):
@@ -123,7 +125,7 @@ class Captured:
                 return self.fn(*args, **kwargs)
             if entry.plan is None:
                 return self._capture(entry, args, kwargs)
-            if self.check_every and entry.calls % self.check_every == 0:
+            if self.check_every and entry.calls % self.check_every == 0 and isinstance(entry.plan, Plan):  # NumPy only
                 return self._checked(entry, args, kwargs)
             out = entry.plan.replay(args)
             if out is MISS:
@@ -205,6 +207,8 @@ class Captured:
                 entry.start_grad = None
 
     def _capture(self, entry, args, kwargs):
+        if any(isinstance(a, Tensor) and backend.is_cupy(a.data) for a in args):
+            return self._capture_graph(entry, args, kwargs)
         recording = self._record(args, kwargs)
         if recording is None:
             entry.eager_only = True
@@ -227,6 +231,22 @@ class Captured:
                 f"its argument shapes, dtypes or non-tensor values, or the Python values in its closure, keep "
                 f"changing (each change records the step again)"), stacklevel=3)
         return materialize(recording)
+
+    def _capture_graph(self, entry, args, kwargs):
+        """CuPy tensors: the step as CUDA graphs, piecewise around cuBLAS and host reads (cuda.py)."""
+        from . import cuda
+
+        reach = reachable(self.fn, args, kwargs, self._extra.values())
+        arg_ids = {id(a) for a in args}
+        tensors = [t for t in reach.tensors if id(t) not in arg_ids]
+        if not cuda.cupy_step(args, tensors):
+            entry.eager_only = True
+            self.stats["eager"] += 1
+            return self.fn(*args, **kwargs)
+        out, entry.plan = cuda.capture_graph(self.fn, args, kwargs, tensors)
+        entry.reach = reach
+        self.stats["captures"] += 1
+        return out
 
     # ---- check mode -------------------------------------------------------------------------
     def _checked(self, entry, args, kwargs):

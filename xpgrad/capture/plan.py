@@ -42,7 +42,7 @@ def copy_out(array):
 class StateEntry:
     """A tensor whose attributes the step reads or sets: `expr` names it in the replay."""
 
-    __slots__ = ("tensor", "expr", "start_data", "start_grad", "grad_was_none", "end_data", "end_grad", "end_grad_same")
+    __slots__ = ("end_data", "end_grad", "end_grad_same", "expr", "grad_was_none", "start_data", "start_grad", "tensor")
 
     def __init__(self, tensor, expr, grad_was_none: bool):
         self.tensor = tensor

@@ -53,7 +53,7 @@ def reachable(fn, args=(), kwargs=None, extra=()) -> Reach:
         if isinstance(obj, Tensor):
             reach.add_tensor(obj)
             return
-        if isinstance(obj, _SCALARS) or isinstance(obj, (type, types.ModuleType)):
+        if isinstance(obj, (*_SCALARS, type, types.ModuleType)):
             return
         visited.add(id(obj))
         if isinstance(obj, Module):
@@ -91,9 +91,9 @@ def reachable(fn, args=(), kwargs=None, extra=()) -> Reach:
         elif hasattr(obj, "__dict__") and not callable(obj):
             for value in vars(obj).values():
                 visit(value, depth + 1)
-        elif callable(obj) and hasattr(obj, "__dict__") and not isinstance(obj, types.BuiltinFunctionType):
+        elif hasattr(obj, "__dict__") and not isinstance(obj, types.BuiltinFunctionType):
             visit(vars(obj), depth + 1)  # a callable object (a model class with __call__)
-            visit(getattr(type(obj), "__call__", None), depth + 1)
+            visit(type(obj).__call__, depth + 1)
 
     def visit_function(f, depth):
         code = f.__code__

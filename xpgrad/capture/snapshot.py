@@ -47,7 +47,7 @@ class Snapshot:
         creation._rng = self.generator
         self.generator.bit_generator.state = self.generator_state
 
-    def differences(self, other: "Snapshot") -> list:
+    def differences(self, other: Snapshot) -> list:
         """Names of the values that differ between two snapshots of the same reach."""
         found = []
         for k, (mine, theirs) in enumerate(zip(self.tensors, other.tensors)):

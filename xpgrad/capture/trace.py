@@ -59,7 +59,7 @@ def _tensor_method(default: str) -> str:
 class Slot:
     """One array of the recorded run: its kind, layout, capture-time array and constness."""
 
-    __slots__ = ("index", "kind", "array", "const", "source", "derivation", "base", "bounds")
+    __slots__ = ("array", "base", "bounds", "const", "derivation", "index", "kind", "source")
 
     def __init__(self, index, kind, array, const=False, source=None):
         self.index = index
@@ -92,7 +92,7 @@ class Op:
     return value binds: a list of (path into the returned value, slot index) for new slots;
     `out_slot` is a temp written through `out=` on replay."""
 
-    __slots__ = ("kind", "fn", "args", "kwargs", "results", "out_slot", "label", "site", "sync", "shapes", "writes")
+    __slots__ = ("args", "fn", "kind", "kwargs", "label", "out_slot", "results", "shapes", "site", "sync", "writes")
 
     def __init__(self, kind, fn, args, kwargs, label, site):
         self.kind = kind  # "ufunc", "function", "method", "kernel", "python", "fill", "rng"
@@ -168,7 +168,7 @@ class Recorder:
         self.owners[id(obj)] = index
         self.held.append(obj)
 
-    def traced(self, slot: Slot) -> "TracedArray":
+    def traced(self, slot: Slot) -> TracedArray:
         """A TracedArray over the slot's array, registered as that slot."""
         wrapper = slot.array.view(TracedArray)
         self._own(wrapper, slot.index)
@@ -351,7 +351,7 @@ class Recorder:
         fn(*(_raw(a) for a in arrays))
         self.ops.append(Op("check", fn, refs, {}, label, user_site()))
 
-    def empty(self, shape, dtype) -> "TracedArray":
+    def empty(self, shape, dtype) -> TracedArray:
         """A new buffer for a kernel to write (no replay code: the buffer is static)."""
         return self.traced(self.new_slot("temp", np.empty(shape, dtype), const=True))
 

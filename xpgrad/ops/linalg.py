@@ -18,6 +18,10 @@ class MatMul(Node):
     broadcasts = True  # batch dimensions are summed back by the engine
     array_op = operator.matmul  # forward: a @ b
 
+    def forward(self, xp, a, b):
+        """a @ b through the function table (used while a CUDA-graph capture sets array_op to None)."""
+        return array_fns(a).matmul(a, b)
+
     def backward(self, F, gy, args, y):
         a, b = args
         ga = gb = None

@@ -87,6 +87,10 @@ class SoftmaxCrossEntropy(Node):
         z, labels = args
         if F.tensors:
             return (softmax(z, axis=1) - one_hot(labels, z.shape[1], z.dtype)) * (gy / z.shape[0]), None
+        recorder = state.local.capture
+        if recorder is not None and getattr(recorder, "on_device", False):  # float(gy) reads the device: between graphs
+            probs = self.probs
+            return recorder.host(lambda: F.softmax_xent_grad(probs, labels, float(gy) / z.shape[0])), None
         return F.softmax_xent_grad(self.probs, labels, float(gy) / z.shape[0]), None
 
 

@@ -364,3 +364,21 @@ def test_steady_state_replay_allocates_nothing():
     tracemalloc.stop()
     assert step.stats["replays"] >= 2000
     assert now - first < 16 * 1024, f"traced memory grew by {now - first} bytes over 2000 replays"
+
+
+def test_check_mode_catches_a_value_baked_in_by_untraced_numpy():
+    """fn computes a factor with plain NumPy (no traced operand): capture bakes it in, and a
+    replay after the array changes would be silently stale; check mode raises instead."""
+    w = xg.tensor(np.ones((3, 2), np.float32), requires_grad=True)
+    scale = np.array([2.0], dtype=np.float32)
+
+    def step(x):
+        return (x @ w * xg.tensor(scale * 1.0)).sum()
+
+    captured = xg.capture(step, check=True)
+    x = xg.ones(4, 3)
+    for _ in range(3):
+        captured(x)
+    scale[0] = 3.0
+    with pytest.raises(CaptureError, match="differs from eager in result"):
+        captured(x)

@@ -137,6 +137,29 @@ def test_checkpoint_of_two_ranks_resumes_and_evaluates_in_one_process(tmp_path):
     assert "test accuracy:" in evaluated.stdout
 
 
+def test_ctrl_c_stops_every_rank_at_the_same_step_and_saves(tmp_path):
+    from xpgrad.checkpoint import load_checkpoint
+
+    job = subprocess.Popen([MPIEXEC, "-n", "2", *XPGRAD, "train", "--epochs", "1000", "--batch-size", "64",
+                            "--save", "stopped.npz"], cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        for line in job.stdout:  # rank 0's per-epoch lines
+            if line.startswith("epoch"):
+                break
+        job.send_signal(signal.SIGINT)  # mpiexec forwards it to every rank
+        out, err = job.communicate(timeout=60)
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait()
+    assert job.returncode == 130, err
+    assert err.count("stopping after this batch") == 1 and "interrupted after" in err
+    ckpt = load_checkpoint(tmp_path / "stopped.npz")
+    assert ckpt.extra["interrupted"] and len(ckpt.extra["rng"]["host_by_rank"]) == 2
+    ok([*XPGRAD, "eval", "--load", "stopped.npz"], tmp_path)
+
+
 # ---- faults: every one ends the job non-zero, quickly, with the cause -------------------
 
 

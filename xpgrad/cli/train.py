@@ -222,7 +222,7 @@ def run(args) -> int:
     stop = RankStop() if ranks.parallel else StopRequest()
     message = "xpgrad: stopping after this batch" + (f" and saving {save}" if save else "") + \
               " (Ctrl-C again to abort)"
-    with catch_sigint(stop, message), blas_threads_for(model, s["batch_size"] // ranks.world_size):
+    with catch_sigint(stop, message if ranks.is_main else None), blas_threads_for(model, s["batch_size"] // ranks.world_size):
         result = fit(trained, opt, loss_fn, loader, s["epochs"], val=splits.val, test=splits.test,
                      start_epoch=start_epoch, history=history, reporter=Reporter(quiet=quiet), stop=stop,
                      eval_batch_size=EVAL_BATCH_SIZE, capture=args.capture)

@@ -166,7 +166,7 @@ def test_ctrl_c_stops_every_rank_at_the_same_step_and_saves(tmp_path):
 def test_indivisible_batch_is_an_error_before_training(tmp_path):
     done, seconds = run([*XPGRAD, "train", "--batch-size", "63", "--save", "m.npz"], tmp_path, ranks=2)
     assert done.returncode == 2
-    assert done.stderr.count("xpgrad: error: --batch-size 63") == 1
+    assert done.stderr.count("xpgrad: error: --batch-size: batch size 63 is the global batch of all 2 ranks") == 1
     assert "multiple of 2" in done.stderr and "training MLP" not in done.stdout
     assert not (tmp_path / "m.npz").exists() and seconds < 60
 

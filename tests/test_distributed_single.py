@@ -77,8 +77,19 @@ def test_broadcast_root_must_be_a_rank():
 
 def test_indivisible_batch_names_the_sizes():
     assert dist.local_batch_size(64, 2) == 32
-    with pytest.raises(dist.IndivisibleBatchError, match="batch size 63 .* multiple of 2; use 62 or 64"):
+    with pytest.raises(dist.IndivisibleBatchError, match="local_batch_size: batch size 63 .* multiple of 2; use 62 or 64"):
         dist.local_batch_size(63, 2)
+
+
+def test_every_distributed_error_has_a_row_in_docs_errors_md():
+    from pathlib import Path
+
+    table = (Path(__file__).resolve().parents[1] / "docs" / "errors.md").read_text()
+    errors = [c for c in vars(dist.errors).values() if isinstance(c, type) and issubclass(c, Exception)
+              and c.__module__ == dist.errors.__name__]
+    assert len(errors) == 7
+    missing = [c.__name__ for c in errors if f"`xpgrad.distributed.{c.__name__}`" not in table]
+    assert not missing, f"docs/errors.md has no row for {missing}"
 
 
 def test_missing_mpi4py_is_a_specific_error(monkeypatch):

@@ -48,9 +48,9 @@ def check_batch(ranks: Ranks, batch_size: int) -> None:
     from ..distributed import IndivisibleBatchError, local_batch_size
 
     try:
-        local_batch_size(batch_size, ranks.world_size)
+        local_batch_size(batch_size, ranks.world_size, what="--batch-size")
     except IndivisibleBatchError as err:
-        raise UsageError(f"--batch-size {batch_size}: {err}") from None
+        raise UsageError(str(err)) from None
 
 
 def describe(ranks: Ranks, batch_size: int) -> str:

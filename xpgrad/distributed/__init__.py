@@ -22,11 +22,12 @@ from .group import (
 from .parallel import DEFAULT_BUCKET_MB, DataParallel, RankStop
 
 
-def local_batch_size(global_batch: int, world_size: int) -> int:
-    """Each rank's share of `global_batch`; IndivisibleBatchError when `world_size` does not divide it."""
+def local_batch_size(global_batch: int, world_size: int, what: str = "local_batch_size") -> int:
+    """Each rank's share of `global_batch`; IndivisibleBatchError (its message starting with `what`)
+    when `world_size` does not divide it."""
     if global_batch % world_size:
         raise IndivisibleBatchError(
-            f"batch size {global_batch} is the global batch of all {world_size} ranks and must be a multiple "
+            f"{what}: batch size {global_batch} is the global batch of all {world_size} ranks and must be a multiple "
             f"of {world_size}; use {max(world_size, global_batch // world_size * world_size)} or "
             f"{(global_batch // world_size + 1) * world_size}"
         )

@@ -170,3 +170,96 @@ def test_train_dtype_flag(tmp_path, capsys):
     assert np.load(path)["param/1.weight"].dtype == np.float64
     assert main(["train", "--dtype", "float16"]) == 2
     assert "--dtype: invalid choice" in capsys.readouterr().err
+
+
+# ---- the NCCL communicator against a stand-in with cupy.cuda.nccl's signatures ---------------
+# (the real one needs GPUs: tests/test_distributed_nccl.py; this checks the calls' arguments
+# against CuPy's cupy_backends/cuda/libs/nccl.pyx: allReduce(sendbuf, recvbuf, count, datatype,
+# op, stream), broadcast(sendbuff, recvbuff, count, datatype, root, stream), abort())
+
+
+class _FakeNcclError(RuntimeError):
+    pass
+
+
+class _FakeCommunicator:
+    def __init__(self, ndev, commId, rank):
+        assert isinstance(commId, bytes) and len(commId) == 128
+        self.init = (ndev, commId, rank)
+        self.calls, self.aborted, self.fail = [], False, False
+
+    def check_async_error(self):
+        pass
+
+    def allReduce(self, sendbuf, recvbuf, count, datatype, op, stream):
+        if self.fail:
+            raise _FakeNcclError("NCCL_ERROR_REMOTE_ERROR")
+        self.calls.append(("allReduce", sendbuf, recvbuf, count, datatype, op, stream))
+
+    def broadcast(self, sendbuff, recvbuff, count, datatype, root, stream):
+        self.calls.append(("broadcast", sendbuff, recvbuff, count, datatype, root, stream))
+
+    def abort(self):
+        self.aborted = True
+
+
+def _fake_nccl_cupy(monkeypatch):
+    nccl = types.SimpleNamespace(
+        available=True, NcclError=_FakeNcclError, NcclCommunicator=_FakeCommunicator,
+        get_unique_id=lambda: bytes(range(128)), NCCL_SUM=0, NCCL_INT8=0, NCCL_UINT8=1, NCCL_INT32=2,
+        NCCL_UINT32=3, NCCL_INT64=4, NCCL_UINT64=5, NCCL_FLOAT16=6, NCCL_FLOAT32=7, NCCL_FLOAT64=8)
+    used = []
+    device = types.SimpleNamespace(use=lambda: None)
+    cuda = types.SimpleNamespace(nccl=nccl, Device=lambda i: used.append(i) or device,
+                                 get_current_stream=lambda: types.SimpleNamespace(ptr=4242))
+    cupy = types.ModuleType("cupy")
+    cupy.cuda = cuda
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    monkeypatch.setitem(sys.modules, "cupy.cuda", cuda)
+    return used
+
+
+class _FakeDeviceArray:
+    """Enough of a CuPy array for the communicator: dtype, size, data.ptr."""
+
+    __module__ = "cupy._core.core"
+
+    def __init__(self, size, dtype):
+        self.size, self.dtype, self.data = size, np.dtype(dtype), types.SimpleNamespace(ptr=1000 + size)
+
+
+class _HostComm:
+    rank, size = 1, 2
+
+    def __init__(self):
+        self.broadcasts = []
+
+    def broadcast(self, array, root):
+        self.broadcasts.append((array.copy(), root))
+        array[:] = np.arange(128, dtype=np.uint8)  # rank 0's id arrives
+
+
+def test_nccl_communicator_calls_follow_cupys_signatures(monkeypatch):
+    from xpgrad.distributed.nccl_comm import NCCLCommunicator
+
+    used = _fake_nccl_cupy(monkeypatch)
+    host = _HostComm()
+    comm = NCCLCommunicator(host, device=3)
+    assert used == [3] and host.broadcasts[0][1] == 0  # the unique id comes from rank 0 over MPI
+    assert comm.comm.init == (2, bytes(range(128)), 1)
+    comm.all_reduce_sum(_FakeDeviceArray(10, np.float32))
+    comm.broadcast(_FakeDeviceArray(6, np.float64), root=1)
+    assert comm.comm.calls == [("allReduce", 1010, 1010, 10, 7, 0, 4242), ("broadcast", 1006, 1006, 6, 8, 1, 4242)]
+    with pytest.raises(TypeError, match="NCCL collectives take"):
+        comm.all_reduce_sum(_FakeDeviceArray(2, np.complex64))
+
+
+def test_a_failed_nccl_call_aborts_the_communicator(monkeypatch):
+    from xpgrad.distributed.nccl_comm import NCCLCommunicator
+
+    _fake_nccl_cupy(monkeypatch)
+    comm = NCCLCommunicator(_HostComm(), device=0)
+    comm.comm.fail = True
+    with pytest.raises(dist.CommunicationError, match="NCCL allReduce failed on rank 1 of 2: NCCL_ERROR_REMOTE_ERROR"):
+        comm.all_reduce_sum(_FakeDeviceArray(4, np.float32))
+    assert comm.comm.aborted

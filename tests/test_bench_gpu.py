@@ -21,7 +21,7 @@ def test_kernel_benchmark_measures_every_kernel_against_copy_bandwidth():
 def test_mlp_benchmark_pairs_xpgrad_with_the_hand_written_step():
     result = bench_gpu.run_mlp(bench_gpu.Device("numpy"), configs=("c",), rounds=2)
     entry = result["configs"]["c"]
-    assert {"hand_written", "xpgrad"} <= set(entry)
+    assert {"hand_written", "xpgrad", "captured"} <= set(entry)
     assert entry["hand_written"]["ratio_to_hand_written"] == pytest.approx(1.0)
     assert all(r["steps_per_s"] > 0 for r in entry.values())
     assert "xpgrad" in bench_gpu.format_mlp(result)

@@ -3,7 +3,7 @@
 Kernels: each `numba.cuda` kernel against the same formula written as unfused CuPy expressions
 and against the device's copy bandwidth, measured in the same run (an elementwise copy: one read
 and one write per element). MLP: configs (a), (b) and (c) of `xpgrad bench mlp`, steps/s of
-xpgrad on CuPy against the same step hand-written in CuPy and, when installed, PyTorch CUDA
+xpgrad on CuPy (eager, and replayed under `xg.capture`) against the same step hand-written in CuPy and, when installed, PyTorch CUDA
 eager, in paired rounds. Every timed stretch ends with a device synchronize, so asynchronous
 launches are paid for in full.
 
@@ -185,7 +185,8 @@ def run_mlp(device: Device, configs=MLP_CONFIGS, rounds: int = 9) -> dict:
     torch_device = "cuda" if device.name == "cupy" else "cpu"
     for key in configs:
         cfg = bench_mlp.CONFIGS[key]
-        fns = {"hand_written": bench_mlp.numpy_step_fn(cfg, xp=device.xp), "xpgrad": xpgrad_step_on(device, cfg)}
+        fns = {"hand_written": bench_mlp.numpy_step_fn(cfg, xp=device.xp), "xpgrad": xpgrad_step_on(device, cfg),
+               "captured": bench_mlp._captured(xpgrad_step_on(device, cfg))}
         if bench_mlp._torch_available():
             fns["torch"] = bench_mlp.torch_step_fn(cfg, device=torch_device)
         times = _paired(device, fns, rounds, seconds=0.1)

@@ -31,8 +31,10 @@ same order on the same values. What a replay re-reads, and what it bakes in:
 Returned tensors are copies (never overwritten by a later call) and carry no graph. A `.grad`
 left by a replay lives in a buffer the next replay rewrites (as a parameter's data is updated in
 place). `check=True` (or `check=N`: every N-th call) replays, then runs fn eagerly from the same
-state and raises CaptureError when the op sequence or any value differs. Arrays outside NumPy
-(CuPy, array_api_strict) and XPGRAD_DEBUG run eagerly on every call, with the same results.
+state and raises CaptureError when the op sequence or any value differs (NumPy steps). CuPy
+steps are captured as CUDA graphs, piecewise around cuBLAS and host reads (cuda.py; written, not
+yet run on a GPU). Other array libraries (array_api_strict) and XPGRAD_DEBUG run eagerly on
+every call, with the same results.
 """
 import sys
 import types

@@ -1,4 +1,6 @@
 """DataLoader(shard=(rank, world_size)): each rank's part of the same global batches (no MPI needed)."""
+import itertools
+
 import numpy as np
 import pytest
 
@@ -27,11 +29,11 @@ def test_rank_parts_put_together_are_the_one_process_batches(n, batch, world):
 
 
 def test_shard_bounds_cover_the_batch_in_order():
-    for batch in range(0, 12):
+    for batch in range(12):
         for world in range(1, 5):
             bounds = [shard_bounds(batch, r, world) for r in range(world)]
             assert bounds[0][0] == 0 and bounds[-1][1] == batch
-            assert all(a[1] == b[0] for a, b in zip(bounds, bounds[1:]))
+            assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
 
 
 def test_drop_last_is_global():

@@ -40,7 +40,7 @@ def test_one_process_data_parallel_leaves_gradients_as_they_are():
     assert model.sync_gradients(loss_sum=2.5, stop=stop) == (5, 2.5)  # 5: the last forward's batch
     assert [p.grad for p in net.parameters()] == before and bool(stop)
     opt.step()
-    assert [name for name, _ in model.named_parameters()][0] == "module.0.weight"
+    assert next(name for name, _ in model.named_parameters()) == "module.0.weight"
     assert model.config() == net.config()
 
 
@@ -77,7 +77,8 @@ def test_broadcast_root_must_be_a_rank():
 
 def test_indivisible_batch_names_the_sizes():
     assert dist.local_batch_size(64, 2) == 32
-    with pytest.raises(dist.IndivisibleBatchError, match="local_batch_size: batch size 63 .* multiple of 2; use 62 or 64"):
+    with pytest.raises(dist.IndivisibleBatchError,
+                       match="local_batch_size: batch size 63 .* multiple of 2; use 62 or 64"):
         dist.local_batch_size(63, 2)
 
 

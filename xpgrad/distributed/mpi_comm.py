@@ -22,9 +22,11 @@ def import_mpi():
     try:
         from mpi4py import MPI
     except ImportError as err:
-        raise MPINotAvailableError(f"init_process_group: needs mpi4py and an MPI library ({err}); {INSTALL_HINT}") from None
+        raise MPINotAvailableError(
+            f"init_process_group: needs mpi4py and an MPI library ({err}); {INSTALL_HINT}") from None
     except RuntimeError as err:  # mpi4py found no MPI library to load
-        raise MPINotAvailableError(f"init_process_group: mpi4py could not load an MPI library ({err}); {INSTALL_HINT}") from None
+        raise MPINotAvailableError(
+            f"init_process_group: mpi4py could not load an MPI library ({err}); {INSTALL_HINT}") from None
     if not MPI.Is_initialized():  # imported earlier with mpi4py.rc.initialize = False (xpgrad info)
         import atexit
 

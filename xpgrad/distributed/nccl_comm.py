@@ -29,13 +29,15 @@ def check_gpu_for_rank(local_rank: int, local_size: int) -> int:
         ) from None
     if not cupy_gpu_available():
         raise NoGPUForRankError(
-            f"init_process_group(backend=\"nccl\"): rank {local_rank} on this node runs on the CuPy backend but CuPy sees no usable GPU; "
+            f"init_process_group(backend=\"nccl\"): rank {local_rank} on this node runs on the CuPy backend "
+            f"but CuPy sees no usable GPU; "
             f"launch on GPU nodes or use XPGRAD_BACKEND=numpy (backend \"mpi\")"
         )
     count = cupy.cuda.runtime.getDeviceCount()
     if local_size > count:
         raise NoGPUForRankError(
-            f"init_process_group(backend=\"nccl\"): {local_size} ranks on this node but only {count} GPU(s): NCCL needs one GPU per rank; "
+            f"init_process_group(backend=\"nccl\"): {local_size} ranks on this node but only {count} GPU(s): "
+            f"NCCL needs one GPU per rank; "
             f"launch at most {count} ranks per node"
         )
     return local_rank % count
@@ -47,7 +49,8 @@ def nccl_module():
 
     if not getattr(nccl, "available", False):
         raise NCCLNotAvailableError(
-            "init_process_group(backend=\"nccl\"): CuPy cannot load NCCL (cupy.cuda.nccl.available is False); install it with pip install nvidia-nccl-cu13 "
+            "init_process_group(backend=\"nccl\"): CuPy cannot load NCCL (cupy.cuda.nccl.available is False); "
+            "install it with pip install nvidia-nccl-cu13 "
             "(or -cu12), or use backend \"mpi\""
         )
     return nccl

@@ -104,7 +104,7 @@ class DataParallel(Module):
         self._buckets = _make_buckets(module.parameters(), bucket_mb)
         if group().world_size > 1:
             check_same_model(module, bucket_mb)
-            for _, t in module._state_tensors().items():
+            for t in module._state_tensors().values():
                 broadcast(t, root=0)
 
     def forward(self, *args, **kwargs):

@@ -8,10 +8,11 @@ from the ops, one line per array call, with every static operand bound as a glob
 function: no per-op Python beyond the call itself, no node, no Tensor, and no allocation for
 static slots.
 
-Each temp keeps the array the capture run made for it as its replay buffer (views of static
-slots are the capture run's views, made once). Buffers are not yet shared between temps whose
-live ranges do not overlap: a replay holds one step's worth of temporaries, as eager does at
-its peak plus the temporaries eager frees early. Ops whose effects reach nothing kept (fn's
+Each temp starts with the array the capture run made for it as its replay buffer (views of
+static slots are the capture run's views, made once). Then temps share buffers by liveness: two
+temps of one shape and dtype whose live ranges (first to last op that uses them or a view of
+them) do not overlap get one array, unless one escapes the replay (returned, or left in a
+tensor's `.grad` / `.data`) or holds a constant. Ops whose effects reach nothing kept (fn's
 result, a tensor's attributes, a state or external array, the random generator) are dropped,
 and ops that make constants only are left computed in their buffers.
 """
@@ -69,6 +70,7 @@ class Plan:
         self.rebound = set()
         self.source = ""
         self.replay = None
+        self.shared = 0  # temps that took another temp's array
         for entry in entries:
             if entry.expr is None:
                 entry.expr = self.const(entry.tensor, "T")
@@ -236,6 +238,48 @@ class Plan:
         for path, index in rebound_new:
             lines.append(f"r{index} = _arr(_t{''.join(f'[{k}]' for k in path)})")
 
+    def share_buffers(self, ops) -> None:
+        """Give temps whose live ranges (first to last op that uses them or a view of them) do not
+        overlap one array per shape and dtype, and rebuild the static views on the new arrays.
+        Left alone: temps that escape (returned, left in a tensor's attributes), constants (their
+        values must last), rebound ones, and any not C-contiguous."""
+        first, last = {}, {}
+        for k, op in enumerate(ops):
+            for index in _op_refs(op):
+                for i in self._with_bases(index):
+                    first.setdefault(i, k)
+                    last[i] = k
+        keep = self.escaping | _template_refs(self.result_template)
+        temps = sorted((first[s.index], s.index) for s in self.slots
+                       if s.kind == "temp" and s.index in first and s.index not in keep and s.index not in self.rebound
+                       and not s.const and s.array.flags.c_contiguous)
+        free: dict = {}  # (shape, dtype) -> [(last use, slot index) of the slots whose arrays can be taken]
+        owner = {}  # slot index -> slot index whose array it uses
+        busy = []
+        for start, index in temps:
+            for item in [b for b in busy if b[0] < start]:
+                busy.remove(item)
+                free.setdefault(_layout(self.slots[item[1]].array), []).append(item[1])
+            pool = free.get(_layout(self.slots[index].array))
+            if pool:
+                owner[index] = owner.get(pool[-1], pool[-1])
+                pool.pop()
+            busy.append((last[index], index))
+        moved = {}
+        for index, source in owner.items():
+            moved[index] = self.slots[index].array
+            self.slots[index].array = self.slots[source].array
+        for slot in self.slots:  # views into a moved temp: the same bytes of its new array
+            root = slot
+            while root.kind == "view" and root.base is not None:
+                root = root.base
+            if slot.kind == "view" and root.index in moved and slot.index not in self.rebound:
+                offset = _data_pointer(slot.array) - _data_pointer(moved[root.index])
+                flat = root.array.reshape(-1).view(np.uint8)[offset:offset + slot.array.itemsize]
+                slot.array = np.lib.stride_tricks.as_strided(flat.view(slot.array.dtype), slot.array.shape,
+                                                             slot.array.strides)
+        self.shared = len(owner)
+
     def _constant(self, op, written) -> bool:
         """An op that makes constants only (the seed gradient, its products with Python numbers)
         into static buffers nothing writes later: the capture run left its values there."""
@@ -354,9 +398,10 @@ class Plan:
         for op in self.ops:
             for index in op.writes:
                 written |= self._with_bases(index)
-        for op in self.live_ops():
-            if not self._constant(op, written):
-                self.emit_op(op, lines)
+        kept = [op for op in self.live_ops() if not self._constant(op, written)]
+        self.share_buffers(kept)
+        for op in kept:
+            self.emit_op(op, lines)
         self.end_lines(lines)
         self.source = "def replay(args):\n" + "".join(f"    {line}\n" for line in lines)
         namespace = dict(self.globals)
@@ -366,6 +411,30 @@ class Plan:
 
     def describe(self) -> list:
         return [op.describe() for op in self.ops]
+
+
+def _layout(array) -> tuple:
+    return array.shape, array.dtype.str
+
+
+def _data_pointer(array) -> int:
+    return array.__array_interface__["data"][0]
+
+
+def _op_refs(op):
+    """Slot indices an op reads, writes or makes (and, for a Python step, sets on tensors)."""
+    for leaf in _leaves((op.args, op.kwargs)):
+        if type(leaf) is Ref:
+            yield leaf.index
+    for _, index in op.results:
+        yield index
+    yield from op.writes
+    if op.out_slot is not None:
+        yield op.out_slot
+    for _, data_ref, grad_ref in op.sync or ():
+        yield data_ref.index
+        if grad_ref is not None:
+            yield grad_ref.index
 
 
 def _template_refs(template) -> set:

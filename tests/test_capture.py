@@ -382,3 +382,10 @@ def test_check_mode_catches_a_value_baked_in_by_untraced_numpy():
     scale[0] = 3.0
     with pytest.raises(CaptureError, match="differs from eager in result"):
         captured(x)
+
+
+def test_temps_share_buffers_and_results_stay_equal():
+    """Liveness planning gives some temps another's array; the values are still eager's."""
+    captured = _run_pair(optimizer="adam", dropout=0.2)
+    plan = next(iter(captured._cache.values())).plan
+    assert plan.shared > 0

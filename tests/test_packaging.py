@@ -22,3 +22,13 @@ def test_py_typed_and_license_ship_with_the_package():
     assert "py.typed" in pyproject["tool"]["setuptools"]["package-data"]["xpgrad"]
     assert pyproject["project"]["license"] == "MIT" and pyproject["project"]["license-files"] == ["LICENSE"]
     assert (ROOT / "LICENSE").read_text(encoding="utf-8").startswith("MIT License")
+
+
+def test_every_subpackage_is_listed_for_the_wheel():
+    """A subpackage missing from [tool.setuptools] packages works in the editable install and the
+    tests, but not in `pip install .` (the README's first command): xpgrad.capture once was."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    listed = set(pyproject["tool"]["setuptools"]["packages"])
+    found = {"xpgrad." + ".".join(p.parent.relative_to(ROOT / "xpgrad").parts)
+             for p in (ROOT / "xpgrad").rglob("__init__.py") if p.parent != ROOT / "xpgrad"}
+    assert found | {"xpgrad", "xpgrad.kernels"} <= listed, sorted(found - listed)

@@ -11,6 +11,7 @@ own noise: a few KB).
 """
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import sys
@@ -18,6 +19,7 @@ import tracemalloc
 
 import xpgrad as xg
 from xpgrad import bench_mlp, nn, optim
+from xpgrad.train import batch_step
 
 
 def rss_kib() -> int:
@@ -33,15 +35,7 @@ def step_for(key: str, variant: str):
     if variant == "dropout":
         model = nn.Sequential(*[layer for m in model for layer in ([m, nn.Dropout(0.2)] if isinstance(m, nn.ReLU) else [m])])
     opt = optim.Adam(model.parameters(), lr=1e-3) if variant == "adam" else optim.SGD(model.parameters(), lr=cfg["lr"])
-
-    def step():
-        loss = loss_fn(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        return loss
-
-    return step
+    return functools.partial(batch_step(model, opt, loss_fn), x, y)
 
 
 def measure(key: str, variant: str, replays: int, every: int = 1000) -> dict:

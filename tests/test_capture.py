@@ -13,6 +13,7 @@ import pytest
 import xpgrad as xg
 from xpgrad import nn, optim
 from xpgrad.capture import CaptureError, CaptureWarning
+from xpgrad.train import batch_step
 
 STEPS = 6
 
@@ -152,7 +153,7 @@ def test_shape_change_mid_run_captures_again():
 
 
 def test_returned_values_stay_valid_across_calls():
-    m, o, s, raw = _setup()
+    _m, _o, _s, raw = _setup()
     step = xg.capture(raw)
     losses, kept = [], []
     for x, y in _batches(8, 3, "ce"):
@@ -221,7 +222,7 @@ def test_accumulated_gradients_without_zero_grad():
 
 
 def test_item_mid_step_is_refused_with_the_line():
-    m, o, s, _ = _setup()
+    m, o, _s, _ = _setup()
 
     def step(x, y):
         loss = xg.softmax_cross_entropy(m(x), y)
@@ -278,7 +279,7 @@ def test_check_mode_catches_a_branch_that_flips():
 
 
 def test_check_mode_passes_a_static_step():
-    m, o, s, raw = _setup(optimizer="adam", dropout=0.2)
+    _m, _o, _s, raw = _setup(optimizer="adam", dropout=0.2)
     step = xg.capture(raw, check=True)
     for x, y in _batches(8, 3, "ce"):
         step(x, y)
@@ -330,15 +331,7 @@ def test_other_namespaces_run_eagerly_with_the_same_results():
             xg.manual_seed(0)
             model = nn.MLP([4, 6, 2])
             opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-
-            def step(x, y):
-                loss = xg.softmax_cross_entropy(model(x), y)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                return loss
-
-            captured = xg.capture(step)
+            captured = xg.capture(batch_step(model, opt, xg.softmax_cross_entropy))
             x = xg.tensor(np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4))
             y = xg.tensor(np.array([0, 1, 1]))
             results.append([captured(x, y).item() for _ in range(4)])
@@ -348,7 +341,7 @@ def test_other_namespaces_run_eagerly_with_the_same_results():
 
 
 def test_steady_state_replay_allocates_nothing():
-    m, o, s, raw = _setup(optimizer="adam")
+    _m, _o, _s, raw = _setup(optimizer="adam")
     step = xg.capture(raw)
     x, y = _batches(8, 3, "ce", steps=1)[0]
     for _ in range(50):

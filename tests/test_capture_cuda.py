@@ -4,6 +4,7 @@ import pytest
 
 import xpgrad as xg
 from xpgrad import backend, nn, optim
+from xpgrad.train import batch_step
 
 pytestmark = pytest.mark.skipif(not backend.cupy_gpu_available(),
                                 reason="no CUDA GPU with CuPy here: the CUDA-graph capture (xpgrad/capture/cuda.py) "
@@ -16,15 +17,7 @@ def _setup(optimizer, dropout, loss):
     params = model.parameters()
     opt = optim.SGD(params, lr=0.05, momentum=0.9) if optimizer == "sgd" else optim.Adam(params, lr=0.01)
     loss_fn = {"ce": xg.softmax_cross_entropy, "mse": xg.mse_loss, "hinge": xg.hinge_loss}[loss]
-
-    def step(x, y):
-        out = loss_fn(model(x), y)
-        opt.zero_grad()
-        out.backward()
-        opt.step()
-        return out
-
-    return model, step
+    return model, batch_step(model, opt, loss_fn)
 
 
 @pytest.mark.parametrize(("optimizer", "dropout", "loss"),

@@ -15,7 +15,7 @@ from . import tables
 from .plan import MISS, Plan, StateEntry, referenced, result_template
 from .scan import reachable
 from .snapshot import Snapshot
-from .trace import Recorder, TracedArray
+from .trace import Recorder, Ref, TracedArray, _raw
 
 MAX_SIGNATURES = 8
 
@@ -283,13 +283,7 @@ def _at(ops, k) -> str:
 
 
 def _ref(slot):
-    from .trace import Ref
-
     return Ref(slot.index)
-
-
-def _raw(a):
-    return a.view(np.ndarray) if type(a) is TracedArray else a
 
 
 def _untrace(recorder, entries, restore_args, reach) -> None:

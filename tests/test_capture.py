@@ -382,3 +382,14 @@ def test_temps_share_buffers_and_results_stay_equal():
     captured = _run_pair(optimizer="adam", dropout=0.2)
     plan = next(iter(captured._cache.values())).plan
     assert plan.shared > 0
+
+
+@pytest.mark.parametrize("loss", [xg.softmax_cross_entropy, xg.hinge_loss])
+def test_bad_labels_on_replay_raise_the_eager_error(loss):
+    model = nn.MLP([4, 5, 3])
+    step = xg.capture(batch_step(model, optim.SGD(model.parameters(), lr=0.1), loss))
+    x = xg.ones(2, 4)
+    for _ in range(3):
+        step(x, xg.tensor(np.array([0, 2])))
+    with pytest.raises(xg.LabelError, match="labels must lie in \\[0, 3\\) for 3 classes, got min 0 and max 7"):
+        step(x, xg.tensor(np.array([0, 7])))

@@ -127,7 +127,11 @@ class Captured:
                 return self._capture(entry, args, kwargs)
             if self.check_every and entry.calls % self.check_every == 0 and isinstance(entry.plan, Plan):  # NumPy only
                 return self._checked(entry, args, kwargs)
-            out = entry.plan.replay(args)
+            try:
+                out = entry.plan.replay(args)
+            except IndexError:  # a kernel found a bad label or index: eager raises the op's own error
+                self.stats["eager"] += 1
+                return self.fn(*args, **kwargs)
             if out is MISS:
                 self.stats["recaptures"] += 1
                 return self._capture(entry, args, kwargs)

@@ -298,11 +298,15 @@ class KernelFns(ArrayFns):
         g[self.xp.arange(probs.shape[0]), labels] -= scale
         return g
 
+    def zeros(self, shape, dtype):
+        """A new array of zeros (xg.capture's table refills it on every replay)."""
+        return self.xp.zeros(shape, dtype=dtype)
+
     def index_grad(self, gy, index, shape):
-        out = self.xp.zeros(shape, dtype=gy.dtype)
+        out = self.zeros(shape, gy.dtype)
         if is_basic_index(index):
             out[index] = gy
-        elif (type(index) is type(gy) and index.ndim == 1 and index.dtype.kind in "iu" and _kernel_float(out, gy)
+        elif ((type(index) is type(gy) or (type(index) is np.ndarray and isinstance(gy, np.ndarray))) and index.ndim == 1 and index.dtype.kind in "iu" and _kernel_float(out, gy)
               and (index.size == 0 or int(index.min()) >= 0)):
             self.k.scatter_add(out, index, gy)  # repeated rows accumulate, in one pass (atomics on the GPU)
         else:

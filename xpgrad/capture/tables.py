@@ -20,6 +20,12 @@ class RecordingFns(KernelFns):
         super().__init__(fast_numpy, RecordingKernels(kernels), self._empty_like)
         self.unchecked = RecordingKernels(kernels.unchecked)
 
+    def zeros(self, shape, dtype):
+        recorder = current_recorder()
+        if recorder is None:
+            return np.zeros(shape, dtype)
+        return recorder.zeros(shape, dtype)
+
     @staticmethod
     def _empty_like(a):
         recorder = current_recorder()

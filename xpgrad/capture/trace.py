@@ -282,7 +282,7 @@ class Recorder:
     def ufunc(self, ufunc, method, inputs, kwargs):
         fn = ufunc if method == "__call__" else getattr(ufunc, method)
         return self.record("ufunc", fn, inputs, kwargs, f"{ufunc.__name__}.{method}" if method != "__call__" else ufunc.__name__,
-                           lambda a, k: fn(*a, **k))
+                           lambda a, k: fn(*a, **k), writes_first=method == "at")
 
     def function(self, func, args, kwargs):
         impl = getattr(func, "_implementation", func)
@@ -354,6 +354,14 @@ class Recorder:
     def empty(self, shape, dtype) -> TracedArray:
         """A new buffer for a kernel to write (no replay code: the buffer is static)."""
         return self.traced(self.new_slot("temp", np.empty(shape, dtype), const=True))
+
+    def zeros(self, shape, dtype) -> "TracedArray":
+        """A new array of zeros that every replay fills with zeros again (a gradient scattered into)."""
+        slot = self.new_slot("temp", np.zeros(shape, dtype), const=True)
+        op = Op("function", np.zeros_like, (Ref(slot.index),), {}, "np.zeros", user_site())
+        op.results.append(((), slot.index))
+        self.ops.append(op)
+        return self.traced(slot)
 
     def rng(self, label, fill, shape, dtype):
         """A fresh random array drawn by `fill(out)` now and again on every replay."""

@@ -434,3 +434,37 @@ def test_op_gradients_equal_eager(case):
         assert _same(eager(x).data, captured(x).data)
         assert _same(w1.grad.data, w2.grad.data)
     assert captured.stats["replays"] == 3
+
+
+@pytest.mark.parametrize("draw", [xg.randn, xg.rand])
+def test_random_tensors_made_inside_the_step_are_fresh(draw):
+    """xg.randn / xg.rand inside fn draw on every replay, the values eager draws."""
+    w = xg.tensor(np.ones((3, 2), np.float32), requires_grad=True)
+
+    def step(x):
+        return ((x + draw(*x.shape)) @ w).sum()
+
+    captured = xg.capture(step)
+    x = xg.ones(4, 3)
+    got, want = [], []
+    for k in range(5):
+        xg.manual_seed(k)
+        got.append(captured(x).item())
+        xg.manual_seed(k)
+        want.append(step(x).item())
+    assert got == want and len(set(got)) == 5
+    assert captured.stats["replays"] == 3
+
+
+def test_tensor_made_from_a_traced_value_is_recorded():
+    """xg.tensor(t.data * 2) inside fn copies a value that changes with the input."""
+    w = xg.tensor(np.ones((3, 2), np.float32), requires_grad=True)
+
+    def step(x):
+        return (xg.tensor(x.data * 2.0) @ w).sum()
+
+    captured = xg.capture(step)
+    for k in range(5):
+        x = xg.full((4, 3), float(k))
+        assert captured(x).item() == step(x).item() == 48.0 * k
+    assert captured.stats["replays"] == 3

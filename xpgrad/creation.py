@@ -26,16 +26,22 @@ def generator() -> np.random.Generator:
 
 
 def uniform(shape: tuple) -> np.ndarray:
-    """Float64 samples in [0, 1) of `shape` from the shared generator (dropout masks). Under
-    xg.capture the draw is recorded: every replay draws afresh from the generator then current."""
+    """Float64 samples in [0, 1) of `shape` from the shared generator (dropout masks, rand)."""
+    return _draw("random", shape)
+
+
+def _draw(kind: str, shape: tuple) -> np.ndarray:
+    """generator().<kind>(shape), float64. Under xg.capture the draw is recorded: every replay
+    draws afresh from the generator then current (the same stream: `out=` fills in the order a
+    shaped draw does)."""
     recorder = state.local.capture
     if recorder is None:
-        return _rng.random(shape)
-    return recorder.rng("uniform", _fill_uniform, shape, np.float64)
+        return getattr(_rng, kind)(shape)
+    return recorder.rng(kind, _FILLS[kind], shape, np.float64)
 
 
-def _fill_uniform(out: np.ndarray) -> None:
-    generator().random(out=out)  # the same stream as generator().random(out.shape)
+_FILLS = {"random": lambda out: generator().random(out=out),
+          "standard_normal": lambda out: generator().standard_normal(out=out)}
 
 
 def _dtype_name(dtype) -> str:
@@ -97,6 +103,8 @@ def _asarray(xp, data, dtype, device):
             return xp.asarray(data if backend.is_cupy(data) else np.asarray(data), dtype=dtype)
     if backend.is_cupy(data):
         data = data.get()
+    if device is None and isinstance(data, np.ndarray) and type(data) is not np.ndarray:
+        return data.astype(data.dtype if dtype is None else dtype)  # xg.capture's traced arrays: a copy it records
     if device is None:
         return xp.asarray(data, dtype=dtype, copy=True)
     return xp.asarray(data, dtype=dtype, device=device, copy=True)
@@ -174,9 +182,9 @@ def arange(start, stop=None, step=1, dtype=None, device=None, requires_grad: boo
 
 def randn(*shape, dtype="float32", device=None, requires_grad: bool = False) -> Tensor:
     """Standard normal samples (host generator, seeded by manual_seed)."""
-    return tensor(_rng.standard_normal(shape_arg(shape)), dtype=dtype, device=device, requires_grad=requires_grad)
+    return tensor(_draw("standard_normal", shape_arg(shape)), dtype=dtype, device=device, requires_grad=requires_grad)
 
 
 def rand(*shape, dtype="float32", device=None, requires_grad: bool = False) -> Tensor:
     """Uniform samples in [0, 1) (host generator, seeded by manual_seed)."""
-    return tensor(_rng.random(shape_arg(shape)), dtype=dtype, device=device, requires_grad=requires_grad)
+    return tensor(_draw("random", shape_arg(shape)), dtype=dtype, device=device, requires_grad=requires_grad)

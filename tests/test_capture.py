@@ -468,3 +468,34 @@ def test_tensor_made_from_a_traced_value_is_recorded():
         x = xg.full((4, 3), float(k))
         assert captured(x).item() == step(x).item() == 48.0 * k
     assert captured.stats["replays"] == 3
+
+
+def test_a_capture_in_one_thread_leaves_another_threads_steps_alone():
+    """Thread A captures and replays its step while thread B trains eagerly: both get exactly
+    what one eager run gets (the capture flag and recorder are per thread)."""
+    import threading
+
+    batches = _batches(8, 3, "ce", steps=40)
+
+    def prepare(capture):  # weights drawn here, one model at a time, from the shared generator
+        m, o, s, raw = _setup(optimizer="adam", seed=3)
+        return m, (xg.capture(raw) if capture else raw)
+
+    def train(model, step, results, key):
+        losses = [step(x, y).item() for x, y in batches]
+        results[key] = (losses, [p.data.copy() for p in model.parameters()])
+
+    reference = {}
+    train(*prepare(False), reference, "eager")
+    together = {}
+    runs = {"captured": prepare(True), "eager": prepare(False)}
+    threads = [threading.Thread(target=train, args=(*runs[name], together, name)) for name in runs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    for name in runs:
+        assert together[name][0] == reference["eager"][0]
+        for a, b in zip(together[name][1], reference["eager"][1]):
+            assert _same(a, b)
+    assert runs["captured"][1].stats["replays"] == len(batches) - 2

@@ -18,7 +18,7 @@ same order on the same values. What a replay re-reads, and what it bakes in:
 - re-read on every call: the tensor arguments (copied into static buffers), the arrays of the
   tensors behind fn's closure (parameters, `.grad`, optimizer buffers), `optimizer.lr` and the
   step counts (an optimizer's and a scheduler's `step()` run again as Python), the random
-  generator (dropout draws afresh from the generator `xg.manual_seed` set);
+  generator (dropout, `xg.randn` and `xg.rand` draw afresh from the generator `xg.manual_seed` set);
 - guarded (a change captures again): argument signatures, the Python numbers, strings and
   flags in fn's closure, in the globals it names and on the modules it reaches (`training`,
   dropout's `p`), the identity of every parameter array (`W.data = new` captures again);

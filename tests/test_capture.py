@@ -499,3 +499,26 @@ def test_a_capture_in_one_thread_leaves_another_threads_steps_alone():
         for a, b in zip(together[name][1], reference["eager"][1]):
             assert _same(a, b)
     assert runs["captured"][1].stats["replays"] == len(batches) - 2
+
+
+def test_capture_as_a_method_decorator():
+    class Trainer:
+        def __init__(self):
+            xg.manual_seed(0)
+            self.model = nn.MLP([8, 12, 3])
+            self.opt = optim.SGD(self.model.parameters(), lr=0.1, momentum=0.9)
+
+        @xg.capture
+        def step(self, x, y):
+            loss = xg.softmax_cross_entropy(self.model(x), y)
+            self.opt.zero_grad()
+            loss.backward()
+            self.opt.step()
+            return loss
+
+    captured, eager = Trainer(), Trainer()
+    for x, y in _batches(8, 3, "ce"):
+        assert _same(captured.step(x, y).data, Trainer.step.fn(eager, x, y).data)
+    for p, q in zip(captured.model.parameters(), eager.model.parameters()):
+        assert _same(p.data, q.data)
+    assert Trainer.step.stats["replays"] == STEPS - 2

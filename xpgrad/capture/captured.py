@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import types
 import warnings
 from collections import OrderedDict
 
@@ -85,6 +86,10 @@ class Captured:
 
     def __repr__(self):
         return f"<captured {getattr(self.fn, '__qualname__', self.fn)!r} {self.stats}>"
+
+    def __get__(self, obj, owner=None):
+        """As a method decorator: `obj.step(x)` calls the captured function with obj first."""
+        return self if obj is None else types.MethodType(self, obj)
 
     # ---- calls ------------------------------------------------------------------------------
     def key(self, args, kwargs):

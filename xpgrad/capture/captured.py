@@ -16,7 +16,8 @@ from . import tables
 from .plan import MISS, Plan, StateEntry, referenced, result_template
 from .scan import reachable
 from .snapshot import Snapshot
-from .trace import Recorder, Ref, TracedArray, _raw
+from .trace import Recorder, Ref
+from .traced import TracedArray, _raw
 
 MAX_SIGNATURES = 8
 
@@ -144,7 +145,7 @@ class Captured:
             return out
 
     # ---- recording --------------------------------------------------------------------------
-    def _record(self, args, kwargs, trace_only=False) -> Recording | None:
+    def _record(self, args, kwargs) -> Recording | None:
         """Run fn once under a recorder (eagerly: the results are eager's); None when some state
         lives outside NumPy (then the call ran eagerly)."""
         reach = reachable(self.fn, args, kwargs, self._extra.values())
@@ -153,12 +154,12 @@ class Captured:
         for t in tensors:
             if type(t.data) is not np.ndarray or (t.grad is not None and type(t.grad.data) is not np.ndarray):
                 return None
-        recorder = Recorder(trace_only)
+        recorder = Recorder()
         inputs, call_args, restore_args, entries = [], list(args), [], []
         for i, a in enumerate(args):
             if isinstance(a, Tensor) or type(a) is np.ndarray:
                 data = a.data if isinstance(a, Tensor) else a
-                slot = recorder.new_slot("input", np.array(data, order="C", copy=True), source=i)
+                slot = recorder.new_slot("input", np.array(data, order="C", copy=True))
                 inputs.append((i, slot.index, isinstance(a, Tensor)))
                 if isinstance(a, Tensor):
                     restore_args.append((a, a.data))
@@ -171,12 +172,12 @@ class Captured:
         start_grads = {}
         for t in tensors:
             entry = StateEntry(t, None, t.grad is None)
-            slot = recorder.find(t.data) or recorder.new_slot("state", t.data, source="data")
+            slot = recorder.find(t.data) or recorder.new_slot("state", t.data)
             entry.start_data = _ref(slot)
             t.data = recorder.traced(slot)
             if t.grad is not None:
                 start_grads[id(t)] = t.grad
-                gslot = recorder.find(t.grad.data) or recorder.new_slot("state", t.grad.data, source="grad")
+                gslot = recorder.find(t.grad.data) or recorder.new_slot("state", t.grad.data)
                 entry.start_grad = _ref(gslot)
                 t.grad.data = recorder.traced(gslot)
             entries.append(entry)
@@ -269,7 +270,7 @@ class Captured:
             return self._capture(entry, args, kwargs)
         after_replay = Snapshot(reach, args)
         before.restore()
-        recording = self._record(args, kwargs, trace_only=True)
+        recording = self._record(args, kwargs)
         eager = materialize(recording)
         captured_ops, eager_ops = entry.plan.describe(), [op.describe() for op in recording.recorder.ops]
         if captured_ops != eager_ops:

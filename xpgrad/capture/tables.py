@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import autograd, fast_numpy, kernels
 from ..fns import KernelFns
-from .trace import RecordingKernels, TracedArray, current_recorder
+from .traced import RecordingKernels, TracedArray, current_recorder
 
 
 class RecordingFns(KernelFns):

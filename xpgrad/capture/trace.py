@@ -1,6 +1,6 @@
 """Recording one eager run of a step at the level of its array calls.
 
-During a capture every array the step can reach is seen through `TracedArray`, an ndarray
+During a capture every array the step can reach is seen through `TracedArray` (traced.py), an ndarray
 subclass whose `__array_ufunc__` / `__array_function__` hand each NumPy call to the thread's
 `Recorder`: the recorder runs the call on the plain arrays (so the capture run computes exactly
 what eager does) and appends an `Op` naming its array operands by slot. The Numba kernels are
@@ -25,8 +25,8 @@ import sys
 import numpy as np
 from numpy.lib.array_utils import byte_bounds
 
-from .. import state
 from ..errors import CaptureError
+from .traced import TracedArray, _raw, _walk
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TENSOR_FILE = os.path.join(_PACKAGE_DIR, "tensor.py")
@@ -59,15 +59,14 @@ def _tensor_method(default: str) -> str:
 class Slot:
     """One array of the recorded run: its kind, layout, capture-time array and constness."""
 
-    __slots__ = ("array", "base", "bounds", "const", "derivation", "index", "kind", "source")
+    __slots__ = ("array", "base", "bounds", "const", "derivation", "index", "kind")
 
-    def __init__(self, index, kind, array, const=False, source=None):
+    def __init__(self, index, kind, array, const=False):
         self.index = index
         self.bounds = byte_bounds(array)
         self.kind = kind  # "input", "state", "external", "temp", "view"
         self.array = array  # the plain ndarray of the capture run (a temp's static replay buffer)
         self.const = const
-        self.source = source  # input: argument position; state: (tensor, "data" | "grad")
         self.derivation = None  # view: the Op that made it
         self.base = None  # view: the slot it looks into
 
@@ -116,15 +115,6 @@ class Op:
         return f"<op {self.label} at {self.site}>"
 
 
-def _walk(args, fn):
-    """args (nested tuples/lists/dicts) with fn applied to every leaf."""
-    if type(args) in (tuple, list):
-        return type(args)(_walk(a, fn) for a in args)
-    if type(args) is dict:
-        return {k: _walk(v, fn) for k, v in args.items()}
-    return fn(args)
-
-
 def _leaves(args):
     if type(args) in (tuple, list):
         for a in args:
@@ -136,10 +126,6 @@ def _leaves(args):
         yield args
 
 
-def _raw(a):
-    return a.view(np.ndarray) if type(a) is TracedArray else a
-
-
 def _data_pointer(a) -> int:
     return a.__array_interface__["data"][0]
 
@@ -147,19 +133,18 @@ def _data_pointer(a) -> int:
 class Recorder:
     """The slots and ops of one capture run (the thread's `state.local.capture` while it runs)."""
 
-    def __init__(self, trace_only: bool = False):
+    def __init__(self):
         self.slots: list[Slot] = []
         self.ops: list[Op] = []
         self.owners: dict = {}  # id(array object) -> slot index (objects kept alive in `held`)
         self.held: list = []
-        self.trace_only = trace_only  # check mode: record the op sequence, never replayed
         self.closed = False
         self.unknown = {}  # id -> tensor: leaves the step updates whose arrays were not traced
 
     # ---- slots ---------------------------------------------------------------------------
-    def new_slot(self, kind, array, const=False, source=None) -> Slot:
+    def new_slot(self, kind, array, const=False) -> Slot:
         array = _raw(array)
-        slot = Slot(len(self.slots), kind, array, const, source)
+        slot = Slot(len(self.slots), kind, array, const)
         self.slots.append(slot)
         self._own(array, slot.index)
         return slot
@@ -355,7 +340,7 @@ class Recorder:
         """A new buffer for a kernel to write (no replay code: the buffer is static)."""
         return self.traced(self.new_slot("temp", np.empty(shape, dtype), const=True))
 
-    def zeros(self, shape, dtype) -> "TracedArray":
+    def zeros(self, shape, dtype) -> TracedArray:
         """A new array of zeros that every replay fills with zeros again (a gradient scattered into)."""
         slot = self.new_slot("temp", np.zeros(shape, dtype), const=True)
         op = Op("function", np.zeros_like, (Ref(slot.index),), {}, "np.zeros", user_site())
@@ -378,140 +363,3 @@ def path_bound(op, slot) -> bool:
     return any(index == slot.index for _, index in op.results)
 
 
-def current_recorder():
-    """The recorder of the capture running in this thread, or None."""
-    recorder = getattr(state.local, "capture", None)
-    return recorder if recorder is not None and not recorder.closed else None
-
-
-class TracedArray(np.ndarray):
-    """An ndarray that reports every NumPy call on it to the running capture (a plain ndarray
-    again once no capture runs in this thread)."""
-
-    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
-        recorder = current_recorder()
-        if recorder is None:
-            raw_inputs = _walk(inputs, _raw)
-            raw_kwargs = {k: _walk(v, _raw) for k, v in kwargs.items()}
-            return getattr(ufunc, method)(*raw_inputs, **raw_kwargs)
-        return recorder.ufunc(ufunc, method, inputs, kwargs)
-
-    def __array_function__(self, func, types, args, kwargs):
-        recorder = current_recorder()
-        if recorder is None:
-            return func._implementation(*_walk(args, _raw), **{k: _walk(v, _raw) for k, v in kwargs.items()})
-        return recorder.function(func, args, kwargs)
-
-    # methods that make new arrays without a NumPy function call under them
-    def _method(self, name, *args, **kwargs):
-        recorder = current_recorder()
-        if recorder is None:
-            return getattr(np.ndarray, name)(self.view(np.ndarray), *_walk(args, _raw), **kwargs)
-        return recorder.method(name, self, args, kwargs)
-
-    def astype(self, *args, **kwargs):
-        return self._method("astype", *args, **kwargs)
-
-    def copy(self, *args, **kwargs):
-        return self._method("copy", *args, **kwargs)
-
-    def reshape(self, *args, **kwargs):
-        return self._method("reshape", *args, **kwargs)
-
-    def transpose(self, *args):
-        return self._method("transpose", *args)
-
-    def ravel(self, *args):
-        return self._method("ravel", *args)
-
-    def flatten(self, *args):
-        return self._method("flatten", *args)
-
-    def squeeze(self, *args, **kwargs):
-        return self._method("squeeze", *args, **kwargs)
-
-    def swapaxes(self, *args):
-        return self._method("swapaxes", *args)
-
-    def dot(self, *args, **kwargs):
-        return self._method("dot", *args, **kwargs)
-
-    def fill(self, value):
-        return self._method("fill", value)
-
-    def __getitem__(self, index):
-        return self._method("__getitem__", index)
-
-    def __setitem__(self, index, value):
-        return self._method("__setitem__", index, value)
-
-    @property
-    def T(self):
-        return self._method("transpose")
-
-    @property
-    def mT(self):
-        return self._method("swapaxes", -1, -2)
-
-    # values brought back to Python
-    def _host(self, what):
-        recorder = current_recorder()
-        return self.view(np.ndarray) if recorder is None else recorder.host_value(self, what)
-
-    def __float__(self):
-        return float(self._host("float()"))
-
-    def __int__(self):
-        return int(self._host("int()"))
-
-    def __index__(self):
-        return self._host("operator.index()").__index__()
-
-    def __bool__(self):
-        return bool(self._host("bool()"))
-
-    def __complex__(self):
-        return complex(self._host("complex()"))
-
-    def item(self, *args):
-        return self._host("ndarray.item()").item(*args)
-
-    def tolist(self):
-        return self._host("ndarray.tolist()").tolist()
-
-    def __dlpack__(self, *args, **kwargs):
-        return self._host("np.from_dlpack()").__dlpack__(*args, **kwargs)
-
-    def __repr__(self):
-        return repr(self._host("repr()"))
-
-    def __str__(self):
-        return str(self._host("str()"))
-
-    def __reduce__(self):
-        return self._host("pickle").__reduce__()
-
-
-class RecordingKernels:
-    """Stands in for a kernel module (xpgrad.kernels or its `unchecked` table): each kernel call
-    is recorded, and run on plain arrays."""
-
-    _not_kernels = ("ready", "set_parallel", "PARALLEL_MIN_SIZE", "ACTIVATIONS", "unchecked", "cuda")
-
-    def __init__(self, module):
-        self._module = module
-
-    def __getattr__(self, name):
-        target = getattr(self._module, name)
-        if name in self._not_kernels or not callable(target):
-            return target
-
-        def call(*args, **kwargs):
-            recorder = current_recorder()
-            if recorder is None:
-                return target(*_walk(args, _raw), **{k: _walk(v, _raw) for k, v in kwargs.items()})
-            return recorder.kernel(target, name, args, kwargs)
-
-        call.__name__ = name
-        setattr(self, name, call)
-        return call

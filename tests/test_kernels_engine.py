@@ -15,6 +15,11 @@ def _grads(fn, arrays, kernels: bool):
         return out.numpy().copy(), [t.grad.numpy().copy() for t in leaves]
 
 
+def _relu_of_held_linear(x, W, b):
+    z = xg.linear(x, W, b)  # held in a variable: eager fusion leaves it a node of its own
+    return xg.relu(z)
+
+
 CASES = {
     "sigmoid": (lambda x: xg.sigmoid(x), [(7, 1023)]),
     "sigmoid_3d": (lambda x: xg.sigmoid(x) * 2.0, [(2, 3, 5)]),
@@ -23,6 +28,10 @@ CASES = {
     "linear_sigmoid_no_bias": (lambda x, W: xg.linear(x, W, activation="sigmoid"), [(5, 4), (4, 3)]),
     "linear_relu_3d": (lambda x, W, b: xg.linear(x, W, b, activation="relu"), [(2, 5, 4), (4, 3), (3,)]),
     "softmax_cross_entropy": (lambda z: xg.softmax_cross_entropy(z, xg.tensor(np.arange(13) % 4)), [(13, 4)]),
+    "relu": (lambda x: xg.relu(x) * 2.0, [(7, 1023)]),
+    "relu_pooled": (lambda x: xg.relu(x) * 2.0, [(256, 1025)]),  # forward and backward in pooled buffers
+    "relu_3d": (lambda x: xg.relu(x) * 2.0, [(2, 3, 5)]),
+    "relu_of_held_linear": (lambda x, W, b: _relu_of_held_linear(x, W, b), [(33, 17), (17, 9), (9,)]),
     "getitem_rows": (lambda x: x[xg.tensor(np.array([3, 0, 3, 1, 3]))] * 2.0, [(4, 6)]),
 }
 

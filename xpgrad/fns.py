@@ -108,6 +108,10 @@ class ArrayFns:
         """Logistic sigmoid of a raw array."""
         return sigmoid_array(self.xp, a)
 
+    def relu(self, a):
+        """max(a, 0) of a raw array."""
+        return self.xp.maximum(a, 0)
+
     def act_grad(self, activation: str, y, gy):
         """Upstream gradient times the activation's local gradient, from the activation output y."""
         if activation == "sigmoid":
@@ -259,9 +263,28 @@ class KernelFns(ArrayFns):
         """Sigmoid forward in one pass (the linear-epilogue kernel without a bias)."""
         if not _kernel_float(a) or a.ndim == 0:
             return super().sigmoid(a)
+        return self._activate_rows(a, "sigmoid")
+
+    def relu(self, a):
+        """ReLU forward in one pass into an output buffer (pooled when large: a fresh one page-faults)."""
+        if not _kernel_float(a) or a.size == 0 or a.ndim == 0:
+            return super().relu(a)
+        return self._activate_rows(a, "relu")
+
+    def _activate_rows(self, a, activation):
         if a.ndim == 2:
-            return self.bias_act(a, None, "sigmoid")
-        return self.bias_act(a.reshape(-1, a.shape[-1]), None, "sigmoid").reshape(a.shape)
+            return self.bias_act(a, None, activation)
+        return self.bias_act(a.reshape(-1, a.shape[-1]), None, activation).reshape(a.shape)
+
+    def act_grad(self, activation, y, gy):
+        """ReLU backward in one pass (the bias-gradient kernel, its column sums unused) instead of
+        where(y > 0, gy, zeros): three temporaries."""
+        if activation == "relu" and y.ndim and y.size and y.shape == gy.shape and _kernel_float(y, gy):
+            rows = (-1, y.shape[-1])
+            dz, _ = self.k.bias_act_backward(y.reshape(rows), gy.reshape(rows), "relu",
+                                             dz_out=self.empty_like(y).reshape(rows))
+            return dz.reshape(y.shape)
+        return super().act_grad(activation, y, gy)
 
     def bias_act(self, z, b, activation):
         if activation is not None and z.ndim == 2 and _thread.kernels:

@@ -24,8 +24,9 @@ import numpy as np
 
 from . import backend, state
 from .backend import _namespaces
-from .errors import DTypeError, GraphFreedError, NoGraphError, NonFiniteError, NotATensorError, ShapeError, XpgradError
-from .tensor import Tensor, dtype_kind, dtype_name, is_floating, is_integer
+from .errors import GraphFreedError, NoGraphError, NonFiniteError, NotATensorError, ShapeError, XpgradError
+from .op_errors import wrap_error
+from .tensor import Tensor, is_floating
 
 # ---- switches ---------------------------------------------------------------------------------
 # Grad mode is per thread (`state.local`: a new thread starts with it on); debug mode has no
@@ -160,55 +161,6 @@ def _output_alias(node: Node):
     return y
 
 
-def _wrap_error(node: Node, args, exc: Exception) -> XpgradError:
-    shapes = ", ".join(
-        f"{tuple(a.shape)} {dtype_name(a.dtype)}" if hasattr(a, "shape") else repr(a) for a in args
-    )
-    kind = DTypeError if isinstance(exc, TypeError) else ShapeError
-    return kind(f"{node.name}: cannot apply to operands [{shapes}]: {_reason(node, args, exc)}")
-
-
-def _broadcast(s1: tuple, s2: tuple) -> bool:
-    try:
-        np.broadcast_shapes(s1, s2)
-    except ValueError:
-        return False
-    return True
-
-
-def _reason(node: Node, args, exc: Exception) -> str:
-    """Why an op failed, worded the same on every backend (error path only: costs nothing otherwise)."""
-    arrays = [a for a in args if hasattr(a, "shape")]
-    shapes = [tuple(a.shape) for a in arrays]
-    if isinstance(exc, TypeError) and len({dtype_kind(a.dtype) for a in arrays}) > 1:
-        return (" and ".join(dtype_name(a.dtype) for a in arrays) + " operands cannot be mixed (the array API "
-                "defines no promotion between integer, bool and floating dtypes); convert one with .astype(...)")
-    if not isinstance(exc, TypeError):
-        if node.name == "matmul" and len(shapes) == 2 and not _broadcast(shapes[0][:-2], shapes[1][:-2]):
-            return f"batch dimensions {shapes[0][:-2]} and {shapes[1][:-2]} cannot be broadcast together"
-        if node.broadcasts and len(shapes) == 2 and not _broadcast(*shapes):
-            return f"shapes {shapes[0]} and {shapes[1]} cannot be broadcast together"
-        if node.name == "reshape" and shapes:
-            size = 1
-            for n in shapes[0]:
-                size *= n
-            return f"cannot reshape {size} elements into shape {tuple(node.shape)}"
-        if node.name == "broadcast_to" and shapes:
-            return f"shape {shapes[0]} cannot be broadcast to {tuple(node.shape)}"
-        if node.name == "concat" and len({len(s) for s in shapes}) > 1:
-            return f"all tensors must have the same number of dimensions, got shapes {shapes}"
-        if node.name == "concat":
-            return f"shapes {shapes} must agree in every dimension except axis {node.axis}"
-        if node.name == "getitem" and shapes:
-            found = _index_out_of_bounds(node.index, shapes[0])
-            if found:
-                return found
-    text = str(exc)
-    for a in arrays:  # the backend's own words, without its module prefix on dtype names
-        text = text.replace(type(a).__module__.split(".")[0] + ".", "")
-    return text
-
-
 # ---- temporaries ----------------------------------------------------------------------------
 # An op may absorb the ops that made its input when every tensor it skips is a temporary (held
 # by nothing but the call, as `X @ W` in `sigmoid(X @ W)`): nobody can then ask for that
@@ -256,28 +208,6 @@ def link_fused(node: Node, data, inputs: tuple, args: tuple, takes_grad: tuple, 
     return _link(node, _new_tensor(data), inputs, args, takes_grad, gen - 1)
 
 
-def _index_out_of_bounds(index, shape: tuple):
-    """NumPy's wording for the first int (or integer-array entry) out of range, on any backend."""
-    axis = 0
-    for item in index if isinstance(index, tuple) else (index,):
-        if item is Ellipsis:
-            return None  # axes after an Ellipsis are not worth mapping for an error message
-        if item is None:
-            continue
-        if axis >= len(shape):
-            return None
-        size = shape[axis]
-        if hasattr(item, "shape") and is_integer(item.dtype) and item.ndim and item.shape[0]:
-            low, high = array_fns(item).min_max(item)
-            bad = high if high >= size else low if low < -size else None
-        else:
-            bad = item if isinstance(item, int) and not -size <= item < size else None
-        if bad is not None:
-            return f"index {bad} is out of bounds for axis {axis} with size {size}"
-        axis += 1
-    return None
-
-
 def _new_tensor(data) -> Tensor:
     """A bare Tensor around `data`, no checks (0-d NumPy scalars become 0-d arrays)."""
     if type(data) is not np.ndarray and isinstance(data, np.generic):
@@ -317,7 +247,7 @@ def apply1(node: Node, x: Tensor) -> Tensor:
     except XpgradError:
         raise
     except (ValueError, TypeError, IndexError) as exc:
-        raise _wrap_error(node, (a,), exc) from None
+        raise wrap_error(node, (a,), exc) from None
     out = _new_tensor(data)
     if (_all_recording or _thread.grad_enabled) and x.requires_grad:
         return _link(node, out, (x,), (a,), _FIRST, 0 if x._node is None else x._node.gen)
@@ -404,7 +334,7 @@ def apply2(node: Node, x, y) -> Tensor:
     except XpgradError:
         raise
     except (ValueError, TypeError, IndexError) as exc:
-        raise _wrap_error(node, (a, b), exc) from None
+        raise wrap_error(node, (a, b), exc) from None
     if type(data) is not np.ndarray and isinstance(data, np.generic):
         data = np.asarray(data)
     out = Tensor.__new__(Tensor)
@@ -453,7 +383,7 @@ def apply_n(node: Node, inputs) -> Tensor:
     except XpgradError:
         raise
     except (ValueError, TypeError, IndexError) as exc:
-        raise _wrap_error(node, args, exc) from None
+        raise wrap_error(node, args, exc) from None
     out = _new_tensor(data)
     if _all_recording or _thread.grad_enabled:
         takes_grad, gen = [], 0

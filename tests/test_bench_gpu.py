@@ -30,3 +30,26 @@ def test_mlp_benchmark_pairs_xpgrad_with_the_hand_written_step():
 def test_unknown_device_is_named():
     with pytest.raises(ValueError, match="expected 'cupy' or 'numpy', got 'tpu'"):
         bench_gpu.Device("tpu")
+
+
+def test_gpu_check_summary_reads_what_the_benchmarks_write(tmp_path, monkeypatch):
+    """ci/gpu-check's one-line figures parse the JSON the GPU benchmarks write (made here on NumPy),
+    so the first GPU run does not end in a KeyError after the minutes it cost."""
+    import importlib.machinery
+    import importlib.util
+    import pathlib
+    import sys
+
+    from xpgrad import bench_mlp
+
+    path = pathlib.Path(__file__).resolve().parent.parent / "ci" / "gpu-check"
+    loader = importlib.machinery.SourceFileLoader("gpu_check", str(path))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader("gpu_check", loader))
+    monkeypatch.setitem(sys.modules, "gpu_check", module)  # dataclasses look their module up
+    loader.exec_module(module)
+    monkeypatch.setattr(module, "OUT", tmp_path)
+    device = bench_gpu.Device("numpy")
+    bench_mlp.write_json(bench_gpu.run_kernels(device, sizes=(1 << 10,), rounds=2), str(tmp_path / "kernels.json"))
+    bench_mlp.write_json(bench_gpu.run_mlp(device, configs=("c",), rounds=2), str(tmp_path / "mlp.json"))
+    assert "sigmoid_backward" in module.kernels_headline("") and "% of copy" in module.kernels_headline("")
+    assert module.mlp_headline("").startswith("(c) xpgrad ") and "captured" in module.mlp_headline("")

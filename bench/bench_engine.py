@@ -3,6 +3,7 @@
     pytest bench/bench_engine.py --benchmark-enable --benchmark-columns=median,iqr
 The same figures, paired round by round with ratios, come from `xpgrad bench mlp`.
 """
+
 import pytest
 
 from xpgrad import bench_mlp

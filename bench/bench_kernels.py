@@ -6,6 +6,7 @@ Cases (arrays, the fused call and the NumPy call) come from xpgrad.bench_kernels
 behind `xpgrad bench kernels`; each pair lands in one group, so the table compares them directly.
 Kernels are compiled and warmed up outside the timed call. Serial kernels (Numba's default here).
 """
+
 import numpy as np
 import pytest
 

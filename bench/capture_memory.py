@@ -9,6 +9,7 @@ own noise: a few KB).
     python bench/capture_memory.py            # configs a and c, 10,000 replays each
     python bench/capture_memory.py b 2000     # config b, 2,000 replays
 """
+
 from __future__ import annotations
 
 import functools
@@ -33,7 +34,9 @@ def step_for(key: str, variant: str):
         return bench_mlp.xpgrad_step_fn(cfg)
     model, x, y, loss_fn, _ = bench_mlp.xpgrad_training_parts(cfg)
     if variant == "dropout":
-        model = nn.Sequential(*[layer for m in model for layer in ([m, nn.Dropout(0.2)] if isinstance(m, nn.ReLU) else [m])])
+        model = nn.Sequential(
+            *[layer for m in model for layer in ([m, nn.Dropout(0.2)] if isinstance(m, nn.ReLU) else [m])]
+        )
     opt = optim.Adam(model.parameters(), lr=1e-3) if variant == "adam" else optim.SGD(model.parameters(), lr=cfg["lr"])
     return functools.partial(batch_step(model, opt, loss_fn), x, y)
 
@@ -54,9 +57,17 @@ def measure(key: str, variant: str, replays: int, every: int = 1000) -> dict:
     assert step.stats["replays"] >= replays, step.stats
     rss = [s[0] for s in samples]
     traced = [s[1] for s in samples]
-    return {"config": key, "variant": variant, "replays": replays, "rss_kib_first": rss[0], "rss_kib_last": rss[-1],
-            "rss_kib_max_growth": max(rss) - rss[0], "traced_bytes_first": traced[0], "traced_bytes_last": traced[-1],
-            "traced_bytes_max_growth": max(traced) - traced[0]}
+    return {
+        "config": key,
+        "variant": variant,
+        "replays": replays,
+        "rss_kib_first": rss[0],
+        "rss_kib_last": rss[-1],
+        "rss_kib_max_growth": max(rss) - rss[0],
+        "traced_bytes_first": traced[0],
+        "traced_bytes_last": traced[-1],
+        "traced_bytes_max_growth": max(traced) - traced[0],
+    }
 
 
 def main(argv) -> int:
@@ -66,9 +77,11 @@ def main(argv) -> int:
         for key in keys:
             for variant in ("sgd", "adam", "dropout") if key == "c" else ("sgd",):
                 r = measure(key, variant, replays)
-                print(f"({r['config']}) {r['variant']:<8} {r['replays']} replays: RSS {r['rss_kib_first']} -> "
-                      f"{r['rss_kib_last']} KiB (max growth {r['rss_kib_max_growth']} KiB); tracemalloc "
-                      f"{r['traced_bytes_first']} -> {r['traced_bytes_last']} B (max growth {r['traced_bytes_max_growth']} B)")
+                print(
+                    f"({r['config']}) {r['variant']:<8} {r['replays']} replays: RSS {r['rss_kib_first']} -> "
+                    f"{r['rss_kib_last']} KiB (max growth {r['rss_kib_max_growth']} KiB); tracemalloc "
+                    f"{r['traced_bytes_first']} -> {r['traced_bytes_last']} B (max growth {r['traced_bytes_max_growth']} B)"
+                )
     return 0
 
 

@@ -7,6 +7,7 @@ step, and prints each product's GFLOP/s: the part of a step no kernel or engine 
     python bench/gemm_share.py        # config (b)
     python bench/gemm_share.py a
 """
+
 from __future__ import annotations
 
 import statistics
@@ -50,8 +51,10 @@ def main(config: str = "b") -> int:
             seconds = statistics.median(alone[label])
             print(f"{label:22s} {seconds * 1e3:8.3f} ms  {2 * macs / seconds / 1e9:6.1f} GFLOP/s")
     whole, gemms = (statistics.median(times[k]) for k in ("numpy step", "its products"))
-    print(f"config ({config}): NumPy step {whole * 1e3:.3f} ms, its matrix products {gemms * 1e3:.3f} ms "
-          f"({gemms / whole:.1%}); everything else {(whole - gemms) * 1e3:.3f} ms")
+    print(
+        f"config ({config}): NumPy step {whole * 1e3:.3f} ms, its matrix products {gemms * 1e3:.3f} ms "
+        f"({gemms / whole:.1%}); everything else {(whole - gemms) * 1e3:.3f} ms"
+    )
     return 0
 
 

@@ -11,6 +11,7 @@ This times, at 1 thread and in rounds that alternate the two ways:
 
     python bench/input_grad_layout.py
 """
+
 from __future__ import annotations
 
 import statistics
@@ -23,8 +24,10 @@ from xpgrad import bench_mlp
 from xpgrad.kernels import cpu
 
 TILE_ROWS, TILE_COLS = 8, 256  # the fastest of 4-32 rows x 64-1024 columns at 256x1024
-SHAPES = [(N, K, M) for N in (128, 256, 512) for K in (256, 1024) for M in (10, 64, 256, 1024)
-          if N * K >= 1 << 17] + [(256, 784, 1024), (32, 4096, 4096)]  # (N, K, M): dZ (N, M), W (K, M)
+SHAPES = [(N, K, M) for N in (128, 256, 512) for K in (256, 1024) for M in (10, 64, 256, 1024) if N * K >= 1 << 17] + [
+    (256, 784, 1024),
+    (32, 4096, 4096),
+]  # (N, K, M): dZ (N, M), W (K, M)
 
 
 @njit(cache=True, error_model="numpy", fastmath={"contract"})
@@ -42,9 +45,9 @@ def relu_backward_transposed(y, dy_t, dz, db):
                 src = dy_t[j0 + jj]
                 for ii in range(rows):
                     tile[ii, jj] = src[i0 + ii]
-            acc_part = acc[j0:j0 + cols]
+            acc_part = acc[j0 : j0 + cols]
             for ii in range(rows):
-                yr, dyr, dzr = y[i0 + ii, j0:j0 + cols], tile[ii, :cols], dz[i0 + ii, j0:j0 + cols]
+                yr, dyr, dzr = y[i0 + ii, j0 : j0 + cols], tile[ii, :cols], dz[i0 + ii, j0 : j0 + cols]
                 for j in range(cols):
                     d = dyr[j] if yr[j] > zero else zero
                     dzr[j] = d
@@ -55,18 +58,27 @@ def relu_backward_transposed(y, dy_t, dz, db):
 
 def alternating(first, second, rounds: int = 25) -> tuple:
     """(median us of first, median us of second, median and IQR of the per-round ratio second/first)."""
-    times = bench_mlp.paired_rounds({"first": first, "second": second}, rounds=rounds,
-                                    steps=bench_mlp.steps_per_round(first, 0.004))
+    times = bench_mlp.paired_rounds(
+        {"first": first, "second": second}, rounds=rounds, steps=bench_mlp.steps_per_round(first, 0.004)
+    )
     ratios = [b / a for a, b in zip(times["first"], times["second"])]
     q = statistics.quantiles(ratios, n=4)
-    return statistics.median(times["first"]) * 1e6, statistics.median(times["second"]) * 1e6, statistics.median(ratios), q[0], q[2]
+    return (
+        statistics.median(times["first"]) * 1e6,
+        statistics.median(times["second"]) * 1e6,
+        statistics.median(ratios),
+        q[0],
+        q[2],
+    )
 
 
 def main() -> int:
     rng = np.random.default_rng(0)
     print("1 thread, float32; ratio = transposed / C-contiguous (median [IQR] of alternating rounds)")
-    print(f"{'N':>5} {'K':>5} {'M':>5} | {'dZ@W.T':>8} {'(W@dZ.T).T':>10} {'ratio':>19} |"
-          f" {'+ReLU bwd':>9} {'transposed':>10} {'ratio':>19}")
+    print(
+        f"{'N':>5} {'K':>5} {'M':>5} | {'dZ@W.T':>8} {'(W@dZ.T).T':>10} {'ratio':>19} |"
+        f" {'+ReLU bwd':>9} {'transposed':>10} {'ratio':>19}"
+    )
     with bench_mlp.pinned_threads(1):
         for n, k, m in SHAPES:
             dz_in = rng.standard_normal((n, m)).astype(np.float32)
@@ -76,7 +88,9 @@ def main() -> int:
             dz, db = np.empty_like(y), np.empty(k, np.float32)
             relu_backward_transposed(y, np.matmul(w, dz_in.T, out=out_t), dz, db)
             expected = cpu.bias_act_backward(y, dz_in @ w.T, "relu")
-            assert np.allclose(dz, expected[0], rtol=1e-4, atol=1e-3) and np.allclose(db, expected[1], rtol=1e-3, atol=1e-2)
+            assert np.allclose(dz, expected[0], rtol=1e-4, atol=1e-3) and np.allclose(
+                db, expected[1], rtol=1e-3, atol=1e-2
+            )
 
             def product_c():
                 np.matmul(dz_in, w.T, out=out_c)
@@ -91,8 +105,10 @@ def main() -> int:
                 relu_backward_transposed(y, np.matmul(w, dz_in.T, out=out_t), dz, db)
 
             gemm, pair = alternating(product_c, product_t), alternating(pair_c, pair_t)
-            print(f"{n:5d} {k:5d} {m:5d} | {gemm[0]:8.1f} {gemm[1]:10.1f} {gemm[2]:6.3f} [{gemm[3]:.3f}-{gemm[4]:.3f}] |"
-                  f" {pair[0]:9.1f} {pair[1]:10.1f} {pair[2]:6.3f} [{pair[3]:.3f}-{pair[4]:.3f}]")
+            print(
+                f"{n:5d} {k:5d} {m:5d} | {gemm[0]:8.1f} {gemm[1]:10.1f} {gemm[2]:6.3f} [{gemm[3]:.3f}-{gemm[4]:.3f}] |"
+                f" {pair[0]:9.1f} {pair[1]:10.1f} {pair[2]:6.3f} [{pair[3]:.3f}-{pair[4]:.3f}]"
+            )
     return 0
 
 

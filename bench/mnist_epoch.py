@@ -11,6 +11,7 @@ median epoch time of each is reported with their ratio.
     OPENBLAS_NUM_THREADS=1 python bench/mnist_epoch.py            # 3 rounds
     python bench/mnist_epoch.py --rounds 5 --json results.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,7 +52,7 @@ def numpy_epoch(params: dict, x, y, order, batch: int, lr: float) -> float:
     W0, b0, W1, b1 = params["W0"], params["b0"], params["W1"], params["b1"]
     loss = 0.0
     for start in range(0, len(order), batch):
-        idx = order[start:start + batch]
+        idx = order[start : start + batch]
         xb, yb = x[idx], y[idx]
         n = len(idx)
         # forward
@@ -87,7 +88,7 @@ def numpy_epoch(params: dict, x, y, order, batch: int, lr: float) -> float:
 def xpgrad_epoch(model, opt, x, y, order, batch: int) -> float:
     loss = None
     for start in range(0, len(order), batch):
-        idx = order[start:start + batch]
+        idx = order[start : start + batch]
         xb, yb = xg.tensor(x[idx]), xg.tensor(y[idx])
         loss = xg.softmax_cross_entropy(model(xb), yb)
         opt.zero_grad()
@@ -115,35 +116,53 @@ def main(argv=None) -> int:
     opt = optim.SGD(model.parameters(), lr=args.lr)
     order_rng = np.random.default_rng(args.seed + 2)
 
-    print(f"MNIST-shaped epoch: MLP {'-'.join(map(str, sizes))} sigmoid, softmax-with-loss, SGD lr {args.lr}, "
-          f"batch {args.batch_size}, {args.samples} samples, float32; backend {xg.get_backend().name}; "
-          f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}", flush=True)
+    print(
+        f"MNIST-shaped epoch: MLP {'-'.join(map(str, sizes))} sigmoid, softmax-with-loss, SGD lr {args.lr}, "
+        f"batch {args.batch_size}, {args.samples} samples, float32; backend {xg.get_backend().name}; "
+        f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}",
+        flush=True,
+    )
     times = {"numpy": [], "xpgrad": []}
     losses = {}
     for r in range(args.rounds):
         order = order_rng.permutation(args.samples)
         np_params = {k: v.copy() for k, v in init.items()}
         model.load_state_dict(dict(zip(names, (init["W0"], init["b0"], init["W1"], init["b1"]))))
-        for which in (("numpy", "xpgrad") if r % 2 == 0 else ("xpgrad", "numpy")):
+        for which in ("numpy", "xpgrad") if r % 2 == 0 else ("xpgrad", "numpy"):
             t0 = time.perf_counter()
             if which == "numpy":
                 losses["numpy"] = numpy_epoch(np_params, x, y, order, args.batch_size, args.lr)
             else:
                 losses["xpgrad"] = xpgrad_epoch(model, opt, x, y, order, args.batch_size)
             times[which].append(time.perf_counter() - t0)
-        print(f"round {r + 1}: numpy {times['numpy'][-1]:.3f} s, xpgrad {times['xpgrad'][-1]:.3f} s; "
-              f"last-batch loss numpy {losses['numpy']:.5f}, xpgrad {losses['xpgrad']:.5f}", flush=True)
+        print(
+            f"round {r + 1}: numpy {times['numpy'][-1]:.3f} s, xpgrad {times['xpgrad'][-1]:.3f} s; "
+            f"last-batch loss numpy {losses['numpy']:.5f}, xpgrad {losses['xpgrad']:.5f}",
+            flush=True,
+        )
     med = {k: statistics.median(v) for k, v in times.items()}
     ratio = med["xpgrad"] / med["numpy"]
-    print(f"median epoch: numpy {med['numpy']:.3f} s, xpgrad {med['xpgrad']:.3f} s, "
-          f"ratio xpgrad/numpy {ratio:.3f}")
+    print(f"median epoch: numpy {med['numpy']:.3f} s, xpgrad {med['xpgrad']:.3f} s, ratio xpgrad/numpy {ratio:.3f}")
     if args.json:
-        result = {"workload": {"sizes": sizes, "activation": "sigmoid", "batch_size": args.batch_size,
-                               "samples": args.samples, "lr": args.lr, "dtype": "float32"},
-                  "seconds": times, "median_seconds": med, "ratio_xpgrad_over_numpy": ratio,
-                  "final_batch_loss": losses, "backend": xg.get_backend().name,
-                  "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
-                  "python": platform.python_version(), "numpy": np.__version__, "machine": platform.machine()}
+        result = {
+            "workload": {
+                "sizes": sizes,
+                "activation": "sigmoid",
+                "batch_size": args.batch_size,
+                "samples": args.samples,
+                "lr": args.lr,
+                "dtype": "float32",
+            },
+            "seconds": times,
+            "median_seconds": med,
+            "ratio_xpgrad_over_numpy": ratio,
+            "final_batch_loss": losses,
+            "backend": xg.get_backend().name,
+            "openblas_num_threads": os.environ.get("OPENBLAS_NUM_THREADS"),
+            "python": platform.python_version(),
+            "numpy": np.__version__,
+            "machine": platform.machine(),
+        }
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2)
     return 0

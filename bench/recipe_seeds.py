@@ -6,6 +6,7 @@ Runs `xpgrad train --quiet --seed S --metrics-json ...` in-process for S = 0..se
 one row per seed plus min / mean / max. The recipe's choices are made on the validation column;
 the test column is what the issue's target (>= 97.5% for every seed 0-9) is read from.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,13 @@ def main() -> int:
     for seed, test, val, seconds in rows:
         print(f"{seed:>4}{100 * test:>9.2f}{100 * val:>9.2f}{seconds:>9.2f}")
     for name, pick in (("min", min), ("mean", statistics.mean), ("max", max)):
-        print(f"{name:>4}" + "".join(f"{pick(col):>9.2f}" for col in
-                                     ([100 * r[1] for r in rows], [100 * r[2] for r in rows], [r[3] for r in rows])))
+        print(
+            f"{name:>4}"
+            + "".join(
+                f"{pick(col):>9.2f}"
+                for col in ([100 * r[1] for r in rows], [100 * r[2] for r in rows], [r[3] for r in rows])
+            )
+        )
     return 0
 
 

@@ -16,6 +16,7 @@ multi-MB outputs fault on every step).
     python bench/step_breakdown.py            # config (a), float32
     python bench/step_breakdown.py b          # config (b) (ReLU, bias, softmax cross-entropy)
 """
+
 from __future__ import annotations
 
 import cProfile
@@ -31,6 +32,7 @@ import numpy as np
 from xpgrad import bench_mlp, buffers
 from xpgrad.autograd import array_fns
 from xpgrad.kernels import cpu
+
 
 class Phases(NamedTuple):
     """A training step in three parts: forward() -> state, backward(state) -> grads, update(grads)."""
@@ -159,8 +161,11 @@ def main(config: str = "a") -> int:
     cfg = bench_mlp.CONFIGS[config]
     with bench_mlp.pinned_threads(1):
         array_work, xpgrad = ARRAY_WORK[config](cfg), xpgrad_phases(cfg)
-        steps = {"numpy": bench_mlp.numpy_step_fn(cfg), "array work": whole_step(array_work),
-                 "xpgrad": bench_mlp.xpgrad_step_fn(cfg)}
+        steps = {
+            "numpy": bench_mlp.numpy_step_fn(cfg),
+            "array work": whole_step(array_work),
+            "xpgrad": bench_mlp.xpgrad_step_fn(cfg),
+        }
         per_round = bench_mlp.steps_per_round(steps["numpy"])
         bench_mlp.quiet_gc()
         times = bench_mlp.paired_rounds(steps, rounds=21, steps=per_round)
@@ -170,11 +175,19 @@ def main(config: str = "a") -> int:
         print(f"engine Python cost (xpgrad - array work): {med['xpgrad'] - med['array work']:.1f} us/step")
         phases = phase_rounds({"array work": array_work, "xpgrad": xpgrad}, rounds=21, steps=per_round)
         for name, rows in phases.items():
-            print(f"{name:11s} " + "  ".join(f"{phase} {statistics.median(r[k] for r in rows):8.1f} us"
-                                             for k, phase in enumerate(Phases._fields)))
+            print(
+                f"{name:11s} "
+                + "  ".join(
+                    f"{phase} {statistics.median(r[k] for r in rows):8.1f} us" for k, phase in enumerate(Phases._fields)
+                )
+            )
         diffs = [[x - a for x, a in zip(rx, ra)] for rx, ra in zip(phases["xpgrad"], phases["array work"])]
-        print("engine cost by phase (per-round median of xpgrad - array work): " + ", ".join(
-            f"{phase} {statistics.median(d[k] for d in diffs):.1f} us" for k, phase in enumerate(Phases._fields)))
+        print(
+            "engine cost by phase (per-round median of xpgrad - array work): "
+            + ", ".join(
+                f"{phase} {statistics.median(d[k] for d in diffs):.1f} us" for k, phase in enumerate(Phases._fields)
+            )
+        )
         profiler = cProfile.Profile()
         profiler.runcall(lambda: [steps["xpgrad"]() for _ in range(100)])
         calls = sum(entry[1] for entry in pstats.Stats(profiler).stats.values()) / 100

@@ -11,6 +11,7 @@
     python bench/step_variants.py              # N=64, 1000-100-10
     python bench/step_variants.py 8,8,2 3000   # tiny layers: the engine's own cost shows
 """
+
 from __future__ import annotations
 
 import statistics

@@ -4,6 +4,7 @@ machine that drifts over the minutes of `xpgrad bench mlp` (whose 2-thread pass 
 
     python bench/threads_check.py            # configs a, a_notes, b, c; per-op chain too
 """
+
 from __future__ import annotations
 
 import statistics
@@ -13,8 +14,10 @@ from xpgrad import bench_mlp
 
 
 def main(configs: str = "a,a_notes,b,c", repeats: str = "3") -> int:
-    print("xpgrad steps/s (per-op: us/op), and NumPy's in the same paired rounds, alternating thread counts; "
-          "9 rounds per pass")
+    print(
+        "xpgrad steps/s (per-op: us/op), and NumPy's in the same paired rounds, alternating thread counts; "
+        "9 rounds per pass"
+    )
     for key in configs.split(","):
         cfg = bench_mlp.CONFIGS[key]
         speeds, numpy_speeds = {1: [], 2: []}, {1: [], 2: []}

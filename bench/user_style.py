@@ -9,6 +9,7 @@ hand-written NumPy, in paired rounds (1 thread):
 
     python bench/user_style.py [rounds]
 """
+
 from __future__ import annotations
 
 import statistics
@@ -48,8 +49,10 @@ def user_step_b(cfg: dict):
 
     x, y, weights, biases = bench_mlp._init(cfg)
     X, Y = xg.tensor(x), xg.tensor(y)
-    layers = [(xg.tensor(w.copy(), requires_grad=True), xg.tensor(b.copy(), requires_grad=True))
-              for w, b in zip(weights, biases)]
+    layers = [
+        (xg.tensor(w.copy(), requires_grad=True), xg.tensor(b.copy(), requires_grad=True))
+        for w, b in zip(weights, biases)
+    ]
     optimizer = optim.SGD([p for layer in layers for p in layer], lr=cfg["lr"])
 
     def step():
@@ -68,8 +71,11 @@ def user_step_b(cfg: dict):
 
 def main(rounds: str = "15") -> int:
     cases = {
-        "a": ("numpy 20 lines", bench_mlp.notes_numpy_step_fn(bench_mlp.CONFIGS["a"]),
-              user_step_a(bench_mlp.CONFIGS["a"])),
+        "a": (
+            "numpy 20 lines",
+            bench_mlp.notes_numpy_step_fn(bench_mlp.CONFIGS["a"]),
+            user_step_a(bench_mlp.CONFIGS["a"]),
+        ),
         "b": ("numpy careful", bench_mlp.numpy_step_fn(bench_mlp.CONFIGS["b"]), user_step_b(bench_mlp.CONFIGS["b"])),
     }
     print(f"1 thread, medians of {rounds} paired rounds; ratio = NumPy time / xpgrad time per round")
@@ -80,9 +86,11 @@ def main(rounds: str = "15") -> int:
             times = bench_mlp.paired_rounds({"numpy": numpy_step, "xpgrad": xpgrad_step}, int(rounds), steps)
             ratios = [n / x for n, x in zip(times["numpy"], times["xpgrad"])]
             q = statistics.quantiles(ratios, n=4)
-            print(f"({key}) {numpy_name}: {statistics.median(times['numpy']) * 1e3:.3f} ms/step, "
-                  f"xpgrad as users write it: {statistics.median(times['xpgrad']) * 1e3:.3f} ms/step, "
-                  f"ratio {statistics.median(ratios):.3f} (IQR {q[0]:.3f}-{q[2]:.3f})")
+            print(
+                f"({key}) {numpy_name}: {statistics.median(times['numpy']) * 1e3:.3f} ms/step, "
+                f"xpgrad as users write it: {statistics.median(times['xpgrad']) * 1e3:.3f} ms/step, "
+                f"ratio {statistics.median(ratios):.3f} (IQR {q[0]:.3f}-{q[2]:.3f})"
+            )
     return 0
 
 

@@ -1,4 +1,5 @@
 """Print one of the two commands of the README's first code block: `demo` (first) or `test` (second)."""
+
 import pathlib
 import sys
 
@@ -8,7 +9,7 @@ def readme_commands(readme: pathlib.Path) -> list[str]:
     lines = readme.read_text(encoding="utf-8").splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("```"))
     end = next(i for i in range(start + 1, len(lines)) if lines[i].startswith("```"))
-    return [line.strip() for line in lines[start + 1:end] if line.strip() and not line.strip().startswith("#")]
+    return [line.strip() for line in lines[start + 1 : end] if line.strip() and not line.strip().startswith("#")]
 
 
 if __name__ == "__main__":

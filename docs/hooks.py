@@ -3,6 +3,7 @@
 Links into docs/ drop that prefix; links to other repository files (bench/RESULTS.md) cannot be
 followed on the site, so they become the file's name in code type, "in the repository".
 """
+
 import re
 from pathlib import Path
 
@@ -16,7 +17,7 @@ def _site_link(match: re.Match) -> str:
     if re.match(r"^[a-z]+:|^#", target):
         return match.group(0)
     if target.startswith("docs/"):
-        return f"{bang}[{text}]({target[len('docs/'):]})"
+        return f"{bang}[{text}]({target[len('docs/') :]})"
     return f"{text} (`{target}` in the repository)" if text != target else f"`{target}` (in the repository)"
 
 

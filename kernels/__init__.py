@@ -4,17 +4,43 @@ The CPU kernels (`cpu.py`, Numba @njit) are re-exported here. The CUDA kernels w
 names are in `xpgrad.kernels.cuda`, imported on first access so that `import xpgrad.kernels`
 never imports numba.cuda.
 """
+
 import importlib
 
-from .cpu import (PARALLEL_MIN_SIZE, adam_update, bias_act_backward, bias_act_forward, ready,
-                  scatter_add, set_parallel, sgd_update, sigmoid_backward, softmax_xent_backward,
-                  softmax_xent_forward, unchecked)
+from .cpu import (
+    PARALLEL_MIN_SIZE,
+    adam_update,
+    bias_act_backward,
+    bias_act_forward,
+    ready,
+    scatter_add,
+    set_parallel,
+    sgd_update,
+    sigmoid_backward,
+    softmax_xent_backward,
+    softmax_xent_forward,
+    unchecked,
+)
 from ._frontend import adam_scalars
 from ._scalar import ACTIVATIONS
 
-__all__ = ["ACTIVATIONS", "PARALLEL_MIN_SIZE", "adam_scalars", "adam_update", "bias_act_backward", "bias_act_forward",
-           "cuda", "ready", "scatter_add", "set_parallel", "sgd_update", "sigmoid_backward",
-           "softmax_xent_backward", "softmax_xent_forward", "unchecked"]
+__all__ = [
+    "ACTIVATIONS",
+    "PARALLEL_MIN_SIZE",
+    "adam_scalars",
+    "adam_update",
+    "bias_act_backward",
+    "bias_act_forward",
+    "cuda",
+    "ready",
+    "scatter_add",
+    "set_parallel",
+    "sgd_update",
+    "sigmoid_backward",
+    "softmax_xent_backward",
+    "softmax_xent_forward",
+    "unchecked",
+]
 
 
 def __getattr__(name):

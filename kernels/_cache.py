@@ -9,6 +9,7 @@ when the user sets it, then Numba's user-wide cache folder (`~/.cache/numba`, or
 `$XDG_CACHE_HOME`; one subfolder per source folder, invalidated by the source's own stamp), and
 the in-tree folder only where the user-wide one is not writable.
 """
+
 from numba import njit
 from numba.core import caching
 
@@ -44,4 +45,3 @@ def cached_njit(**options):
         return dispatcher
 
     return decorate
-

@@ -8,6 +8,7 @@ exponent bits (in two halves, so subnormal results and overflow to inf come out 
 Max error measured against a long-double `exp`: under 1 ulp for float32 and float64;
 NaN propagates, exp(-inf) = 0, exp(inf) = inf.
 """
+
 import math
 
 import numpy as np
@@ -67,8 +68,21 @@ def _exp64(x):
     k = np.floor(xc * _LOG2E + 0.5)
     r = (xc - k * 6.93147180369123816490e-01) - k * 1.90821492927058770002e-10
     p = 1 / 6227020800.0  # 1/13!
-    for c in (1 / 479001600.0, 1 / 39916800.0, 1 / 3628800.0, 1 / 362880.0, 1 / 40320.0,
-              1 / 5040.0, 1 / 720.0, 1 / 120.0, 1 / 24.0, 1 / 6.0, 0.5, 1.0, 1.0):
+    for c in (
+        1 / 479001600.0,
+        1 / 39916800.0,
+        1 / 3628800.0,
+        1 / 362880.0,
+        1 / 40320.0,
+        1 / 5040.0,
+        1 / 720.0,
+        1 / 120.0,
+        1 / 24.0,
+        1 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ):
         p = p * r + c
     ki = np.int64(k)
     half = ki >> 1

@@ -22,6 +22,7 @@ the engine calls on every layer (sigmoid backward, the bias/activation epilogue)
 that has already tested what the fast path tests (`ready` plus the shapes, outputs allocated)
 and so skips a second round of checks and two Python frames.
 """
+
 import math
 import sys
 
@@ -66,7 +67,9 @@ def _write_back(target, buf):
 def _activation(name, allowed):
     code = ACTIVATIONS.get(name)
     if code not in allowed:
-        raise ValueError(f"activation must be one of {[n for n, c in ACTIVATIONS.items() if c in allowed]}, got {name!r}")
+        raise ValueError(
+            f"activation must be one of {[n for n, c in ACTIVATIONS.items() if c in allowed]}, got {name!r}"
+        )
     return code
 
 
@@ -113,8 +116,14 @@ def ready(a, *others) -> bool:
 
 def _rows_ready(x, labels, out) -> bool:
     """The fast path of the softmax kernels: x and out (N, C) `ready`, labels contiguous int64 (N,)."""
-    return (x.ndim == 2 and out.shape == x.shape and labels.dtype is _INT64 and labels.shape == x.shape[:1]
-            and labels.flags.c_contiguous and ready(x, out))
+    return (
+        x.ndim == 2
+        and out.shape == x.shape
+        and labels.dtype is _INT64
+        and labels.shape == x.shape[:1]
+        and labels.flags.c_contiguous
+        and ready(x, out)
+    )
 
 
 def sigmoid_backward(run, y, dy, out):
@@ -130,8 +139,13 @@ def sigmoid_backward(run, y, dy, out):
 def bias_act_backward(run, y, dy, activation, dz_out):
     """run(y, dy, dz, act) writes dz and returns db in y's dtype (summed in float64)."""
     act = _GRAD_ACTIVATIONS.get(activation)
-    if (dz_out is not None and act is not None and y.ndim == 2 and y.shape == dy.shape == dz_out.shape
-            and ready(y, dy, dz_out)):
+    if (
+        dz_out is not None
+        and act is not None
+        and y.ndim == 2
+        and y.shape == dy.shape == dz_out.shape
+        and ready(y, dy, dz_out)
+    ):
         return dz_out, run(y, dy, dz_out, act)
     act = _activation(activation, (SIGMOID, RELU))
     _matrix(y, "y")
@@ -145,8 +159,13 @@ def bias_act_backward(run, y, dy, activation, dz_out):
 
 def bias_act_forward(run, z, b, activation, out):
     act = ACTIVATIONS.get(activation)
-    if (out is not None and z.ndim == 2 and act is not None and out.shape == z.shape
-            and (ready(z, out) if b is None else b.shape == z.shape[1:] and ready(z, b, out))):
+    if (
+        out is not None
+        and z.ndim == 2
+        and act is not None
+        and out.shape == z.shape
+        and (ready(z, out) if b is None else b.shape == z.shape[1:] and ready(z, b, out))
+    ):
         run(z, b, act, out)
         return out
     act = _activation(activation, (IDENTITY, SIGMOID, RELU))
@@ -182,8 +201,9 @@ def softmax_xent_forward(run, logits, labels, out):
         if bad < 0:
             _write_back(probs, buf)
             return loss, probs
-    raise IndexError(f"softmax_xent_forward: labels must lie in [0, {logits.shape[1]}), got "
-                     f"{int(labels[bad])} in row {bad}")
+    raise IndexError(
+        f"softmax_xent_forward: labels must lie in [0, {logits.shape[1]}), got {int(labels[bad])} in row {bad}"
+    )
 
 
 def softmax_xent_backward(run, probs, labels, scale, out):

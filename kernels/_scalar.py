@@ -4,6 +4,7 @@ Plain Python on purpose: cpu.py compiles them with `njit(inline="always")`, cuda
 `cuda.jit(device=True)`. They call nothing else, so they compile on either target. `one` and
 `zero` are passed in the array dtype so float32 kernels never promote to float64.
 """
+
 import math
 
 IDENTITY, SIGMOID, RELU = 0, 1, 2

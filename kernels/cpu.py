@@ -20,6 +20,7 @@ C-contiguous arrays of any shape and flatten them inside (a view: `reshape(-1)` 
 ~20 ns, in Python ~100 ns), and every kernel takes Python numbers as scalars and casts them to
 the array dtype inside (each NumPy scalar argument adds ~0.25 us to Numba's dispatch).
 """
+
 import math
 from types import SimpleNamespace
 
@@ -33,9 +34,20 @@ from . import _scalar
 from ._fastmath import exp
 from ._scalar import RELU, SIGMOID
 
-__all__ = ["sigmoid_backward", "bias_act_backward", "bias_act_forward", "softmax_xent_forward",
-           "softmax_xent_backward", "sgd_update", "adam_update", "scatter_add", "set_parallel",
-           "PARALLEL_MIN_SIZE", "ready", "unchecked"]
+__all__ = [
+    "sigmoid_backward",
+    "bias_act_backward",
+    "bias_act_forward",
+    "softmax_xent_forward",
+    "softmax_xent_backward",
+    "sgd_update",
+    "adam_update",
+    "scatter_add",
+    "set_parallel",
+    "PARALLEL_MIN_SIZE",
+    "ready",
+    "unchecked",
+]
 
 PARALLEL_MIN_SIZE = 1 << 18
 _parallel_min_size = None
@@ -64,8 +76,7 @@ def _runner(serial, parallel):
     """run(*args): serial(*args), or parallel(*args, threads) when enabled and args[0] is large enough."""
 
     def run(*args):
-        if (_parallel_min_size is not None and args[0].size >= _parallel_min_size
-                and numba.get_num_threads() > 1):
+        if _parallel_min_size is not None and args[0].size >= _parallel_min_size and numba.get_num_threads() > 1:
             return parallel(*args, numba.get_num_threads())
         return serial(*args)
 
@@ -363,8 +374,7 @@ def _adam(grad, m, v, param, step_size, beta2, c1, c2, eps, weight_decay, bc2_sq
     eps, weight_decay, bc2_sqrt = f(eps), f(weight_decay), f(bc2_sqrt)
     g, mf, vf, p = grad.reshape(-1), m.reshape(-1), v.reshape(-1), param.reshape(-1)
     for i in range(p.size):
-        p[i], mf[i], vf[i] = _adam_step(p[i], g[i], mf[i], vf[i], step_size, beta2, c1, c2, eps,
-                                        weight_decay, bc2_sqrt)
+        p[i], mf[i], vf[i] = _adam_step(p[i], g[i], mf[i], vf[i], step_size, beta2, c1, c2, eps, weight_decay, bc2_sqrt)
 
 
 @_parallel
@@ -372,8 +382,7 @@ def _adam_par(grad, m, v, param, step_size, beta2, c1, c2, eps, weight_decay, bc
     g, mf, vf, p = grad.reshape(-1), m.reshape(-1), v.reshape(-1), param.reshape(-1)
     for k in prange(parts):
         lo, hi = _span(k, p.size, parts)
-        _adam(g[lo:hi], mf[lo:hi], vf[lo:hi], p[lo:hi], step_size, beta2, c1, c2, eps, weight_decay,
-              bc2_sqrt)
+        _adam(g[lo:hi], mf[lo:hi], vf[lo:hi], p[lo:hi], step_size, beta2, c1, c2, eps, weight_decay, bc2_sqrt)
 
 
 _run_adam = _runner(_adam, _adam_par)

@@ -11,6 +11,7 @@ runner flattens), and the kernels cast their Python-number scalars to the array 
 float32 kernel does float32 arithmetic. Unlike the CPU version, `scatter_add` does not check
 its indices: they must lie in [-K, K).
 """
+
 import math
 import sys
 from types import SimpleNamespace
@@ -21,8 +22,18 @@ from . import _frontend as F
 from . import _scalar
 from ._scalar import RELU, SIGMOID
 
-__all__ = ["sigmoid_backward", "bias_act_backward", "bias_act_forward", "softmax_xent_forward",
-           "softmax_xent_backward", "sgd_update", "adam_update", "scatter_add", "ready", "unchecked"]
+__all__ = [
+    "sigmoid_backward",
+    "bias_act_backward",
+    "bias_act_forward",
+    "softmax_xent_forward",
+    "softmax_xent_backward",
+    "sgd_update",
+    "adam_update",
+    "scatter_add",
+    "ready",
+    "unchecked",
+]
 
 _THREADS = 256
 _MAX_BLOCKS = 4096
@@ -44,8 +55,7 @@ def _launch(kernel, grid, *args):
     if type(args[0]).__module__.startswith("cupy"):
         ptr = sys.modules["cupy"].cuda.get_current_stream().ptr
         stream = cuda.external_stream(ptr) if ptr else 0
-        args = [cuda.as_cuda_array(a, sync=False) if hasattr(a, "__cuda_array_interface__") else a
-                for a in args]
+        args = [cuda.as_cuda_array(a, sync=False) if hasattr(a, "__cuda_array_interface__") else a for a in args]
     kernel[grid[0], grid[1], stream](*args)
 
 
@@ -56,6 +66,7 @@ def _runner(kernel, grid):
 
 def _flat_runner(kernel, grid):
     """run(*args) like _runner, for an elementwise kernel: its (contiguous) arrays go in flattened."""
+
     def run(*args):
         flat = [a.reshape(-1) if hasattr(a, "ndim") else a for a in args]
         _launch(kernel, grid or _default_grid(flat[0].size), *flat)
@@ -246,8 +257,9 @@ def _adam(grad, m, v, param, step_size, beta2, c1, c2, eps, weight_decay, bc2_sq
     step_size, beta2, c1, c2 = f(step_size), f(beta2), f(c1), f(c2)
     eps, weight_decay, bc2_sqrt = f(eps), f(weight_decay), f(bc2_sqrt)
     for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
-        param[i], m[i], v[i] = _adam_step(param[i], grad[i], m[i], v[i], step_size, beta2, c1, c2,
-                                          eps, weight_decay, bc2_sqrt)
+        param[i], m[i], v[i] = _adam_step(
+            param[i], grad[i], m[i], v[i], step_size, beta2, c1, c2, eps, weight_decay, bc2_sqrt
+        )
 
 
 def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, *, grid=None):
@@ -270,8 +282,9 @@ def scatter_add(target, indices, values, *, grid=None):
 
     Indices must lie in [-K, K) for K = target.shape[0]; they are not checked.
     """
-    F.scatter_add(lambda t, i, v: _launch(_scatter_add, grid or _default_grid(v.size), t, i, v),
-                  target, indices, values)
+    F.scatter_add(
+        lambda t, i, v: _launch(_scatter_add, grid or _default_grid(v.size), t, i, v), target, indices, values
+    )
 
 
 ready = F.ready

@@ -1,5 +1,6 @@
 """Plain NumPy versions of the kernels: the oracle in the kernel tests and the unfused baseline
 in the kernel benchmarks. Same formulas as the kernels, written as ordinary array expressions."""
+
 import numpy as np
 
 

@@ -3,6 +3,7 @@
 With no NVIDIA driver on the machine, CUDA kernels run under Numba's simulator
 (NUMBA_ENABLE_CUDASIM=1) so every machine tests them; with a real GPU the same tests use it.
 """
+
 import ctypes
 import os
 import sys

@@ -7,6 +7,7 @@ steps-forever    the loop without end, each rank writing its pid to pid.<rank> f
 mismatch         a parameter whose shape depends on the rank; every rank reports what it caught
 nccl             (GPU) NCCL collectives and the gradient buckets on CuPy arrays, on every rank; prints "ok"
 """
+
 import os
 import sys
 from pathlib import Path
@@ -87,8 +88,11 @@ def training_run(optimizer: str, dtype: str, steps=None, fail_at=None):
     xg.manual_seed(0)
     net = nn.MLP([2, 16, 3], dtype=dtype)
     model = dist.DataParallel(net)
-    opt = optim.Adam(net.parameters(), lr=0.01) if optimizer == "adam" else optim.SGD(net.parameters(), lr=0.1,
-                                                                                      momentum=0.9)
+    opt = (
+        optim.Adam(net.parameters(), lr=0.01)
+        if optimizer == "adam"
+        else optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    )
     loader = DataLoader(data, 64, shuffle=True, seed=0, shard=(rank, world))
     step = 0
     for epoch in range(1000 if steps == "forever" else 3):
@@ -137,8 +141,10 @@ def nccl():
 
     group = dist.init_process_group("nccl")
     comm = group.comm
-    check(comm.name == "nccl" and cupy.cuda.Device().id == group.local_rank % cupy.cuda.runtime.getDeviceCount(),
-          "rank drives the wrong GPU")
+    check(
+        comm.name == "nccl" and cupy.cuda.Device().id == group.local_rank % cupy.cuda.runtime.getDeviceCount(),
+        "rank drives the wrong GPU",
+    )
     world, rank = group.world_size, group.rank
     a = cupy.full(1000, rank + 1.0, dtype=cupy.float32)
     dist.all_reduce(a, op="mean")
@@ -160,8 +166,10 @@ def nccl():
     bucket = _Bucket(net.parameters())
     bucket.pack(1.0, comm)
     bucket.unpack(bucket.reduce())
-    check(all(np.allclose(p.grad.numpy(), e, rtol=1e-12) for p, e in zip(net.parameters(), expected)),
-          "NCCL gradient bucket")
+    check(
+        all(np.allclose(p.grad.numpy(), e, rtol=1e-12) for p, e in zip(net.parameters(), expected)),
+        "NCCL gradient bucket",
+    )
     if world > 1:
         loop("nccl.npz", "adam", "float64")
     print(f"rank {rank}: ok", flush=True)

@@ -1,4 +1,5 @@
 """Shared test helpers: making tensors on a chosen backend with values away from kinks."""
+
 import numpy as np
 
 import xpgrad as xg

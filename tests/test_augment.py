@@ -1,4 +1,5 @@
 """RandomShift: images of a batch moved by a pixel (the default recipe of `xpgrad train`)."""
+
 import numpy as np
 import pytest
 
@@ -37,19 +38,24 @@ def test_sharded_ranks_shift_their_samples_as_one_process_would():
     data = ArrayDataset(rng.random((50, 16)), rng.integers(0, 3, 50))
     shift = RandomShift((4, 4), p=0.5)
     whole = [x.numpy() for x, _ in DataLoader(data, 12, shuffle=True, seed=7, augment=shift)]
-    parts = [[x.numpy() for x, _ in DataLoader(data, 12, shuffle=True, seed=7, augment=shift, shard=(r, 3))]
-             for r in range(3)]
+    parts = [
+        [x.numpy() for x, _ in DataLoader(data, 12, shuffle=True, seed=7, augment=shift, shard=(r, 3))]
+        for r in range(3)
+    ]
     for i, batch in enumerate(whole):
         np.testing.assert_array_equal(np.concatenate([p[i] for p in parts]), batch)
     plain = [x.numpy() for x, _ in DataLoader(data, 12, shuffle=True, seed=7)]
     assert any(not np.array_equal(a, b) for a, b in zip(whole, plain))
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(image_shape=(8,)), "image_shape must be (height, width)"),
-    (dict(image_shape=(8, 8), max_shift=8), "max_shift must be an int in [0, 8)"),
-    (dict(image_shape=(8, 8), p=1.5), "p must be a probability"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(image_shape=(8,)), "image_shape must be (height, width)"),
+        (dict(image_shape=(8, 8), max_shift=8), "max_shift must be an int in [0, 8)"),
+        (dict(image_shape=(8, 8), p=1.5), "p must be a probability"),
+    ],
+)
 def test_bad_arguments_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
         RandomShift(**kwargs)

@@ -1,4 +1,5 @@
 """Backend choice (XPGRAD_BACKEND / set_backend), devices, and tensor creation."""
+
 import os
 import subprocess
 import sys
@@ -70,10 +71,17 @@ def test_mixing_libraries_in_one_op_raises_naming_op_and_both_places():
     a = xg.tensor([1.0, 2.0])
     with xg.use_backend("array_api_strict"):
         b = xg.tensor([1.0, 2.0])
-    for op, fn in [("add", lambda: a + b), ("mul", lambda: b * a), ("matmul", lambda: a @ b),
-                   ("concat", lambda: xg.concat([a, b]))]:
-        with pytest.raises(xg.DeviceMismatchError, match=rf"{op}: operands live on different devices: "
-                                                          r"(numpy:cpu and array_api_strict:.*|array_api_strict:.* and numpy:cpu)"):
+    for op, fn in [
+        ("add", lambda: a + b),
+        ("mul", lambda: b * a),
+        ("matmul", lambda: a @ b),
+        ("concat", lambda: xg.concat([a, b])),
+    ]:
+        with pytest.raises(
+            xg.DeviceMismatchError,
+            match=rf"{op}: operands live on different devices: "
+            r"(numpy:cpu and array_api_strict:.*|array_api_strict:.* and numpy:cpu)",
+        ):
             fn()
 
 
@@ -93,8 +101,10 @@ def test_namespace_lookup_is_cached_by_type():
     assert type(t.data) in backend._namespaces
 
 
-@pytest.mark.parametrize("data,dtype", [([1.0, 2.0], np.float32), (3.0, np.float32), ([1, 2], np.int64), (7, np.int64),
-                                        ([True, False], np.bool_)])
+@pytest.mark.parametrize(
+    "data,dtype",
+    [([1.0, 2.0], np.float32), (3.0, np.float32), ([1, 2], np.int64), (7, np.int64), ([True, False], np.bool_)],
+)
 def test_tensor_default_dtypes(data, dtype):
     assert xg.tensor(data).dtype == dtype
 
@@ -148,8 +158,9 @@ def test_ops_on_array_api_strict_stay_there():
     assert x.grad.tolist() == [[1.0, 0.0]]
 
 
-@pytest.mark.parametrize("name, meant", [("torch", "array_api_compat.torch"), ("cuda", "cupy"), ("gpu", "cupy"),
-                                         ("cuda:0", "cupy")])
+@pytest.mark.parametrize(
+    "name, meant", [("torch", "array_api_compat.torch"), ("cuda", "cupy"), ("gpu", "cupy"), ("cuda:0", "cupy")]
+)
 def test_backend_names_newcomers_try_suggest_the_one_they_mean(name, meant):
     with pytest.raises(xg.UnknownBackendError) as info:
         xg.set_backend(name)

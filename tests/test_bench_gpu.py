@@ -1,5 +1,6 @@
 """The GPU benchmarks (`xpgrad.bench_gpu`, run by ci/gpu-check) run here on NumPy and the CPU
 kernels, so the code a GPU host runs has not rotted by the time a GPU is lent."""
+
 import math
 
 import pytest
@@ -10,8 +11,14 @@ from xpgrad import bench_gpu
 def test_kernel_benchmark_measures_every_kernel_against_copy_bandwidth():
     result = bench_gpu.run_kernels(bench_gpu.Device("numpy"), sizes=(1 << 12,), rounds=2)
     names = [r["kernel"] for r in result["results"]]
-    assert names == ["sigmoid_backward", "bias_act_backward[relu]", "bias_act_forward[relu]",
-                     "softmax_xent_backward", "sgd_update[momentum]", "adam_update"]
+    assert names == [
+        "sigmoid_backward",
+        "bias_act_backward[relu]",
+        "bias_act_forward[relu]",
+        "softmax_xent_backward",
+        "sgd_update[momentum]",
+        "adam_update",
+    ]
     for row in result["results"]:
         for key in ("median_s", "gbps", "copy_gbps", "pct_copy", "speedup"):
             assert math.isfinite(row[key]) and row[key] > 0, (row["kernel"], key)

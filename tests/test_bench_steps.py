@@ -1,4 +1,5 @@
 """The contenders of `xpgrad bench mlp` take the same training step: equal losses step by step."""
+
 import numpy as np
 import pytest
 
@@ -20,5 +21,6 @@ def test_the_notes_update_written_by_hand_takes_the_same_steps():
     cfg = bench_mlp.CONFIGS["a_notes"]
     numpy_step = bench_mlp.numpy_step_fn(cfg, np.float64)
     manual_step = bench_mlp.notes_xpgrad_step_fn(cfg, np.float64, manual_update=True)
-    np.testing.assert_allclose([float(manual_step().item()) for _ in range(3)],
-                               [float(numpy_step()) for _ in range(3)], rtol=1e-9)
+    np.testing.assert_allclose(
+        [float(manual_step().item()) for _ in range(3)], [float(numpy_step()) for _ in range(3)], rtol=1e-9
+    )

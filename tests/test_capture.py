@@ -4,6 +4,7 @@ Each test builds the same model twice from one seed, runs the step eagerly on on
 xg.capture on the other, on the same batches, and compares every returned value, parameter,
 gradient and optimizer buffer after every call.
 """
+
 import gc
 import tracemalloc
 
@@ -199,6 +200,7 @@ def test_notes_net_with_manual_update():
 
 def test_accumulated_gradients_without_zero_grad():
     """No zero_grad: every call adds to .grad, which the replay reads back each call."""
+
     def setup():
         xg.manual_seed(0)
         w = xg.randn(5, 3, requires_grad=True)
@@ -401,12 +403,18 @@ OP_CASES = {  # gradients that depend on the data reach every op's backward (** 
     "getitem int": lambda x, w: ((x @ w)[2] ** 2).sum(),
     "getitem array": lambda x, w: ((x @ w)[xg.tensor(np.array([0, 2, 2]))] ** 2).sum(),
     "reshape, transpose": lambda x, w: ((x @ w).reshape(2, -1).T ** 2).sum(),
-    "concat, stack": lambda x, w: (xg.concat([x @ w, x @ w * 2], axis=1) ** 2).sum() + (xg.stack([x @ w, x @ w]) ** 2).mean(),
+    "concat, stack": lambda x, w: (
+        (xg.concat([x @ w, x @ w * 2], axis=1) ** 2).sum() + (xg.stack([x @ w, x @ w]) ** 2).mean()
+    ),
     "max, min over an axis": lambda x, w: ((x @ w) ** 2).max(axis=1).sum() + ((x @ w) ** 2).min(axis=0).sum(),
-    "where, maximum": lambda x, w: (xg.where((x @ w) > 0, x @ w, (x @ w) * 0.1) ** 2).sum() + xg.maximum(x @ w, 0.5).sum(),
+    "where, maximum": lambda x, w: (
+        (xg.where((x @ w) > 0, x @ w, (x @ w) * 0.1) ** 2).sum() + xg.maximum(x @ w, 0.5).sum()
+    ),
     "exp, log, sqrt, abs": lambda x, w: (xg.log(xg.exp(x @ w) + 1.0) + xg.sqrt(xg.abs(x @ w) + 1.0)).mean(),
     "softmax, log_softmax": lambda x, w: (xg.softmax(x @ w, axis=1) * xg.log_softmax(x @ w, axis=0)).sum(),
-    "elu, tanh, leaky_relu, div": lambda x, w: (xg.elu(x @ w) / (xg.tanh(x @ w) ** 2 + 1.0) + xg.leaky_relu(x @ w)).sum(),
+    "elu, tanh, leaky_relu, div": lambda x, w: (
+        xg.elu(x @ w) / (xg.tanh(x @ w) ** 2 + 1.0) + xg.leaky_relu(x @ w)
+    ).sum(),
     "mean over an axis, pow 3": lambda x, w: (((x @ w) - (x @ w).mean(axis=0, keepdims=True)) ** 3).sum(),
 }
 

@@ -1,4 +1,5 @@
 """xg.capture on CuPy: piecewise CUDA-graph replay equals eager on the GPU (skipped without one)."""
+
 import numpy as np
 import pytest
 
@@ -6,9 +7,11 @@ import xpgrad as xg
 from xpgrad import backend, nn, optim
 from xpgrad.train import batch_step
 
-pytestmark = pytest.mark.skipif(not backend.cupy_gpu_available(),
-                                reason="no CUDA GPU with CuPy here: the CUDA-graph capture (xpgrad/capture/cuda.py) "
-                                       "needs one; ci/gpu-check runs these on a GPU machine")
+pytestmark = pytest.mark.skipif(
+    not backend.cupy_gpu_available(),
+    reason="no CUDA GPU with CuPy here: the CUDA-graph capture (xpgrad/capture/cuda.py) "
+    "needs one; ci/gpu-check runs these on a GPU machine",
+)
 
 
 def _setup(optimizer, dropout, loss):
@@ -20,9 +23,10 @@ def _setup(optimizer, dropout, loss):
     return model, batch_step(model, opt, loss_fn)
 
 
-@pytest.mark.parametrize(("optimizer", "dropout", "loss"),
-                         [("sgd", 0.0, "ce"), ("adam", 0.0, "ce"), ("sgd", 0.3, "ce"), ("adam", 0.0, "mse"),
-                          ("sgd", 0.0, "hinge")])
+@pytest.mark.parametrize(
+    ("optimizer", "dropout", "loss"),
+    [("sgd", 0.0, "ce"), ("adam", 0.0, "ce"), ("sgd", 0.3, "ce"), ("adam", 0.0, "mse"), ("sgd", 0.0, "hinge")],
+)
 def test_graph_replay_equals_eager_on_the_gpu(optimizer, dropout, loss):
     with xg.use_backend("cupy"):
         m1, eager = _setup(optimizer, dropout, loss)
@@ -31,7 +35,11 @@ def test_graph_replay_equals_eager_on_the_gpu(optimizer, dropout, loss):
         rng = np.random.default_rng(1)
         for k in range(6):
             x = xg.tensor(rng.standard_normal((32, 16)).astype(np.float32))
-            y = xg.tensor(rng.standard_normal((32, 2)).astype(np.float32)) if loss == "mse" else xg.tensor(rng.integers(0, 2, 32))
+            y = (
+                xg.tensor(rng.standard_normal((32, 2)).astype(np.float32))
+                if loss == "mse"
+                else xg.tensor(rng.integers(0, 2, 32))
+            )
             xg.manual_seed(10 + k)
             a = eager(x, y)
             xg.manual_seed(10 + k)

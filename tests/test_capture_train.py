@@ -1,4 +1,5 @@
 """`xpgrad train --capture` and `fit(capture=True)`: the same training, bit for bit, as eager."""
+
 import json
 
 import numpy as np
@@ -18,8 +19,20 @@ def _epochs(path):
 
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_train_capture_matches_eager(tmp_path, optimizer):
-    common = ["train", "--hidden", "32", "--batch-size", "64", "--quiet", "--dropout", "0.1", "--epochs", "3",
-              "--optimizer", optimizer]
+    common = [
+        "train",
+        "--hidden",
+        "32",
+        "--batch-size",
+        "64",
+        "--quiet",
+        "--dropout",
+        "0.1",
+        "--epochs",
+        "3",
+        "--optimizer",
+        optimizer,
+    ]
     assert main([*common, "--metrics-json", str(tmp_path / "eager.json")]) == 0
     assert main([*common, "--capture", "--metrics-json", str(tmp_path / "captured.json")]) == 0
     eager, captured = _epochs(tmp_path / "eager.json"), _epochs(tmp_path / "captured.json")

@@ -1,5 +1,6 @@
 """xpgrad.checkpoint: round trips, resuming, failure cases with specific errors, and atomic saves, in .npz and
 .safetensors."""
+
 import json
 import os
 import struct
@@ -13,13 +14,23 @@ import safetensors.numpy
 import xpgrad as xg
 from xpgrad import nn, optim
 from xpgrad.checkpoint import (
-    HEADER_KEY, CheckpointError, CheckpointNotFoundError, load_checkpoint, restore_model, restore_optimizer,
+    HEADER_KEY,
+    CheckpointError,
+    CheckpointNotFoundError,
+    load_checkpoint,
+    restore_model,
+    restore_optimizer,
     save_checkpoint,
 )
 from xpgrad.cli import main
 from xpgrad.data import DataLoader, load_dataset
 from xpgrad.errors import XpgradError
-from xpgrad.safetensors_io import SafetensorsFileError, SafetensorsFileNotFoundError, read_safetensors, write_safetensors
+from xpgrad.safetensors_io import (
+    SafetensorsFileError,
+    SafetensorsFileNotFoundError,
+    read_safetensors,
+    write_safetensors,
+)
 from xpgrad.train import fit, make_loss, set_rng_state
 
 
@@ -174,7 +185,7 @@ def test_corrupt_bytes_inside_the_archive(tmp_path):
     with zipfile.ZipFile(path) as z:
         info = z.getinfo("param/1.weight.npy")
     middle = info.header_offset + 200  # inside that member's data
-    data[middle:middle + 8] = b"\xff" * 8
+    data[middle : middle + 8] = b"\xff" * 8
     path.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
         load_checkpoint(path)
@@ -278,7 +289,7 @@ def test_layout_tensors_and_json_metadata(tmp_path):
     saved_opt = json.loads(metadata["optimizer"])
     assert saved_opt["type"] == "Adam" and saved_opt["steps"] == [3] * len(opt.params)
     header_len = struct.unpack("<Q", path.read_bytes()[:8])[0]  # no pickle anywhere: a JSON header, then bytes
-    json.loads(path.read_bytes()[8:8 + header_len])
+    json.loads(path.read_bytes()[8 : 8 + header_len])
 
     ck = load_checkpoint(path)
     rebuilt = ck.build_model()
@@ -296,8 +307,9 @@ def test_npz_and_safetensors_hold_the_same_checkpoint(tmp_path):
     a = load_checkpoint(save_checkpoint(tmp_path / "ck.npz", model, opt, extra={"epoch": 1}))
     b = load_checkpoint(save_checkpoint(tmp_path / "ck.safetensors", model, opt, extra={"epoch": 1}))
     assert a.model_config == b.model_config and a.extra == b.extra
-    assert {k: v for k, v in a.optimizer.items() if k != "buffers"} == {k: v for k, v in b.optimizer.items()
-                                                                        if k != "buffers"}
+    assert {k: v for k, v in a.optimizer.items() if k != "buffers"} == {
+        k: v for k, v in b.optimizer.items() if k != "buffers"
+    }
     for name in a.params:
         np.testing.assert_array_equal(a.params[name], b.params[name])
     for name in a.optimizer["buffers"]:
@@ -311,7 +323,9 @@ def test_cli_saves_and_resumes_by_suffix(tmp_path, capsys):
     ck = tmp_path / "run.safetensors"
     assert main([*common, "--epochs", "1", "--save", str(ck)]) == 0
     assert ck.read_bytes()[:2] != b"PK" and load_checkpoint(ck).extra["epoch"] == 1
-    assert main(["train", "--epochs", "2", "--load", str(ck), "--quiet", "--metrics-json", str(tmp_path / "b.json")]) == 0
+    assert (
+        main(["train", "--epochs", "2", "--load", str(ck), "--quiet", "--metrics-json", str(tmp_path / "b.json")]) == 0
+    )
     assert main(["eval", "--load", str(ck)]) == 0
 
     def losses(name):
@@ -329,9 +343,12 @@ def test_truncated_file_names_the_first_tensor_cut_off(tmp_path, keep):
     header_len = struct.unpack("<Q", data[:8])[0]
     cut = 8 + header_len + int((len(data) - 8 - header_len) * keep)  # inside the tensor bytes
     path.write_bytes(data[:cut])
-    header = json.loads(data[8:8 + header_len])
-    first_cut = min((info["data_offsets"][1], name) for name, info in header.items()
-                    if name != "__metadata__" and info["data_offsets"][1] > cut - 8 - header_len)[1]
+    header = json.loads(data[8 : 8 + header_len])
+    first_cut = min(
+        (info["data_offsets"][1], name)
+        for name, info in header.items()
+        if name != "__metadata__" and info["data_offsets"][1] > cut - 8 - header_len
+    )[1]
     with pytest.raises(CheckpointError, match=f"is truncated: tensor '{first_cut}'"):
         load_checkpoint(path)
 
@@ -349,8 +366,11 @@ def test_other_architecture_names_the_tensor(tmp_path):
     model, opt = trained(sizes=(64, 32, 10))
     ck = load_checkpoint(save_checkpoint(tmp_path / "ck.safetensors", model, opt))
     other = nn.MLP([64, 16, 10], standardize=True)
-    with pytest.raises(CheckpointError, match=r"different architecture.*tensor '1.weight' has shape \(64, 32\) in "
-                                              r"the checkpoint but \(64, 16\) in the model"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"different architecture.*tensor '1.weight' has shape \(64, 32\) in "
+        r"the checkpoint but \(64, 16\) in the model",
+    ):
         restore_model(other, ck)
 
 

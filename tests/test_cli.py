@@ -1,4 +1,5 @@
 """The `xpgrad` command line: train / eval / info in-process via main(), error lines, and real subprocesses."""
+
 import json
 import os
 import re
@@ -32,8 +33,20 @@ def trained(tmp_path_factory):
     """One short training run with every output requested (shared by several tests)."""
     folder = tmp_path_factory.mktemp("run")
     paths = {"ck": folder / "model.npz", "png": folder / "curves.png", "json": folder / "metrics.json"}
-    code = main(["train", "--epochs", "2", *FAST, "--save", str(paths["ck"]), "--plot", str(paths["png"]),
-                 "--metrics-json", str(paths["json"])])
+    code = main(
+        [
+            "train",
+            "--epochs",
+            "2",
+            *FAST,
+            "--save",
+            str(paths["ck"]),
+            "--plot",
+            str(paths["png"]),
+            "--metrics-json",
+            str(paths["json"]),
+        ]
+    )
     assert code == 0
     return paths
 
@@ -48,8 +61,14 @@ def test_train_writes_checkpoint_plot_and_metrics(trained, capsys):
     for key in ("train_loss", "val_accuracy", "test_accuracy", "seconds", "samples_per_second"):
         assert isinstance(final[key], float), key
     assert [e["epoch"] for e in metrics["per_epoch"]] == [1, 2]
-    assert set(metrics["per_epoch"][0]) == {"epoch", "train_loss", "val_accuracy", "test_accuracy", "seconds",
-                                            "samples_per_second"}
+    assert set(metrics["per_epoch"][0]) == {
+        "epoch",
+        "train_loss",
+        "val_accuracy",
+        "test_accuracy",
+        "seconds",
+        "samples_per_second",
+    }
     assert final["test_accuracy"] == metrics["per_epoch"][-1]["test_accuracy"] > 0.5
     ck = load_checkpoint(trained["ck"])
     assert ck.model_config["sizes"] == [64, 32, 10] and ck.extra["epoch"] == 2
@@ -57,8 +76,20 @@ def test_train_writes_checkpoint_plot_and_metrics(trained, capsys):
 
 
 def test_train_prints_progress_lines_and_ends_with_test_accuracy(tmp_path, capsys):
-    code, out, err = run_main(capsys, "train", "--epochs", "2", "--hidden", "32", "--seed", "1",
-                              "--save", str(tmp_path / "c.npz"), "--plot", str(tmp_path / "p.png"))
+    code, out, err = run_main(
+        capsys,
+        "train",
+        "--epochs",
+        "2",
+        "--hidden",
+        "32",
+        "--seed",
+        "1",
+        "--save",
+        str(tmp_path / "c.npz"),
+        "--plot",
+        str(tmp_path / "p.png"),
+    )
     assert code == 0 and err == []
     assert out[0].startswith("training MLP 64-32-10 (relu")
     assert [line.split()[1] for line in out if line.startswith("epoch")] == ["1", "2"]
@@ -100,8 +131,16 @@ def test_info(capsys):
     code, out, err = run_main(capsys, "info")
     text = "\n".join(out)
     assert code == 0 and err == []
-    for key in ("backend: numpy", "devices: cpu", "numpy:", "numba:", "array-api-compat:", "cupy:",
-                "kernels (numba):", "gpu:"):
+    for key in (
+        "backend: numpy",
+        "devices: cpu",
+        "numpy:",
+        "numba:",
+        "array-api-compat:",
+        "cupy:",
+        "kernels (numba):",
+        "gpu:",
+    ):
         assert key in text
 
 
@@ -138,18 +177,30 @@ ERROR_CASES = {
     "unknown dataset": (lambda t, c: ["train", "--dataset", "cifar"], 2, "unknown dataset 'cifar'"),
     "unknown flag": (lambda t, c: ["train", "--frobnicate"], 2, "unrecognized arguments: --frobnicate"),
     "mnist without data dir": (lambda t, c: ["train", "--dataset", "mnist"], 1, "give data_dir \\(--data-dir\\)"),
-    "missing data dir": (lambda t, c: ["train", "--dataset", "mnist", "--data-dir", str(t / "nowhere")], 1,
-                         "data folder .*nowhere for dataset .mnist. does not exist"),
-    "empty data dir": (lambda t, c: ["train", "--dataset", "fashion-mnist", "--data-dir", str(t)], 1,
-                       "expected .*train-images-idx3-ubyte"),
+    "missing data dir": (
+        lambda t, c: ["train", "--dataset", "mnist", "--data-dir", str(t / "nowhere")],
+        1,
+        "data folder .*nowhere for dataset .mnist. does not exist",
+    ),
+    "empty data dir": (
+        lambda t, c: ["train", "--dataset", "fashion-mnist", "--data-dir", str(t)],
+        1,
+        "expected .*train-images-idx3-ubyte",
+    ),
     "unknown backend": (lambda t, c: ["train", "--backend", "nosuchlib"], 1, "unknown backend 'nosuchlib'"),
     "missing checkpoint": (lambda t, c: ["train", "--load", str(t / "none.npz")], 1, "none.npz does not exist"),
     "truncated checkpoint": (lambda t, c: ["train", "--load", _truncated(t, c)], 1, "truncated or corrupt"),
     "not a checkpoint": (lambda t, c: ["train", "--load", _not_checkpoint(t)], 1, "not an xpgrad checkpoint"),
-    "other architecture": (lambda t, c: ["train", "--load", str(c["ck"]), "--hidden", "64"], 1,
-                           "different architecture: it has hidden 32 but --hidden 64"),
-    "other dataset shape": (lambda t, c: ["eval", "--load", str(c["ck"]), "--dataset", "spiral"], 1,
-                            "different architecture: its model takes 64 inputs"),
+    "other architecture": (
+        lambda t, c: ["train", "--load", str(c["ck"]), "--hidden", "64"],
+        1,
+        "different architecture: it has hidden 32 but --hidden 64",
+    ),
+    "other dataset shape": (
+        lambda t, c: ["eval", "--load", str(c["ck"]), "--dataset", "spiral"],
+        1,
+        "different architecture: its model takes 64 inputs",
+    ),
     "save folder missing": (lambda t, c: ["train", "--save", str(t / "no" / "x.npz")], 2, "folder .* does not exist"),
     "save to a folder": (lambda t, c: ["train", "--save", str(t)], 2, "is a folder"),
     "plot format": (lambda t, c: ["train", "--plot", str(t / "curves.gif")], 2, "must end in .png, .pdf or .svg"),
@@ -246,8 +297,13 @@ def _env():
 
 
 def test_subprocess_train_and_error():
-    done = subprocess.run([*_command(), "train", "--epochs", "1", "--hidden", "32"], capture_output=True,
-                          text=True, timeout=120, env=_env())
+    done = subprocess.run(
+        [*_command(), "train", "--epochs", "1", "--hidden", "32"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[1].startswith("epoch   1  loss")  # plain per-epoch lines when not on a terminal
@@ -261,8 +317,13 @@ def test_subprocess_train_and_error():
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_subprocess_ctrl_c_saves_a_checkpoint(tmp_path):
     ck = tmp_path / "ck.npz"
-    proc = subprocess.Popen([*_command(), "train", "--epochs", "100000", "--hidden", "16", "--save", str(ck)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    proc = subprocess.Popen(
+        [*_command(), "train", "--epochs", "100000", "--hidden", "16", "--save", str(ck)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -325,8 +386,9 @@ def test_mnist_folder_train_and_eval_remember_the_data_dir(tmp_path, capsys):
         _write_idx(data / f"{stem}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
         _write_idx(data / f"{stem}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
     ck = str(tmp_path / "m.npz")
-    code, out, err = run_main(capsys, "train", "--dataset", "mnist", "--data-dir", str(data), "--epochs", "1",
-                              "--hidden", "8", "--save", ck)
+    code, out, err = run_main(
+        capsys, "train", "--dataset", "mnist", "--data-dir", str(data), "--epochs", "1", "--hidden", "8", "--save", ck
+    )
     assert code == 0 and err == [] and "784-8-10" in out[0] and FINAL.match(out[-1])
     code, out, err = run_main(capsys, "eval", "--load", ck)  # no --data-dir: the checkpoint's folder
     assert code == 0 and out[0].startswith("mnist test split: 30 samples") and FINAL.match(out[-1])
@@ -337,8 +399,19 @@ def test_mnist_folder_train_and_eval_remember_the_data_dir(tmp_path, capsys):
 @pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 def test_train_on_array_api_strict_backend(capsys, optimizer):
     try:
-        code, out, err = run_main(capsys, "train", "--backend", "array_api_strict", "--epochs", "2",
-                                  "--hidden", "256", "--optimizer", optimizer, "--quiet")
+        code, out, err = run_main(
+            capsys,
+            "train",
+            "--backend",
+            "array_api_strict",
+            "--epochs",
+            "2",
+            "--hidden",
+            "256",
+            "--optimizer",
+            optimizer,
+            "--quiet",
+        )
     finally:
         xg.set_backend(None)
     assert code == 0, err

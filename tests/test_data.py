@@ -1,4 +1,5 @@
 """xpgrad.data: IDX reading, the datasets, their error messages, and DataLoader batching."""
+
 import gzip
 import struct
 import sys
@@ -23,8 +24,7 @@ from xpgrad.data import (
 from xpgrad.errors import XpgradError
 
 IDX_CODES = {"u1": 0x08, "i1": 0x09, "i2": 0x0B, "i4": 0x0C, "f4": 0x0D, "f8": 0x0E}
-MNIST_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+MNIST_STEMS = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -63,6 +63,7 @@ def sample_array(dtype: str, shape) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- read_idx
+
 
 @pytest.mark.parametrize("gz", [False, True], ids=["plain", "gz"])
 @pytest.mark.parametrize("dtype", list(IDX_CODES))
@@ -153,6 +154,7 @@ def test_read_idx_corrupt_gzip(tmp_path):
 
 # ---------------------------------------------------------------- mnist-style folders
 
+
 @pytest.mark.parametrize("gz", [False, True], ids=["plain", "gz"])
 @pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
 def test_mnist_folder_loads(tmp_path, name, gz):
@@ -171,7 +173,8 @@ def test_mnist_folder_loads(tmp_path, name, gz):
     # train and val together are exactly the training file, each image with its own label
     got = sorted(
         (np.rint(x * 255).astype(np.uint8).tobytes(), int(y))
-        for part in (splits.train, splits.val) for x, y in zip(part.x, part.y)
+        for part in (splits.train, splits.val)
+        for x, y in zip(part.x, part.y)
     )
     expected = sorted((x.tobytes(), int(y)) for x, y in zip(train_images, train_labels))
     assert got == expected
@@ -217,9 +220,7 @@ def test_mnist_missing_file(tmp_path, stem):
     (tmp_path / stem).unlink()
     with pytest.raises(DatasetNotFoundError) as info:
         load_dataset("mnist", tmp_path)
-    assert str(info.value) == (
-        f"dataset 'mnist': expected {tmp_path / stem} or {tmp_path / stem}.gz; neither exists"
-    )
+    assert str(info.value) == (f"dataset 'mnist': expected {tmp_path / stem} or {tmp_path / stem}.gz; neither exists")
 
 
 def test_mnist_count_mismatch(tmp_path):
@@ -228,9 +229,7 @@ def test_mnist_count_mismatch(tmp_path):
     write(labels, idx_bytes(np.zeros(7, np.uint8)))
     with pytest.raises(DatasetFormatError) as info:
         load_dataset("mnist", tmp_path)
-    assert str(info.value) == (
-        f"{tmp_path / 't10k-images-idx3-ubyte'} holds 8 images but {labels} holds 7 labels"
-    )
+    assert str(info.value) == (f"{tmp_path / 't10k-images-idx3-ubyte'} holds 8 images but {labels} holds 7 labels")
 
 
 def test_mnist_truncated_file(tmp_path):
@@ -278,6 +277,7 @@ def test_bad_val_fraction(fraction):
 
 # ---------------------------------------------------------------- digits and spiral
 
+
 def test_digits_splits():
     from sklearn.datasets import load_digits
 
@@ -293,12 +293,13 @@ def test_digits_splits():
         assert set(np.unique(part.y)) == set(range(10))  # stratified: every class in every split
     # together the splits are the whole data set, each sample exactly once and with its label
     digits = load_digits()
-    everything = np.concatenate([
-        np.column_stack([part.x * 16, part.y]) for part in (splits.train, splits.val, splits.test)
-    ])
+    everything = np.concatenate(
+        [np.column_stack([part.x * 16, part.y]) for part in (splits.train, splits.val, splits.test)]
+    )
     original = np.column_stack([digits.data, digits.target])
-    for got, expected in zip(np.unique(everything, axis=0, return_counts=True),
-                             np.unique(original, axis=0, return_counts=True), strict=True):
+    for got, expected in zip(
+        np.unique(everything, axis=0, return_counts=True), np.unique(original, axis=0, return_counts=True), strict=True
+    ):
         np.testing.assert_array_equal(got, expected)
 
 
@@ -351,6 +352,7 @@ def test_spiral_splits():
 
 # ---------------------------------------------------------------- ArrayDataset
 
+
 def test_array_dataset():
     data = ArrayDataset(np.arange(12).reshape(6, 2, 1), [0, 1, 2, 0, 1, 4])
     assert isinstance(data, Dataset)
@@ -370,6 +372,7 @@ def test_array_dataset_rejects_mismatched_arrays(y):
 
 
 # ---------------------------------------------------------------- DataLoader
+
 
 def numbered(n: int) -> ArrayDataset:
     """Sample i has features (i, -i) and label i, so batches show which samples they hold."""

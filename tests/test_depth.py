@@ -8,6 +8,7 @@
 * 10**5 ops in-process: backward, `xg.grad`, retain_graph twice, freeing, and second order
   through a deep chain with 10**5-fold fan-out of one leaf (exact integer results).
 """
+
 from __future__ import annotations
 
 import gc
@@ -79,13 +80,15 @@ DEEP_SCRIPT = textwrap.dedent("""
 def test_million_deep_chain_in_a_subprocess():
     env = dict(os.environ, PYTHONFAULTHANDLER="1")
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", DEEP_SCRIPT], env=env, cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", DEEP_SCRIPT], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     elapsed = time.perf_counter() - start
     out = proc.stdout
     assert proc.returncode == 0, (
         f"the 10**6-deep chain process died with status {proc.returncode}"
-        f"{' (SIGSEGV: C stack overflow)' if proc.returncode == -11 else ''}\nstdout:\n{out}\nstderr:\n{proc.stderr[-3000:]}")
+        f"{' (SIGSEGV: C stack overflow)' if proc.returncode == -11 else ''}\nstdout:\n{out}\nstderr:\n{proc.stderr[-3000:]}"
+    )
     lines = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
     assert "DONE" in lines, out
     got, expected = float(lines["MUL_GRAD"][0]), float(lines["MUL_GRAD"][1])
@@ -93,8 +96,10 @@ def test_million_deep_chain_in_a_subprocess():
     assert abs(got - np.exp(0.1)) < 1e-7  # 1.0000001**1e6 = e**0.1 (to 5e-9)
     assert lines["UNUSED_FREED"][0] == "True", out
     assert lines["RETAINED"] == ["2.0", "True"], out
-    print(f"\ndepth 10**6 subprocess: {elapsed:.1f} s; {' '.join(lines['TIMES'])}; "
-          f"unused chain freed in {lines['UNUSED_FREED'][1]} s")
+    print(
+        f"\ndepth 10**6 subprocess: {elapsed:.1f} s; {' '.join(lines['TIMES'])}; "
+        f"unused chain freed in {lines['UNUSED_FREED'][1]} s"
+    )
 
 
 def _chain(n, op, x=None):

@@ -3,6 +3,7 @@
 Each test starts mpiexec (the mpich wheel's, from the [mpi] extra) as a subprocess under a timeout;
 the programs it runs are in distributed_worker.py. One thread per rank keeps two ranks on two cores.
 """
+
 import os
 import re
 import shutil
@@ -29,8 +30,7 @@ if MPIEXEC is None:
 
 WORKER = str(Path(__file__).with_name("distributed_worker.py"))
 TIMEOUT = 120  # seconds for one job; a hang fails the test instead of stalling the run
-ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS",
-                                     "MKL_NUM_THREADS")}
+ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS", "MKL_NUM_THREADS")}
 XPGRAD = [sys.executable, "-c", "import sys, xpgrad.cli as c; sys.exit(c.main())"]
 TRAIN = ["train", "--dropout", "0", "--epochs", "3", "--batch-size", "64", "--quiet"]
 TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
@@ -63,7 +63,7 @@ def worst_relative_difference(path_a, path_b, prefix=""):
 
 def with_epochs(flags, epochs):
     i = flags.index("--epochs")
-    return [*flags[:i + 1], str(epochs), *flags[i + 2:]]
+    return [*flags[: i + 1], str(epochs), *flags[i + 2 :]]
 
 
 def accuracy_line(done):
@@ -108,9 +108,27 @@ def test_only_rank_zero_writes_files(tmp_path):
     outputs = ["--save", "model.npz", "--metrics-json", "metrics.json", "--plot", "curves.png"]
     command = [*XPGRAD, "train", "--epochs", "1", "--batch-size", "64", *outputs]
     # two executables, one rank each, in different working folders: relative outputs land apart
-    done = subprocess.run([MPIEXEC, "-n", "1", "-wdir", str(tmp_path / "rank0"), *command,
-                           ":", "-n", "1", "-wdir", str(tmp_path / "rank1"), *command],
-                          env=_env(), capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    done = subprocess.run(
+        [
+            MPIEXEC,
+            "-n",
+            "1",
+            "-wdir",
+            str(tmp_path / "rank0"),
+            *command,
+            ":",
+            "-n",
+            "1",
+            "-wdir",
+            str(tmp_path / "rank1"),
+            *command,
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (tmp_path / "rank0").iterdir()) == ["curves.png", "metrics.json", "model.npz"]
     assert list((tmp_path / "rank1").iterdir()) == []
@@ -141,9 +159,14 @@ def test_checkpoint_of_two_ranks_resumes_and_evaluates_in_one_process(tmp_path):
 def test_ctrl_c_stops_every_rank_at_the_same_step_and_saves(tmp_path):
     from xpgrad.checkpoint import load_checkpoint
 
-    job = subprocess.Popen([MPIEXEC, "-n", "2", *XPGRAD, "train", "--epochs", "1000", "--batch-size", "64",
-                            "--save", "stopped.npz"], cwd=tmp_path, env=_env(), stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
+    job = subprocess.Popen(
+        [MPIEXEC, "-n", "2", *XPGRAD, "train", "--epochs", "1000", "--batch-size", "64", "--save", "stopped.npz"],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         for line in job.stdout:  # rank 0's per-epoch lines
             if line.startswith("epoch"):
@@ -181,8 +204,14 @@ def test_exception_on_rank_one_at_step_three_ends_every_rank(tmp_path):
 
 
 def test_kill_9_of_one_rank_ends_the_job(tmp_path):
-    job = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, WORKER, "steps-forever"], cwd=tmp_path, env=_env(),
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    job = subprocess.Popen(
+        [MPIEXEC, "-n", "2", sys.executable, WORKER, "steps-forever"],
+        cwd=tmp_path,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + TIMEOUT
         while not (tmp_path / "pid.1").exists() or not (tmp_path / "pid.1").read_text():

@@ -1,4 +1,5 @@
 """DataLoader(shard=(rank, world_size)): each rank's part of the same global batches (no MPI needed)."""
+
 import itertools
 
 import numpy as np

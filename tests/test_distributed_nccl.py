@@ -1,4 +1,5 @@
 """The NCCL path (cupy.cuda.nccl) on real GPUs; skipped, with the reason, on machines without one."""
+
 import os
 import re
 import subprocess
@@ -11,8 +12,11 @@ from conftest import HAS_GPU
 
 pytestmark = [
     pytest.mark.gpu,
-    pytest.mark.skipif(not HAS_GPU, reason="needs a real CUDA GPU and CuPy with NCCL (no NVIDIA driver here); "
-                                           "the NCCL collectives cannot run without one"),
+    pytest.mark.skipif(
+        not HAS_GPU,
+        reason="needs a real CUDA GPU and CuPy with NCCL (no NVIDIA driver here); "
+        "the NCCL collectives cannot run without one",
+    ),
 ]
 WORKER = str(Path(__file__).with_name("distributed_worker.py"))
 
@@ -44,13 +48,27 @@ def test_nccl_collectives_and_buckets(tmp_path, ranks):
     if ranks > _gpu_count():
         pytest.skip(f"{ranks} ranks need {ranks} GPUs; this machine has {_gpu_count()}")
     env = {**os.environ, "XPGRAD_BACKEND": "cupy"}
-    done = subprocess.run([mpiexec, "-n", str(ranks), sys.executable, WORKER, "nccl"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [mpiexec, "-n", str(ranks), sys.executable, WORKER, "nccl"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert sorted(re.findall(r"rank (\d+): ok", done.stdout)) == [str(r) for r in range(ranks)]
     if ranks > 1:  # the NCCL training loop against the same loop on one GPU
-        one = subprocess.run([sys.executable, WORKER, "loop", "one.npz", "adam", "float64"], cwd=tmp_path, env=env,
-                             capture_output=True, text=True, timeout=300, check=False)
+        one = subprocess.run(
+            [sys.executable, WORKER, "loop", "one.npz", "adam", "float64"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
         assert one.returncode == 0, one.stderr
         a, b = np.load(tmp_path / "one.npz"), np.load(tmp_path / "nccl.npz")
         for k in a.files:
@@ -61,7 +79,14 @@ def test_more_ranks_than_gpus_is_an_error_on_every_rank(tmp_path):
     mpiexec = _mpiexec()
     ranks = _gpu_count() + 1
     env = {**os.environ, "XPGRAD_BACKEND": "cupy"}
-    done = subprocess.run([mpiexec, "-n", str(ranks), sys.executable, WORKER, "nccl"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [mpiexec, "-n", str(ranks), sys.executable, WORKER, "nccl"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode != 0
     assert "NCCL needs one GPU per rank" in done.stderr

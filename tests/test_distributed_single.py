@@ -1,4 +1,5 @@
 """xpgrad.distributed in one process (no mpiexec): no communication, and the specific errors."""
+
 import sys
 import types
 
@@ -61,10 +62,15 @@ def test_buckets_follow_the_size_knob():
     assert [[index[id(p)] for p in b.params] for b in small] == [[5, 4, 3], [2, 1], [0]]
 
 
-@pytest.mark.parametrize("op, values, error", [
-    ("max", np.ones(2), ValueError), ("mean", np.ones(2, dtype=np.int64), DTypeError),
-    ("sum", np.ones(2, dtype=bool), DTypeError), ("sum", [1.0, 2.0], NotATensorError),
-])
+@pytest.mark.parametrize(
+    "op, values, error",
+    [
+        ("max", np.ones(2), ValueError),
+        ("mean", np.ones(2, dtype=np.int64), DTypeError),
+        ("sum", np.ones(2, dtype=bool), DTypeError),
+        ("sum", [1.0, 2.0], NotATensorError),
+    ],
+)
 def test_all_reduce_rejects_what_it_cannot_reduce(op, values, error):
     with pytest.raises(error, match="all_reduce"):
         dist.all_reduce(values, op=op)
@@ -77,8 +83,9 @@ def test_broadcast_root_must_be_a_rank():
 
 def test_indivisible_batch_names_the_sizes():
     assert dist.local_batch_size(64, 2) == 32
-    with pytest.raises(dist.IndivisibleBatchError,
-                       match="local_batch_size: batch size 63 .* multiple of 2; use 62 or 64"):
+    with pytest.raises(
+        dist.IndivisibleBatchError, match="local_batch_size: batch size 63 .* multiple of 2; use 62 or 64"
+    ):
         dist.local_batch_size(63, 2)
 
 
@@ -86,8 +93,11 @@ def test_every_distributed_error_has_a_row_in_docs_errors_md():
     from pathlib import Path
 
     table = (Path(__file__).resolve().parents[1] / "docs" / "errors.md").read_text()
-    errors = [c for c in vars(dist.errors).values() if isinstance(c, type) and issubclass(c, Exception)
-              and c.__module__ == dist.errors.__name__]
+    errors = [
+        c
+        for c in vars(dist.errors).values()
+        if isinstance(c, type) and issubclass(c, Exception) and c.__module__ == dist.errors.__name__
+    ]
     assert len(errors) == 7
     missing = [c.__name__ for c in errors if f"`xpgrad.distributed.{c.__name__}`" not in table]
     assert not missing, f"docs/errors.md has no row for {missing}"
@@ -151,8 +161,9 @@ def test_dropout_streams_differ_by_rank_and_come_from_the_seed():
     np.testing.assert_array_equal(first_draws(1), rank1)  # derived from the seed and the rank only
     assert not np.array_equal(first_draws(1, saved={}, epoch=5), rank1)  # resumed without states: epoch in key
     state = np.random.default_rng(99).bit_generator.state
-    np.testing.assert_array_equal(first_draws(1, saved={"host_by_rank": [None, state, None]}),
-                                  np.random.default_rng(99).random(4))
+    np.testing.assert_array_equal(
+        first_draws(1, saved={"host_by_rank": [None, state, None]}), np.random.default_rng(99).random(4)
+    )
 
 
 def test_info_reports_mpi_and_nccl(capsys):
@@ -206,13 +217,26 @@ class _FakeCommunicator:
 
 def _fake_nccl_cupy(monkeypatch):
     nccl = types.SimpleNamespace(
-        available=True, NcclError=_FakeNcclError, NcclCommunicator=_FakeCommunicator,
-        get_unique_id=lambda: bytes(range(128)), NCCL_SUM=0, NCCL_INT8=0, NCCL_UINT8=1, NCCL_INT32=2,
-        NCCL_UINT32=3, NCCL_INT64=4, NCCL_UINT64=5, NCCL_FLOAT16=6, NCCL_FLOAT32=7, NCCL_FLOAT64=8)
+        available=True,
+        NcclError=_FakeNcclError,
+        NcclCommunicator=_FakeCommunicator,
+        get_unique_id=lambda: bytes(range(128)),
+        NCCL_SUM=0,
+        NCCL_INT8=0,
+        NCCL_UINT8=1,
+        NCCL_INT32=2,
+        NCCL_UINT32=3,
+        NCCL_INT64=4,
+        NCCL_UINT64=5,
+        NCCL_FLOAT16=6,
+        NCCL_FLOAT32=7,
+        NCCL_FLOAT64=8,
+    )
     used = []
     device = types.SimpleNamespace(use=lambda: None)
-    cuda = types.SimpleNamespace(nccl=nccl, Device=lambda i: used.append(i) or device,
-                                 get_current_stream=lambda: types.SimpleNamespace(ptr=4242))
+    cuda = types.SimpleNamespace(
+        nccl=nccl, Device=lambda i: used.append(i) or device, get_current_stream=lambda: types.SimpleNamespace(ptr=4242)
+    )
     cupy = types.ModuleType("cupy")
     cupy.cuda = cuda
     monkeypatch.setitem(sys.modules, "cupy", cupy)

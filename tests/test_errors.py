@@ -2,6 +2,7 @@
 names the op (or setting) and the offending values. The table of these errors is
 docs/errors.md; a test below keeps the table and the exception classes in step.
 """
+
 from __future__ import annotations
 
 import os
@@ -88,19 +89,31 @@ SHAPE_ERRORS = {
     "maxout_0d": (lambda: xg.maxout(t(), 2), ["maxout:", "pieces=2"]),
     "getitem_int": (lambda: t(2, 3)[5], ["getitem:", "(2, 3)", "index 5", "size 2"]),
     "getitem_array": (lambda: t(2, 3)[ints(0, 7)], ["getitem:", "index 7", "size 2"]),
-    "sce_labels_shape": (lambda: xg.softmax_cross_entropy(t(2, 3), ints(0, 1, 2)),
-                         ["softmax_cross_entropy:", "labels must have shape (2,)", "(3,)"]),
-    "sce_labels_2d": (lambda: xg.softmax_cross_entropy(t(2, 3), xg.tensor(np.zeros((2, 1), dtype=np.int64))),
-                      ["softmax_cross_entropy:", "(2, 1)"]),
-    "sce_scores_1d": (lambda: xg.softmax_cross_entropy(t(3), ints(0)),
-                      ["softmax_cross_entropy:", "scores must be 2-D", "(3,)"]),
-    "sce_empty_batch": (lambda: xg.softmax_cross_entropy(xg.tensor(np.zeros((0, 3))), ints()),
-                        ["softmax_cross_entropy:", "empty"]),
-    "hinge_labels_shape": (lambda: xg.hinge_loss(t(4, 3), ints(0, 1)),
-                           ["hinge_loss:", "labels must have shape (4,)", "(2,)"]),
+    "sce_labels_shape": (
+        lambda: xg.softmax_cross_entropy(t(2, 3), ints(0, 1, 2)),
+        ["softmax_cross_entropy:", "labels must have shape (2,)", "(3,)"],
+    ),
+    "sce_labels_2d": (
+        lambda: xg.softmax_cross_entropy(t(2, 3), xg.tensor(np.zeros((2, 1), dtype=np.int64))),
+        ["softmax_cross_entropy:", "(2, 1)"],
+    ),
+    "sce_scores_1d": (
+        lambda: xg.softmax_cross_entropy(t(3), ints(0)),
+        ["softmax_cross_entropy:", "scores must be 2-D", "(3,)"],
+    ),
+    "sce_empty_batch": (
+        lambda: xg.softmax_cross_entropy(xg.tensor(np.zeros((0, 3))), ints()),
+        ["softmax_cross_entropy:", "empty"],
+    ),
+    "hinge_labels_shape": (
+        lambda: xg.hinge_loss(t(4, 3), ints(0, 1)),
+        ["hinge_loss:", "labels must have shape (4,)", "(2,)"],
+    ),
     "mse_shapes": (lambda: xg.mse_loss(t(2, 3), t(3, 2)), ["mse_loss:", "(2, 3)", "(3, 2)"]),
-    "backward_grad_shape": (lambda: (t(3, requires_grad=True) * 2).backward(t(2)),
-                            ["backward:", "grad has shape (2,)", "(3,)"]),
+    "backward_grad_shape": (
+        lambda: (t(3, requires_grad=True) * 2).backward(t(2)),
+        ["backward:", "grad has shape (2,)", "(3,)"],
+    ),
 }
 
 
@@ -119,8 +132,10 @@ def test_shape_error_is_also_a_value_error():
 # ---- dtypes ------------------------------------------------------------------------------------
 
 DTYPE_ERRORS = {
-    "tensor_int_requires_grad": (lambda: xg.tensor([1, 2], requires_grad=True),
-                                 ["requires_grad:", "dtype int64", "floating-point"]),
+    "tensor_int_requires_grad": (
+        lambda: xg.tensor([1, 2], requires_grad=True),
+        ["requires_grad:", "dtype int64", "floating-point"],
+    ),
     "requires_grad_on_int": (lambda: ints(1, 2).requires_grad_(), ["requires_grad:", "int64"]),
     "zeros_int_requires_grad": (lambda: xg.zeros(2, dtype="int32", requires_grad=True), ["requires_grad:", "int32"]),
     "bool_requires_grad": (lambda: xg.tensor(np.array([True]), requires_grad=True), ["requires_grad:", "bool"]),
@@ -128,14 +143,22 @@ DTYPE_ERRORS = {
     "tanh_int": (lambda: xg.tanh(ints(1, 2)), ["tanh:", "int64"]),
     "relu_int": (lambda: xg.relu(ints(1, 2)), ["relu:", "int64"]),
     "softmax_int": (lambda: xg.softmax(ints(1, 2)), ["softmax:", "int64"]),
-    "sce_float_labels": (lambda: xg.softmax_cross_entropy(t(2, 3), t(2)),
-                         ["softmax_cross_entropy:", "labels must be integer", "float32"]),
-    "hinge_int_scores": (lambda: xg.hinge_loss(xg.tensor(np.ones((2, 3), dtype=np.int64)), ints(0, 1)),
-                         ["hinge_loss:", "scores must be floating point", "int64"]),
-    "sce_labels_not_array": (lambda: xg.softmax_cross_entropy(t(2, 3), "cat"),
-                             ["softmax_cross_entropy:", "integer array", "'cat'"]),
-    "sce_float_label_list": (lambda: xg.softmax_cross_entropy(t(2, 3), [0.5, 1.0]),
-                             ["softmax_cross_entropy:", "integer class indices", "float64"]),
+    "sce_float_labels": (
+        lambda: xg.softmax_cross_entropy(t(2, 3), t(2)),
+        ["softmax_cross_entropy:", "labels must be integer", "float32"],
+    ),
+    "hinge_int_scores": (
+        lambda: xg.hinge_loss(xg.tensor(np.ones((2, 3), dtype=np.int64)), ints(0, 1)),
+        ["hinge_loss:", "scores must be floating point", "int64"],
+    ),
+    "sce_labels_not_array": (
+        lambda: xg.softmax_cross_entropy(t(2, 3), "cat"),
+        ["softmax_cross_entropy:", "integer array", "'cat'"],
+    ),
+    "sce_float_label_list": (
+        lambda: xg.softmax_cross_entropy(t(2, 3), [0.5, 1.0]),
+        ["softmax_cross_entropy:", "integer class indices", "float64"],
+    ),
 }
 
 
@@ -188,14 +211,14 @@ MIXED = {
 @pytest.mark.parametrize("op", sorted(MIXED))
 def test_mixed_devices_name_the_op_and_both_places(op, strict_pair):
     a, s, labels = strict_pair
-    message = raises(xg.DeviceMismatchError, lambda: MIXED[op](a, s, labels), f"{op}:", "numpy:cpu",
-                     "array_api_strict:", ".to(")
+    message = raises(
+        xg.DeviceMismatchError, lambda: MIXED[op](a, s, labels), f"{op}:", "numpy:cpu", "array_api_strict:", ".to("
+    )
     assert message.startswith(f"{op}:"), message
 
 
 def test_unknown_fused_activation():
-    raises(ValueError, lambda: xg.linear(t(2, 3), t(3, 4), activation="tanh"), "linear:", "'tanh'", "relu",
-           "sigmoid")
+    raises(ValueError, lambda: xg.linear(t(2, 3), t(3, 4), activation="tanh"), "linear:", "'tanh'", "relu", "sigmoid")
 
 
 def test_unknown_device_string():
@@ -215,15 +238,21 @@ def restore_backend():
 @pytest.mark.parametrize("value", ["nope", "tensorflow_not_here", "numpy-2"])
 def test_unknown_backend_names_the_value_and_the_choices(value, restore_backend):
     before = xg.get_backend()
-    message = raises(xg.UnknownBackendError, lambda: xg.set_backend(value), repr(value), "numpy, cupy, auto",
-                     "array_api_strict")
+    message = raises(
+        xg.UnknownBackendError, lambda: xg.set_backend(value), repr(value), "numpy, cupy, auto", "array_api_strict"
+    )
     assert message.count(value) >= 1
     assert xg.get_backend() is before, "a failed set_backend changed the backend"
 
 
 def test_backend_that_is_not_an_array_namespace(restore_backend):
-    raises(xg.UnknownBackendError, lambda: xg.set_backend("json"), "'json'", "not an array-API namespace",
-           "numpy, cupy, auto")
+    raises(
+        xg.UnknownBackendError,
+        lambda: xg.set_backend("json"),
+        "'json'",
+        "not an array-API namespace",
+        "numpy, cupy, auto",
+    )
 
 
 def test_unknown_backend_from_the_environment(monkeypatch, restore_backend):
@@ -255,8 +284,9 @@ def test_cupy_without_gpu_says_which_and_how_to_install(monkeypatch, restore_bac
     fake = types.ModuleType("cupy")
     fake.is_available = lambda: False
     monkeypatch.setitem(sys.modules, "cupy", fake)
-    message = raises(xg.NoGPUError, lambda: xg.set_backend("cupy"), "'cupy'", "no usable CUDA GPU",
-                     'pip install "xpgrad[cuda13]"')
+    message = raises(
+        xg.NoGPUError, lambda: xg.set_backend("cupy"), "'cupy'", "no usable CUDA GPU", 'pip install "xpgrad[cuda13]"'
+    )
     assert "not installed" not in message
     assert xg.set_backend("auto").name == "numpy"  # auto falls back instead of raising
 
@@ -279,8 +309,9 @@ def test_backend_errors_from_the_environment_at_startup():
                 print("DEBUG", type(e).__name__, e)
     """)
     env = dict(os.environ, XPGRAD_BACKEND="nope", XPGRAD_DEBUG="1", PYTHONWARNINGS="ignore")
-    proc = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("BACKEND UnknownBackendError unknown backend 'nope'"), proc.stdout
@@ -300,8 +331,15 @@ def test_labels_out_of_range(loss, labels, low, high, backend_name):
     with xg.use_backend(backend_name):
         scores = t(2, 3, requires_grad=True)
         y = ints(*labels)
-        message = raises(xg.LabelError, lambda: getattr(xg, loss)(scores, y), f"{loss}:", "[0, 3)", "3 classes",
-                         f"min {low}", f"max {high}")
+        message = raises(
+            xg.LabelError,
+            lambda: getattr(xg, loss)(scores, y),
+            f"{loss}:",
+            "[0, 3)",
+            "3 classes",
+            f"min {low}",
+            f"max {high}",
+        )
     assert "array_api_strict" not in message
 
 
@@ -310,8 +348,12 @@ def test_label_error_message_is_the_same_on_every_backend():
     from xpgrad.fns import use_kernels
 
     messages = set()
-    for be, kernels, dtype in [("numpy", True, "float32"), ("numpy", True, "float64"), ("numpy", False, "float32"),
-                               ("array_api_strict", True, "float32")]:
+    for be, kernels, dtype in [
+        ("numpy", True, "float32"),
+        ("numpy", True, "float64"),
+        ("numpy", False, "float32"),
+        ("array_api_strict", True, "float32"),
+    ]:
         with xg.use_backend(be), use_kernels(kernels):
             with pytest.raises(xg.LabelError) as info:
                 xg.softmax_cross_entropy(t(2, 3, dtype=dtype), ints(0, 9))
@@ -444,8 +486,13 @@ def test_every_exception_class_has_a_row_in_docs_errors_md():
 
     table = (ROOT / "docs" / "errors.md").read_text()
     classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, Exception)]
-    classes += [checkpoint.CheckpointError, checkpoint.CheckpointNotFoundError, data.DatasetNotFoundError,
-                data.DatasetFormatError, data.UnknownDatasetError]
+    classes += [
+        checkpoint.CheckpointError,
+        checkpoint.CheckpointNotFoundError,
+        data.DatasetNotFoundError,
+        data.DatasetFormatError,
+        data.UnknownDatasetError,
+    ]
     missing = [c.__name__ for c in classes if not re.search(rf"`(xg\.|[\w.]*\.)?{c.__name__}`", table)]
     assert not missing, f"docs/errors.md has no row for {missing}"
 
@@ -460,10 +507,29 @@ def test_labels_given_as_a_python_list_are_integer_labels():
 
 
 ONE_TENSOR_OPS = {  # op: extra arguments after the tensor
-    "sigmoid": (), "relu": (), "tanh": (), "exp": (), "log": (), "sqrt": (), "abs": (), "softmax": (),
-    "log_softmax": (), "leaky_relu": (), "elu": (), "maxout": (1,), "sum": (), "mean": (), "max": (), "min": (),
-    "transpose": (), "reshape": ((3, 2),), "broadcast_to": ((2, 2, 3),), "astype": ("float32",),
-    "mse_loss": (np.ones((2, 3)),), "softmax_cross_entropy": ([0, 1],), "hinge_loss": ([0, 1],),
+    "sigmoid": (),
+    "relu": (),
+    "tanh": (),
+    "exp": (),
+    "log": (),
+    "sqrt": (),
+    "abs": (),
+    "softmax": (),
+    "log_softmax": (),
+    "leaky_relu": (),
+    "elu": (),
+    "maxout": (1,),
+    "sum": (),
+    "mean": (),
+    "max": (),
+    "min": (),
+    "transpose": (),
+    "reshape": ((3, 2),),
+    "broadcast_to": ((2, 2, 3),),
+    "astype": ("float32",),
+    "mse_loss": (np.ones((2, 3)),),
+    "softmax_cross_entropy": ([0, 1],),
+    "hinge_loss": ([0, 1],),
 }
 
 

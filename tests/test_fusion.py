@@ -1,5 +1,6 @@
 """Eager fusion of temporaries (xpgrad.ops.fused): same values and gradients, fewer nodes, and
 nothing fused over a tensor someone still holds."""
+
 import numpy as np
 import pytest
 
@@ -37,7 +38,7 @@ def _relu_bias_named(x, W, b, t):
 def _sum_sq_named(x, W, b, t):
     p = x @ W
     d = p - t
-    return (d ** 2).sum()
+    return (d**2).sum()
 
 
 def _mean_sq_named(x, W, b, t):
@@ -50,12 +51,18 @@ CASES = {
     "sigmoid(x @ W)": (lambda x, W, b, t: xg.sigmoid(x @ W), _sigmoid_named, "linear_act"),
     "(x @ W).relu()": (lambda x, W, b, t: (x @ W).relu(), lambda x, W, b, t: xg.relu(_keep(x @ W)), "linear_act"),
     "relu(x @ W + b)": (lambda x, W, b, t: xg.relu(x @ W + b), _relu_bias_named, "linear_act"),
-    "sigmoid(x @ W + b)": (lambda x, W, b, t: xg.sigmoid(x @ W + b),
-                           lambda x, W, b, t: xg.sigmoid(_keep(x @ W + b)), "linear_act"),
+    "sigmoid(x @ W + b)": (
+        lambda x, W, b, t: xg.sigmoid(x @ W + b),
+        lambda x, W, b, t: xg.sigmoid(_keep(x @ W + b)),
+        "linear_act",
+    ),
     "((x @ W - t) ** 2).sum()": (lambda x, W, b, t: ((x @ W - t) ** 2).sum(), _sum_sq_named, "mse_loss"),
     "mean(square(x @ W - t))": (lambda x, W, b, t: xg.mean(square(x @ W - t)), _mean_sq_named, "mse_loss"),
-    "xg.sum((x @ W - 0.5) ** 2.0)": (lambda x, W, b, t: xg.sum((x @ W - 0.5) ** 2.0),
-                                     lambda x, W, b, t: xg.sum(_keep(_keep(x @ W) - 0.5) ** 2.0), "mse_loss"),
+    "xg.sum((x @ W - 0.5) ** 2.0)": (
+        lambda x, W, b, t: xg.sum((x @ W - 0.5) ** 2.0),
+        lambda x, W, b, t: xg.sum(_keep(_keep(x @ W) - 0.5) ** 2.0),
+        "mse_loss",
+    ),
 }
 
 _kept = []

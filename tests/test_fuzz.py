@@ -43,6 +43,7 @@ rejections, how often each op was drawn) and fails unless the requested number o
 actually checked; the long NumPy run also fails unless every op was drawn. Last results are in
 docs/reliability.md.
 """
+
 from __future__ import annotations
 
 import math
@@ -70,15 +71,31 @@ LONG = LONG_EXAMPLES > 0
 def _profile(ci_examples: int, long_examples: int) -> settings:
     health = [HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large]
     if LONG:
-        return settings(max_examples=long_examples, deadline=None, derandomize=False, database=None,
-                        suppress_health_check=health, print_blob=True)
-    return settings(max_examples=ci_examples, deadline=None, derandomize=True, database=None,
-                    suppress_health_check=health, print_blob=True)
+        return settings(
+            max_examples=long_examples,
+            deadline=None,
+            derandomize=False,
+            database=None,
+            suppress_health_check=health,
+            print_blob=True,
+        )
+    return settings(
+        max_examples=ci_examples,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=health,
+        print_blob=True,
+    )
 
 
 CI_EXAMPLES = {"numpy": 100, "array_api_strict": 25, "torch": 60, "second_order": 30}
-LONG_COUNTS = {"numpy": LONG_EXAMPLES, "array_api_strict": max(LONG_EXAMPLES // 10, 1), "torch": LONG_EXAMPLES,
-               "second_order": max(LONG_EXAMPLES // 10, 1)}
+LONG_COUNTS = {
+    "numpy": LONG_EXAMPLES,
+    "array_api_strict": max(LONG_EXAMPLES // 10, 1),
+    "torch": LONG_EXAMPLES,
+    "second_order": max(LONG_EXAMPLES // 10, 1),
+}
 REQUESTED = LONG_COUNTS if LONG else CI_EXAMPLES
 
 NUMPY_PROFILE = _profile(CI_EXAMPLES["numpy"], LONG_COUNTS["numpy"])
@@ -182,9 +199,26 @@ UNARY = ("neg", "exp", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "abs")
 BINARY = ("add", "sub", "mul", "div", "maximum", "minimum", "pow", "where")
 REDUCE = ("sum", "mean", "max", "min")
 SCALAR = ("add_s", "radd_s", "sub_s", "rsub_s", "mul_s", "rmul_s", "div_s", "rdiv_s", "pow_s", "rpow_s")
-OTHER = ("log", "sqrt", "softmax", "log_softmax", "reshape", "transpose", "broadcast_to", "getitem",
-         "concat", "stack", "matmul", "gram", "linear", "linear_act", "softmax_cross_entropy", "hinge_loss", "mse_loss",
-         "maxout")
+OTHER = (
+    "log",
+    "sqrt",
+    "softmax",
+    "log_softmax",
+    "reshape",
+    "transpose",
+    "broadcast_to",
+    "getitem",
+    "concat",
+    "stack",
+    "matmul",
+    "gram",
+    "linear",
+    "linear_act",
+    "softmax_cross_entropy",
+    "hinge_loss",
+    "mse_loss",
+    "maxout",
+)
 OP_KINDS = UNARY + BINARY + REDUCE + SCALAR + OTHER
 
 
@@ -229,8 +263,12 @@ def _gen_step(b: Builder, kind, a):
             return b.emit(kind, (a,), s, c=draw(st.sampled_from([2.0, 0.5])))
         return b.emit(kind, (a,), s, c=c)
     if kind in BINARY:
-        other = _second_operand(b, a, lambda t: (_broadcast(s, t) is not None and _size(_broadcast(s, t)) <= MAX_SIZE),
-                                lambda: _variant(draw, s))
+        other = _second_operand(
+            b,
+            a,
+            lambda t: _broadcast(s, t) is not None and _size(_broadcast(s, t)) <= MAX_SIZE,
+            lambda: _variant(draw, s),
+        )
         out_shape = _broadcast(s, b.p.shapes[other])
         if kind == "div":
             return b.emit("div", (a, _positive(b, other)), out_shape)
@@ -250,8 +288,11 @@ def _gen_step(b: Builder, kind, a):
         else:
             axis = tuple(sorted(draw(st.sets(st.integers(0, nd - 1), min_size=1, max_size=nd))))
         axes = range(nd) if axis is None else ([axis % nd] if isinstance(axis, int) else axis)
-        out = tuple(1 if i in axes else d for i, d in enumerate(s)) if keepdims else tuple(
-            d for i, d in enumerate(s) if i not in axes)
+        out = (
+            tuple(1 if i in axes else d for i, d in enumerate(s))
+            if keepdims
+            else tuple(d for i, d in enumerate(s) if i not in axes)
+        )
         return b.emit(kind, (a,), out, axis=axis, keepdims=keepdims)
     if kind in ("softmax", "log_softmax"):
         if nd == 0:
@@ -327,6 +368,7 @@ def _gen_step(b: Builder, kind, a):
 
             def make():
                 return s
+
         parts = [a]
         for _ in range(draw(st.integers(1, 2))):
             other = _second_operand(b, a, fits, None)
@@ -338,7 +380,7 @@ def _gen_step(b: Builder, kind, a):
         if kind == "concat":
             out = tuple(sum(b.p.shapes[p][ax] for p in parts) if i == ax else d for i, d in enumerate(s))
         else:
-            out = s[: axis % (nd + 1)] + (len(parts),) + s[axis % (nd + 1):]
+            out = s[: axis % (nd + 1)] + (len(parts),) + s[axis % (nd + 1) :]
         if _size(out) > MAX_SIZE:
             return None
         return b.emit(kind, parts, out, axis=axis)
@@ -378,8 +420,7 @@ def _gen_step(b: Builder, kind, a):
         if nd == 0:
             return None
         k = s[-1]
-        other = _second_operand(b, a, lambda t: len(t) == 2 and t[0] == k,
-                                lambda: (k, draw(st.integers(1, 3))))
+        other = _second_operand(b, a, lambda t: len(t) == 2 and t[0] == k, lambda: (k, draw(st.integers(1, 3))))
         n = b.p.shapes[other][1]
         out = s[:-1] + (n,)
         if _size(out) > MAX_SIZE:
@@ -443,18 +484,34 @@ def _finish(b: Builder, draw) -> Program:
 
 def _xg_ops():
     return {
-        "neg": lambda a: -a, "exp": xg.exp, "log": xg.log, "sqrt": xg.sqrt, "abs": xg.abs,
-        "sigmoid": xg.sigmoid, "tanh": xg.tanh, "relu": xg.relu,
+        "neg": lambda a: -a,
+        "exp": xg.exp,
+        "log": xg.log,
+        "sqrt": xg.sqrt,
+        "abs": xg.abs,
+        "sigmoid": xg.sigmoid,
+        "tanh": xg.tanh,
+        "relu": xg.relu,
         "leaky_relu": lambda a, slope: xg.leaky_relu(a, negative_slope=slope),
         "elu": lambda a, alpha: xg.elu(a, alpha=alpha),
-        "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
-        "div": lambda a, b: a / b, "pow": lambda a, b: a ** b,
-        "maximum": xg.maximum, "minimum": xg.minimum,
+        "add": lambda a, b: a + b,
+        "sub": lambda a, b: a - b,
+        "mul": lambda a, b: a * b,
+        "div": lambda a, b: a / b,
+        "pow": lambda a, b: a**b,
+        "maximum": xg.maximum,
+        "minimum": xg.minimum,
         "where": lambda a, b, cond: xg.where(_const(cond, a), a, b),
-        "add_s": lambda a, c: a + c, "radd_s": lambda a, c: c + a, "sub_s": lambda a, c: a - c,
-        "rsub_s": lambda a, c: c - a, "mul_s": lambda a, c: a * c, "rmul_s": lambda a, c: c * a,
-        "div_s": lambda a, c: a / c, "rdiv_s": lambda a, c: c / a, "pow_s": lambda a, c: a ** c,
-        "rpow_s": lambda a, c: c ** a,
+        "add_s": lambda a, c: a + c,
+        "radd_s": lambda a, c: c + a,
+        "sub_s": lambda a, c: a - c,
+        "rsub_s": lambda a, c: c - a,
+        "mul_s": lambda a, c: a * c,
+        "rmul_s": lambda a, c: c * a,
+        "div_s": lambda a, c: a / c,
+        "rdiv_s": lambda a, c: c / a,
+        "pow_s": lambda a, c: a**c,
+        "rpow_s": lambda a, c: c**a,
         "sum": lambda a, axis, keepdims: a.sum(axis=axis, keepdims=keepdims),
         "mean": lambda a, axis, keepdims: xg.mean(a, axis=axis, keepdims=keepdims),
         "max": lambda a, axis, keepdims: a.max(axis=axis, keepdims=keepdims),
@@ -479,8 +536,11 @@ def _xg_ops():
 
 def _const(arr: np.ndarray, like):
     """A constant array (labels, indices, masks) in the backend of tensor `like`."""
-    return xg.tensor(arr, device=None) if type(like.data) is np.ndarray else xg.Tensor(
-        xg.backend.namespace_of(like.data).asarray(arr))
+    return (
+        xg.tensor(arr, device=None)
+        if type(like.data) is np.ndarray
+        else xg.Tensor(xg.backend.namespace_of(like.data).asarray(arr))
+    )
 
 
 XG_OPS = _xg_ops()
@@ -634,11 +694,13 @@ def check_program(p: Program, backend_name: str):
         with use_kernels(False), np.errstate(all="ignore"):
             plain_out = run_program(p, leaves, XG_OPS)
             plain = xg.grad([plain_out], wanted, grad_outputs=[wt])
-        np.testing.assert_allclose(out.numpy(), plain_out.numpy(), rtol=1e-12, atol=1e-13,
-                                   err_msg=f"forward with kernels != without\n{p!r}")
+        np.testing.assert_allclose(
+            out.numpy(), plain_out.numpy(), rtol=1e-12, atol=1e-13, err_msg=f"forward with kernels != without\n{p!r}"
+        )
         for g, q in zip(grads, plain):
-            np.testing.assert_allclose(g.numpy(), q.numpy(), rtol=1e-11, atol=1e-12,
-                                       err_msg=f"gradient with kernels != without\n{p!r}")
+            np.testing.assert_allclose(
+                g.numpy(), q.numpy(), rtol=1e-11, atol=1e-12, err_msg=f"gradient with kernels != without\n{p!r}"
+            )
     return out, grads
 
 
@@ -661,9 +723,13 @@ def _summary(where: str, requested: int) -> str:
     ops = sorted((k[3:], v) for k, v in c.items() if k.startswith("op:"))
     missing = sorted(set(OP_NAMES) - {k for k, _ in ops})
     steps = sum(v for k, v in c.items() if k.startswith("op:"))
-    return (f"fuzz[{where}]: {c['graphs']} graphs checked (requested {requested}), {steps} op applications, "
-            f"{c['fanout_graphs']} with fan-out, {c['rejected']} of {c['drawn']} drawn rejected (kink/overflow); ops used {len(ops)}/{len(OP_NAMES)}"
-            + (f", never drawn: {missing}" if missing else "") + "; counts " + ", ".join(f"{k}={v}" for k, v in ops))
+    return (
+        f"fuzz[{where}]: {c['graphs']} graphs checked (requested {requested}), {steps} op applications, "
+        f"{c['fanout_graphs']} with fan-out, {c['rejected']} of {c['drawn']} drawn rejected (kink/overflow); ops used {len(ops)}/{len(OP_NAMES)}"
+        + (f", never drawn: {missing}" if missing else "")
+        + "; counts "
+        + ", ".join(f"{k}={v}" for k, v in ops)
+    )
 
 
 OP_NAMES = sorted(set(XG_OPS))
@@ -713,15 +779,21 @@ def _fuzz_second_order(p):
 
     first = gradient(*leaves)
     plain = xg.grad([out], [leaves[i] for i in wanted], grad_outputs=[w])
-    np.testing.assert_allclose(first.numpy(), np.concatenate([g.numpy().reshape(-1) for g in plain]),
-                               rtol=1e-12, atol=1e-12, err_msg=repr(p))
+    np.testing.assert_allclose(
+        first.numpy(), np.concatenate([g.numpy().reshape(-1) for g in plain]), rtol=1e-12, atol=1e-12, err_msg=repr(p)
+    )
     if first.requires_grad:
         gradcheck(gradient, leaves)
     else:  # the engine says the gradient is constant: it must not move when the differentiated leaves do
         for i in wanted:
             leaves[i].data = np.asarray(leaves[i].data + 1e-3)
-        np.testing.assert_allclose(gradient(*leaves).numpy(), first.numpy(), rtol=1e-9, atol=1e-12,
-                                   err_msg=f"gradient has no graph but depends on the inputs\n{p!r}")
+        np.testing.assert_allclose(
+            gradient(*leaves).numpy(),
+            first.numpy(),
+            rtol=1e-9,
+            atol=1e-12,
+            err_msg=f"gradient has no graph but depends on the inputs\n{p!r}",
+        )
         STATS["second_order"]["constant_gradient"] += 1
     _note("second_order", p, _has_fanout(p))
 
@@ -737,8 +809,14 @@ def test_fuzzer_catches_a_wrong_backward_rule(monkeypatch):
 
     monkeypatch.setattr(activation.Tanh, "backward", lambda self, F, gy, args, y: (gy * (1 - y),))
 
-    @settings(max_examples=50, deadline=None, derandomize=True, database=None, phases=[Phase.generate],
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=50,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(programs(kinds=("tanh", "add", "mul", "sum")))
     def search(p):
         check_program(p, "numpy")
@@ -746,7 +824,8 @@ def test_fuzzer_catches_a_wrong_backward_rule(monkeypatch):
     with pytest.raises((GradcheckError, ExceptionGroup)) as info:
         search()
     assert "gradient wrong" in str(info.value) or any(
-        isinstance(e, GradcheckError) for e in getattr(info.value, "exceptions", ()))
+        isinstance(e, GradcheckError) for e in getattr(info.value, "exceptions", ())
+    )
 
 
 # ---- PyTorch cross-check ----------------------------------------------------------------------
@@ -761,6 +840,7 @@ def _torch_ops():
             if a.ndim == 0:
                 return a
             return fn(a, dim=dims, keepdim=keepdims)
+
         return apply
 
     def index(a, index):
@@ -778,18 +858,38 @@ def _torch_ops():
         return a.reshape(a.shape[:-1] + (a.shape[-1] // pieces, pieces)).amax(dim=-1)
 
     return {
-        "neg": lambda a: -a, "exp": torch.exp, "log": torch.log, "sqrt": torch.sqrt, "abs": torch.abs,
-        "sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu,
-        "leaky_relu": lambda a, slope: F.leaky_relu(a, slope), "elu": lambda a, alpha: F.elu(a, alpha),
-        "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
-        "div": lambda a, b: a / b, "pow": lambda a, b: a ** b,
-        "maximum": torch.maximum, "minimum": torch.minimum,
+        "neg": lambda a: -a,
+        "exp": torch.exp,
+        "log": torch.log,
+        "sqrt": torch.sqrt,
+        "abs": torch.abs,
+        "sigmoid": torch.sigmoid,
+        "tanh": torch.tanh,
+        "relu": torch.relu,
+        "leaky_relu": lambda a, slope: F.leaky_relu(a, slope),
+        "elu": lambda a, alpha: F.elu(a, alpha),
+        "add": lambda a, b: a + b,
+        "sub": lambda a, b: a - b,
+        "mul": lambda a, b: a * b,
+        "div": lambda a, b: a / b,
+        "pow": lambda a, b: a**b,
+        "maximum": torch.maximum,
+        "minimum": torch.minimum,
         "where": lambda a, b, cond: torch.where(torch.as_tensor(cond), a, b),
-        "add_s": lambda a, c: a + c, "radd_s": lambda a, c: c + a, "sub_s": lambda a, c: a - c,
-        "rsub_s": lambda a, c: c - a, "mul_s": lambda a, c: a * c, "rmul_s": lambda a, c: c * a,
-        "div_s": lambda a, c: a / c, "rdiv_s": lambda a, c: c / a, "pow_s": lambda a, c: a ** c,
-        "rpow_s": lambda a, c: c ** a,
-        "sum": reduce(torch.sum), "mean": reduce(torch.mean), "max": reduce(torch.amax), "min": reduce(torch.amin),
+        "add_s": lambda a, c: a + c,
+        "radd_s": lambda a, c: c + a,
+        "sub_s": lambda a, c: a - c,
+        "rsub_s": lambda a, c: c - a,
+        "mul_s": lambda a, c: a * c,
+        "rmul_s": lambda a, c: c * a,
+        "div_s": lambda a, c: a / c,
+        "rdiv_s": lambda a, c: c / a,
+        "pow_s": lambda a, c: a**c,
+        "rpow_s": lambda a, c: c**a,
+        "sum": reduce(torch.sum),
+        "mean": reduce(torch.mean),
+        "max": reduce(torch.amax),
+        "min": reduce(torch.amin),
         "softmax": lambda a, axis: torch.softmax(a, dim=axis),
         "log_softmax": lambda a, axis: torch.log_softmax(a, dim=axis),
         "reshape": lambda a, shape: a.reshape(shape),
@@ -801,7 +901,8 @@ def _torch_ops():
         "matmul": lambda a, b: a @ b,
         "linear": lambda x, W, b=None: x @ W if b is None else x @ W + b,
         "linear_act": lambda x, W, b=None, activation=None: (torch.relu if activation == "relu" else torch.sigmoid)(
-            x @ W if b is None else x @ W + b),
+            x @ W if b is None else x @ W + b
+        ),
         "softmax_cross_entropy": lambda z, labels: F.cross_entropy(z, torch.as_tensor(labels)),
         "hinge_loss": hinge,
         "mse_loss": lambda p, t: ((p - t) ** 2).mean(),
@@ -821,22 +922,26 @@ def _fuzz_torch(p):
 
     tleaves = [torch.tensor(v, dtype=torch.float64, requires_grad=rg) for v, (_, rg) in zip(leaf_values(p), p.leaves)]
     tout = run_program(p, tleaves, TORCH_OPS)
-    np.testing.assert_allclose(out.numpy(), tout.detach().numpy(), rtol=1e-9, atol=1e-11,
-                               err_msg=f"forward differs from torch\n{p!r}")
-    tgrads = torch.autograd.grad([tout], [tleaves[i] for i in wanted], grad_outputs=[torch.from_numpy(w)],
-                                 allow_unused=True)
+    np.testing.assert_allclose(
+        out.numpy(), tout.detach().numpy(), rtol=1e-9, atol=1e-11, err_msg=f"forward differs from torch\n{p!r}"
+    )
+    tgrads = torch.autograd.grad(
+        [tout], [tleaves[i] for i in wanted], grad_outputs=[torch.from_numpy(w)], allow_unused=True
+    )
     for i, g, tg in zip(wanted, grads, tgrads):
         expected = np.zeros(leaves[i].shape) if tg is None else tg.numpy()
-        np.testing.assert_allclose(g.numpy(), expected, rtol=1e-8, atol=1e-10,
-                                   err_msg=f"gradient of leaf v{i} differs from torch\n{p!r}")
+        np.testing.assert_allclose(
+            g.numpy(), expected, rtol=1e-8, atol=1e-10, err_msg=f"gradient of leaf v{i} differs from torch\n{p!r}"
+        )
     _note("torch", p, _has_fanout(p))
 
 
 TORCH_OPS = _torch_ops() if torch is not None else None
 
 
-@pytest.mark.skipif(torch is None, reason="PyTorch is not installed: the torch cross-check is skipped "
-                                          "(pip install torch to run it)")
+@pytest.mark.skipif(
+    torch is None, reason="PyTorch is not installed: the torch cross-check is skipped (pip install torch to run it)"
+)
 def test_fuzz_matches_pytorch_autograd():
     _run_and_count("torch", _fuzz_torch, REQUESTED["torch"])
 

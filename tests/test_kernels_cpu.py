@@ -4,6 +4,7 @@ Sizes 1, 7, 1023 and 10**5 (elements for the elementwise kernels, rows x columns
 2-D ones), float32 and float64, contiguous and strided (non-contiguous) inputs and outputs.
 The array factories and tolerances are shared with test_kernels_cuda.py.
 """
+
 import subprocess
 import sys
 
@@ -242,8 +243,9 @@ def test_elementwise_kernels_on_3d_arrays_and_any_scalar_types(dtype):
     for momentum in (0, 0.9):
         param, velocity = make((3, 4, 5), dtype, "contiguous", 2), np.zeros((3, 4, 5), dtype)
         expected_param, expected_velocity = param.copy(), velocity.copy()
-        cpu.sgd_update(param, dy, velocity if momentum else None, np.float64(0.1), momentum, np.float32(0.25),
-                       np.bool_(momentum))
+        cpu.sgd_update(
+            param, dy, velocity if momentum else None, np.float64(0.1), momentum, np.float32(0.25), np.bool_(momentum)
+        )
         ref.sgd_update(expected_param, dy, expected_velocity, 0.1, momentum, 0.25, bool(momentum))
         close(param, expected_param, dtype)
         close(velocity, expected_velocity, dtype)
@@ -317,19 +319,22 @@ def test_sigmoid_backward_in_place():
     close(dy, expected, np.float64)
 
 
-@pytest.mark.parametrize("call, error", [
-    (lambda: cpu.sigmoid_backward(np.ones(3, np.float32), np.ones(3)), TypeError),
-    (lambda: cpu.sigmoid_backward(np.ones(3), np.ones(4)), ValueError),
-    (lambda: cpu.sigmoid_backward(np.ones(3, np.int64), np.ones(3, np.int64)), TypeError),
-    (lambda: cpu.bias_act_backward(np.ones((2, 2)), np.ones((2, 2)), "identity"), ValueError),
-    (lambda: cpu.bias_act_backward(np.ones(2), np.ones(2), "relu"), ValueError),
-    (lambda: cpu.bias_act_forward(np.ones((2, 3)), np.ones(2), "relu"), ValueError),
-    (lambda: cpu.bias_act_forward(np.ones((2, 3)), np.ones(3), "tanh"), ValueError),
-    (lambda: cpu.softmax_xent_forward(np.ones((2, 3)), np.zeros(2)), TypeError),
-    (lambda: cpu.softmax_xent_forward(np.ones((2, 3)), np.zeros(3, np.int64)), ValueError),
-    (lambda: cpu.softmax_xent_backward(np.ones((2, 3)), np.zeros((2, 1), np.int64), 1.0), ValueError),
-    (lambda: cpu.sgd_update(np.ones(3), np.ones(3), None, 0.1, 0.9, 0.0, False), ValueError),
-])
+@pytest.mark.parametrize(
+    "call, error",
+    [
+        (lambda: cpu.sigmoid_backward(np.ones(3, np.float32), np.ones(3)), TypeError),
+        (lambda: cpu.sigmoid_backward(np.ones(3), np.ones(4)), ValueError),
+        (lambda: cpu.sigmoid_backward(np.ones(3, np.int64), np.ones(3, np.int64)), TypeError),
+        (lambda: cpu.bias_act_backward(np.ones((2, 2)), np.ones((2, 2)), "identity"), ValueError),
+        (lambda: cpu.bias_act_backward(np.ones(2), np.ones(2), "relu"), ValueError),
+        (lambda: cpu.bias_act_forward(np.ones((2, 3)), np.ones(2), "relu"), ValueError),
+        (lambda: cpu.bias_act_forward(np.ones((2, 3)), np.ones(3), "tanh"), ValueError),
+        (lambda: cpu.softmax_xent_forward(np.ones((2, 3)), np.zeros(2)), TypeError),
+        (lambda: cpu.softmax_xent_forward(np.ones((2, 3)), np.zeros(3, np.int64)), ValueError),
+        (lambda: cpu.softmax_xent_backward(np.ones((2, 3)), np.zeros((2, 1), np.int64), 1.0), ValueError),
+        (lambda: cpu.sgd_update(np.ones(3), np.ones(3), None, 0.1, 0.9, 0.0, False), ValueError),
+    ],
+)
 def test_bad_arguments_raise(call, error):
     with pytest.raises(error):
         call()

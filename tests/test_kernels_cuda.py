@@ -6,13 +6,22 @@ grid (the simulator costs ~0.1 ms per launched thread). With a GPU the same chec
 device with the default grids (Numba copies the NumPy arrays), and the CuPy tests run too.
 numba.cuda is imported only by the `kc` fixture.
 """
+
 import numpy as np
 import pytest
 from conftest import HAS_GPU, SIMULATOR
 from test_kernels_cpu import (
-    DTYPES, LAYOUTS, check_adam_update, check_bias_act_backward, check_bias_act_forward,
-    check_scatter_add, check_sgd_update, check_sigmoid_backward, check_softmax_xent_backward,
-    check_softmax_xent_backward_skips_bad_labels, check_softmax_xent_forward,
+    DTYPES,
+    LAYOUTS,
+    check_adam_update,
+    check_bias_act_backward,
+    check_bias_act_forward,
+    check_scatter_add,
+    check_sgd_update,
+    check_sigmoid_backward,
+    check_softmax_xent_backward,
+    check_softmax_xent_backward_skips_bad_labels,
+    check_softmax_xent_forward,
     check_softmax_xent_rejects_bad_labels,
 )
 
@@ -116,8 +125,10 @@ def test_softmax_rejects_non_power_of_two_blocks(kc):
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not HAS_GPU, reason="needs a real CUDA GPU (no NVIDIA driver here); the kernels "
-                    "are tested above under the Numba CUDA simulator")
+@pytest.mark.skipif(
+    not HAS_GPU,
+    reason="needs a real CUDA GPU (no NVIDIA driver here); the kernels are tested above under the Numba CUDA simulator",
+)
 def test_cupy_arrays_on_a_non_default_stream(kc):
     cupy = pytest.importorskip("cupy", reason="needs CuPy (pip install 'xpgrad[cuda13]')")
     rng = np.random.default_rng(0)

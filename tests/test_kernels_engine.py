@@ -1,4 +1,5 @@
 """Engine-level: gradients through the ops with the Numba kernels on equal those with kernels off."""
+
 import numpy as np
 import pytest
 
@@ -139,8 +140,12 @@ def test_xpgrad_kernels_env_switch_is_read_at_import():
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-c", "from xpgrad.fns import kernels_enabled; print(kernels_enabled())"],
-                         capture_output=True, text=True, env={**__import__("os").environ, "XPGRAD_KERNELS": "0"})
+    out = subprocess.run(
+        [sys.executable, "-c", "from xpgrad.fns import kernels_enabled; print(kernels_enabled())"],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "XPGRAD_KERNELS": "0"},
+    )
     assert out.stdout.strip() == "False", out.stderr
     assert kernels_enabled() in (True, False)
 

@@ -6,6 +6,7 @@ subprocess whose environment has NUMBA_ENABLE_CUDASIM removed (under the simulat
 does not exist). Needs the NVRTC/NVVM wheels (`pip install "xpgrad[ptx-check]"`), no GPU; skips
 with the reason when they are missing, fails on any other error.
 """
+
 import json
 import os
 import subprocess
@@ -57,8 +58,18 @@ for f in (float32, float64):
 print(json.dumps(report))
 """
 
-KERNELS = ["_sigmoid_bwd", "_bias_act_bwd", "_bias_act_fwd", "_bias_act_fwd_no_bias", "_softmax_xent_fwd", "_softmax_xent_bwd",
-           "_sgd", "_sgd_no_velocity", "_adam", "_scatter_add"]
+KERNELS = [
+    "_sigmoid_bwd",
+    "_bias_act_bwd",
+    "_bias_act_fwd",
+    "_bias_act_fwd_no_bias",
+    "_softmax_xent_fwd",
+    "_softmax_xent_bwd",
+    "_sgd",
+    "_sgd_no_velocity",
+    "_adam",
+    "_scatter_add",
+]
 F64_ACCUMULATORS = {"_bias_act_bwd", "_softmax_xent_fwd"}  # sum in float64 on purpose
 
 

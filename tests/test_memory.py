@@ -17,6 +17,7 @@ try/finally), so every graph must be freed by reference counting alone. Stated b
 * **no cycles**: after the run, a full collection finds no Tensor or Node that only the cyclic
   GC could free.
 """
+
 from __future__ import annotations
 
 import gc
@@ -119,16 +120,22 @@ def test_soak_10000_steps_stay_flat_with_the_cyclic_gc_off():
             gc.enable()
 
     growth_mib = (rss_at[-1] - rss_at[0]) / 2**20
-    print(f"\nsoak: {STEPS} steps in {elapsed:.1f} s; live tensors {tensors_at}; live nodes {nodes_at}; "
-          f"RSS {rss_at[0] / 2**20:.1f} -> {rss_at[-1] / 2**20:.1f} MiB (growth {growth_mib:+.2f} MiB, "
-          f"max {max(rss_at) / 2**20:.1f}); loss {first_loss:.3f} -> {losses[-1]:.3f}")
+    print(
+        f"\nsoak: {STEPS} steps in {elapsed:.1f} s; live tensors {tensors_at}; live nodes {nodes_at}; "
+        f"RSS {rss_at[0] / 2**20:.1f} -> {rss_at[-1] / 2**20:.1f} MiB (growth {growth_mib:+.2f} MiB, "
+        f"max {max(rss_at) / 2**20:.1f}); loss {first_loss:.3f} -> {losses[-1]:.3f}"
+    )
     assert len(set(tensors_at)) == 1, f"live Tensor count changed between checkpoints: {tensors_at}"
     assert tensors_at[0] == base_tensors + len(params) + 2, (
-        f"{tensors_at[0] - base_tensors} live tensors from the soak; expected the {len(params)} params + the batch")
-    assert nodes_at == [base_nodes] * CHECKPOINTS, f"graph nodes alive at checkpoints: {nodes_at} (before: {base_nodes})"
+        f"{tensors_at[0] - base_tensors} live tensors from the soak; expected the {len(params)} params + the batch"
+    )
+    assert nodes_at == [base_nodes] * CHECKPOINTS, (
+        f"graph nodes alive at checkpoints: {nodes_at} (before: {base_nodes})"
+    )
     assert (max(rss_at) - rss_at[0]) / 2**20 <= RSS_BOUND_MIB, (
         f"RSS grew by {(max(rss_at) - rss_at[0]) / 2**20:.2f} MiB over {STEPS - WARMUP} steps "
-        f"(bound {RSS_BOUND_MIB} MiB): {[round(r / 2**20, 1) for r in rss_at]}")
+        f"(bound {RSS_BOUND_MIB} MiB): {[round(r / 2**20, 1) for r in rss_at]}"
+    )
     assert not cyclic, f"{len(cyclic)} tensors/nodes were only collectable by the cyclic GC"
     assert losses[-1] < 0.2 * first_loss, f"training did not progress: loss {first_loss} -> {losses[-1]}"
 

@@ -1,4 +1,5 @@
 """xpgrad.nn: registration, state dicts, init, Dropout, MLP, and a short training run on digits."""
+
 import math
 
 import numpy as np
@@ -138,8 +139,9 @@ def test_init_is_seeded():
     np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("activation, std", [("relu", 2.0), ("elu", 2.0), ("leaky-relu", 2.0),
-                                             ("sigmoid", 1.0), ("tanh", 1.0)])
+@pytest.mark.parametrize(
+    "activation, std", [("relu", 2.0), ("elu", 2.0), ("leaky-relu", 2.0), ("sigmoid", 1.0), ("tanh", 1.0)]
+)
 def test_mlp_picks_init_by_activation(activation, std):
     xg.manual_seed(0)
     mlp = nn.MLP([400, 300, 10], activation=activation)
@@ -152,12 +154,27 @@ def test_mlp_structure_and_config_round_trip():
     kinds = [type(m).__name__ for m in mlp]
     assert kinds == ["Standardize", "Linear", "Tanh", "Dropout", "Linear", "Tanh", "Dropout", "Linear"]
     config = mlp.config()
-    assert config == {"type": "MLP", "sizes": [8, 16, 16, 3], "activation": "tanh", "dropout": 0.25,
-                      "init": "auto", "bias": True, "standardize": True}
+    assert config == {
+        "type": "MLP",
+        "sizes": [8, 16, 16, 3],
+        "activation": "tanh",
+        "dropout": 0.25,
+        "init": "auto",
+        "bias": True,
+        "standardize": True,
+    }
     rebuilt = nn.from_config(config)
     assert [n for n, _ in rebuilt.named_parameters()] == [n for n, _ in mlp.named_parameters()]
-    assert set(mlp.state_dict()) == {"0.mean", "0.scale", "1.weight", "1.bias", "4.weight", "4.bias",
-                                     "7.weight", "7.bias"}
+    assert set(mlp.state_dict()) == {
+        "0.mean",
+        "0.scale",
+        "1.weight",
+        "1.bias",
+        "4.weight",
+        "4.bias",
+        "7.weight",
+        "7.bias",
+    }
     with pytest.raises(ValueError, match="unknown activation 'swish'"):
         nn.MLP([2, 2], activation="swish")
     with pytest.raises(ValueError, match="at least"):
@@ -184,8 +201,13 @@ def test_standardize_buffers_fit_and_state():
 
 def test_activation_modules_match_functions():
     x = xg.tensor([[-2.0, -0.5, 0.0, 0.5, 2.0]])
-    for module, fn in [(nn.ReLU(), xg.relu), (nn.Sigmoid(), xg.sigmoid), (nn.Tanh(), xg.tanh),
-                       (nn.LeakyReLU(0.2), lambda t: xg.leaky_relu(t, 0.2)), (nn.ELU(0.5), lambda t: xg.elu(t, 0.5))]:
+    for module, fn in [
+        (nn.ReLU(), xg.relu),
+        (nn.Sigmoid(), xg.sigmoid),
+        (nn.Tanh(), xg.tanh),
+        (nn.LeakyReLU(0.2), lambda t: xg.leaky_relu(t, 0.2)),
+        (nn.ELU(0.5), lambda t: xg.elu(t, 0.5)),
+    ]:
         np.testing.assert_array_equal(module(x).numpy(), fn(x).numpy())
 
 
@@ -310,8 +332,14 @@ def test_fit_trains_in_training_mode_even_after_eval(digits):
     assert model[2].training and seen[:3] == [True, True, True]
 
 
-@pytest.mark.parametrize("args, hint", [((64, [32], 10), "MLP([64, 32, 10])"), ((64, 32, 10), "MLP([64, 32, 10])"),
-                                        ((64,), "MLP([inputs, hidden..., outputs])")])
+@pytest.mark.parametrize(
+    "args, hint",
+    [
+        ((64, [32], 10), "MLP([64, 32, 10])"),
+        ((64, 32, 10), "MLP([64, 32, 10])"),
+        ((64,), "MLP([inputs, hidden..., outputs])"),
+    ],
+)
 def test_mlp_sizes_given_as_separate_numbers_say_it_is_one_list(args, hint):
     with pytest.raises(TypeError) as info:
         xg.nn.MLP(*args)

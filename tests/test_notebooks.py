@@ -1,5 +1,6 @@
 """The tutorial notebooks in docs/notebooks/ run top to bottom in a real Jupyter kernel (nbclient + ipykernel);
 their cells check their own results with asserts, and here the circuit shows inline as an SVG."""
+
 import os
 import pathlib
 import shutil
@@ -18,8 +19,9 @@ CELL_TIMEOUT_S = 120
 
 def run_notebook(path, folder):
     nb = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
-                                     resources={"metadata": {"path": str(folder)}})
+    client = nbclient.NotebookClient(
+        nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
+    )
     client.execute()  # raises CellExecutionError (with the failing cell and traceback) on any error
     return nb
 
@@ -30,8 +32,13 @@ def svg_texts(svg):
 
 
 def outputs(nb, mime):
-    return [out["data"][mime] for cell in nb.cells if cell.cell_type == "code" for out in cell.get("outputs", [])
-            if mime in out.get("data", {})]
+    return [
+        out["data"][mime]
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        for out in cell.get("outputs", [])
+        if mime in out.get("data", {})
+    ]
 
 
 def test_the_notebooks_are_there():
@@ -70,8 +77,18 @@ def test_circuits_notebook_shows_the_circuit_inline(executed):
         assert len(svgs) == 4  # (x+y)z before and after backward, the sigmoid circuit from gates and in one gate
         before, after, sigmoid = (svg_texts(svg) for svg in svgs[:3])
         # before backward: values only (z = -4, q = 3); after: x, y and q get -4, z gets 3
-        assert (before.count("-12.00"), before.count("q = 3.00"), before.count("-4.00"), before.count("3.00")) == (1, 1, 1, 0)
-        assert (after.count("-12.00"), after.count("q = 3.00"), after.count("-4.00"), after.count("3.00")) == (1, 1, 4, 1)
+        assert (before.count("-12.00"), before.count("q = 3.00"), before.count("-4.00"), before.count("3.00")) == (
+            1,
+            1,
+            1,
+            0,
+        )
+        assert (after.count("-12.00"), after.count("q = 3.00"), after.count("-4.00"), after.count("3.00")) == (
+            1,
+            1,
+            4,
+            1,
+        )
         assert {"0.73", "-0.20", "0.39", "-0.39", "-0.59", "0.20", "1/x", "exp"} <= set(sigmoid)
     else:
         assert any("Graphviz" in t and "w0 = 2.00  grad -0.20" in t for t in texts)

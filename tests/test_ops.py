@@ -4,6 +4,7 @@ Binary elementwise ops run over random mutually-broadcastable shapes (hypothesis
 shared `unbroadcast` is exercised everywhere; a float32 pass checks the same ops at float32
 tolerances.
 """
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -47,7 +48,9 @@ def _values(rng, shape, kind, second=False):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", sorted(BINARY))
-@given(shapes=mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3, max_side=3), seed=st.integers(0, 2**16))
+@given(
+    shapes=mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=3, max_side=3), seed=st.integers(0, 2**16)
+)
 @settings(max_examples=15, deadline=None)
 def test_binary_ops_broadcast(name, dtype, shapes, seed):
     fn, kind = BINARY[name]
@@ -142,9 +145,20 @@ def test_unary_ops_float32(name):
     assert fn(x).dtype == np.float32
 
 
-@pytest.mark.parametrize("shapes", [((3,), (3,)), ((2, 3), (3, 4)), ((3,), (3, 4)), ((2, 3), (3,)),
-                                    ((5, 2, 3), (3, 4)), ((2, 3), (5, 3, 4)), ((5, 2, 3), (5, 3, 4)),
-                                    ((1, 2, 3), (4, 3, 2)), ((3,), (5, 3, 2))])
+@pytest.mark.parametrize(
+    "shapes",
+    [
+        ((3,), (3,)),
+        ((2, 3), (3, 4)),
+        ((3,), (3, 4)),
+        ((2, 3), (3,)),
+        ((5, 2, 3), (3, 4)),
+        ((2, 3), (5, 3, 4)),
+        ((5, 2, 3), (5, 3, 4)),
+        ((1, 2, 3), (4, 3, 2)),
+        ((3,), (5, 3, 2)),
+    ],
+)
 def test_matmul_shapes(backend_name, shapes):
     rng = np.random.default_rng(4)
     a, b = make(rng.standard_normal(shapes[0])), make(rng.standard_normal(shapes[1]))
@@ -201,7 +215,9 @@ def test_concat_and_stack(backend_name, axis):
     a, b = make(rng.standard_normal((2, 3))), make(rng.standard_normal((2, 3)))
     assert gradcheck(lambda p, q: xg.concat([p, q * q, p], axis=axis), [a, b])
     assert gradcheck(lambda p, q: xg.stack([p, q, p * q], axis=axis), [a, b])
-    np.testing.assert_array_equal(xg.concat([a, b], axis=axis).numpy(), np.concatenate([a.numpy(), b.numpy()], axis=axis))
+    np.testing.assert_array_equal(
+        xg.concat([a, b], axis=axis).numpy(), np.concatenate([a.numpy(), b.numpy()], axis=axis)
+    )
     np.testing.assert_array_equal(xg.stack([a, b], axis=axis).numpy(), np.stack([a.numpy(), b.numpy()], axis=axis))
 
 

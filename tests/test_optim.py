@@ -1,4 +1,5 @@
 """xpgrad.optim: SGD and Adam against hand-written NumPy updates, state dicts, and LR schedules."""
+
 import math
 
 import numpy as np
@@ -54,8 +55,8 @@ def reference_adam(init, grads, lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0
             g = g + weight_decay * ws[i]
             ms[i] = b1 * ms[i] + (1 - b1) * g
             vs[i] = b2 * vs[i] + (1 - b2) * g * g
-            m_hat = ms[i] / (1 - b1 ** t)
-            v_hat = vs[i] / (1 - b2 ** t)
+            m_hat = ms[i] / (1 - b1**t)
+            v_hat = vs[i] / (1 - b2**t)
             ws[i] = ws[i] - lr * m_hat / (np.sqrt(v_hat) + eps)
     return ws
 
@@ -86,8 +87,9 @@ def test_sgd_variants_differ():
     assert not np.allclose(results[0], results[1]) and not np.allclose(results[0], results[2])
 
 
-@pytest.mark.parametrize("kwargs", [dict(lr=1e-2), dict(lr=3e-3, betas=(0.8, 0.99), eps=1e-6),
-                                    dict(lr=1e-2, weight_decay=0.1)])
+@pytest.mark.parametrize(
+    "kwargs", [dict(lr=1e-2), dict(lr=3e-3, betas=(0.8, 0.99), eps=1e-6), dict(lr=1e-2, weight_decay=0.1)]
+)
 def test_adam_matches_reference(kwargs):
     init, grads, params = make_problem(seed=1)
     opt = optim.Adam(params, **kwargs)
@@ -155,8 +157,9 @@ def test_bad_arguments_are_rejected():
         optim.Adam(params, betas=0.9)
 
 
-@pytest.mark.parametrize("make", [lambda ps: optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True),
-                                  lambda ps: optim.Adam(ps, lr=0.01)])
+@pytest.mark.parametrize(
+    "make", [lambda ps: optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True), lambda ps: optim.Adam(ps, lr=0.01)]
+)
 def test_state_dict_round_trip_continues_identically(make):
     init, grads, params = make_problem(seed=3)
     opt = make(params)

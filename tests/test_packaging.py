@@ -1,4 +1,5 @@
 """Packaging habits: one version (xpgrad.__version__, which pyproject reads), py.typed shipped, the MIT LICENSE."""
+
 import importlib.metadata
 import importlib.resources
 import pathlib
@@ -29,6 +30,9 @@ def test_every_subpackage_is_listed_for_the_wheel():
     tests, but not in `pip install .` (the README's first command): xpgrad.capture once was."""
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     listed = set(pyproject["tool"]["setuptools"]["packages"])
-    found = {"xpgrad." + ".".join(p.parent.relative_to(ROOT / "xpgrad").parts)
-             for p in (ROOT / "xpgrad").rglob("__init__.py") if p.parent != ROOT / "xpgrad"}
+    found = {
+        "xpgrad." + ".".join(p.parent.relative_to(ROOT / "xpgrad").parts)
+        for p in (ROOT / "xpgrad").rglob("__init__.py")
+        if p.parent != ROOT / "xpgrad"
+    }
     assert found | {"xpgrad", "xpgrad.kernels"} <= listed, sorted(found - listed)

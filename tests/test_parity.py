@@ -10,6 +10,7 @@ moves to NumPy behind the user's back).
 The second half feeds the same bad inputs to each backend: the exception type and the full
 message must be identical to NumPy's (for CuPy the device names aside).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,9 +23,14 @@ pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 HAS_CUPY_GPU = xg.cupy_gpu_available()
 OTHER_BACKENDS = [
     "array_api_strict",
-    pytest.param("cupy", marks=pytest.mark.skipif(
-        not HAS_CUPY_GPU, reason="no CuPy with a usable CUDA GPU on this machine: the CuPy parity runs "
-                                 "only where one is present (pip install \"xpgrad[cuda13]\" on a GPU host)")),
+    pytest.param(
+        "cupy",
+        marks=pytest.mark.skipif(
+            not HAS_CUPY_GPU,
+            reason="no CuPy with a usable CUDA GPU on this machine: the CuPy parity runs "
+            'only where one is present (pip install "xpgrad[cuda13]" on a GPU host)',
+        ),
+    ),
 ]
 
 
@@ -91,8 +97,8 @@ OPS = {
     "sub": (lambda a, b: a - b, [F(2, 1), F(3)]),
     "mul": (lambda a, b: a * b, [F(2, 3), F(2, 1)]),
     "div": (lambda a, b: a / b, [F(2, 3), F(3, kind="pos")]),
-    "pow": (lambda a, b: a ** b, [F(2, 3, kind="pos"), F(3)]),
-    "scalars": (lambda a: (2.0 - a) * 3.0 / (a * a + 1.0) + 1.5 ** a - a ** 2, [F(2, 3)]),
+    "pow": (lambda a, b: a**b, [F(2, 3, kind="pos"), F(3)]),
+    "scalars": (lambda a: (2.0 - a) * 3.0 / (a * a + 1.0) + 1.5**a - a**2, [F(2, 3)]),
     "rdiv": (lambda a: 2.0 / a, [F(4, kind="pos")]),
     "neg": (lambda a: -a, [F(2, 3)]),
     "exp": (lambda a: xg.exp(a), [F(2, 3)]),

@@ -10,6 +10,7 @@ derivative. Each case also checks that the create_graph gradient equals the plai
 Ops whose second derivative is zero almost everywhere (relu, abs, max, getitem, ...) are
 composed with a square so that the second-order path through their backward still matters.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -86,10 +87,10 @@ CASES = {
     "mul_self": (lambda a: a * a * a, [(2, 3)]),
     "div": (lambda a, b: a / b, [(2, 3), ("pos", 3)]),
     "rdiv_scalar": (lambda a: 2.0 / a, [("pos", 2, 3)]),
-    "pow_tensor": (lambda a, b: a ** b, [("pos", 2, 3), (3,)]),
-    "pow_scalar": (lambda a: a ** 3.0, [(2, 3)]),
-    "pow_fractional": (lambda a: a ** -1.5, [("pos", 4)]),
-    "rpow_scalar": (lambda a: 2.0 ** a, [(2, 3)]),
+    "pow_tensor": (lambda a, b: a**b, [("pos", 2, 3), (3,)]),
+    "pow_scalar": (lambda a: a**3.0, [(2, 3)]),
+    "pow_fractional": (lambda a: a**-1.5, [("pos", 4)]),
+    "rpow_scalar": (lambda a: 2.0**a, [(2, 3)]),
     "exp": (lambda a: xg.exp(a), [(2, 3)]),
     "log": (lambda a: xg.log(a), [("pos", 2, 3)]),
     "sqrt": (lambda a: xg.sqrt(a), [("pos", 2, 3)]),
@@ -115,7 +116,9 @@ CASES = {
     "linear_relu_squared": (lambda x, W, b: xg.linear(x, W, b, activation="relu") ** 2, [(3, 2), (2, 4), (4,)]),
     "softmax_cross_entropy": (lambda z: xg.softmax_cross_entropy(z, _labels(z)), [(4, 3)]),
     "softmax_cross_entropy_of_linear": (
-        lambda x, W: xg.softmax_cross_entropy(xg.linear(x, W), _labels(x)), [(4, 2), (2, 3)]),
+        lambda x, W: xg.softmax_cross_entropy(xg.linear(x, W), _labels(x)),
+        [(4, 2), (2, 3)],
+    ),
     "mse_loss": (lambda p, t: xg.mse_loss(p * p, t), [(2, 3), (2, 3)]),
     "mse_loss_sum": (lambda p, t: xg.mse_loss(p * p, t, reduction="sum"), [(2, 3), (2, 3)]),
     "hinge_loss_squared": (lambda s: xg.hinge_loss(s * s, _labels(s)), [(4, 3)]),
@@ -140,7 +143,8 @@ CASES = {
     "sigmoid_of_sigmoid": (lambda a: xg.sigmoid(xg.sigmoid(a) * a), [(2, 3)]),
     "two_layer_net": (
         lambda x, W1, W2: xg.softmax_cross_entropy(xg.linear(xg.tanh(xg.linear(x, W1)), W2), _labels(x)),
-        [(4, 3), (3, 5), (5, 3)]),
+        [(4, 3), (3, 5), (5, 3)],
+    ),
 }
 
 
@@ -167,8 +171,20 @@ def test_second_derivative_matches_finite_differences(name):
     check_second_order(fn, inputs)
 
 
-STRICT_CASES = ["sigmoid", "tanh", "softmax_cross_entropy", "log_softmax", "linear", "div", "pow_tensor",
-                "getitem_slice_squared", "max_squared", "elu", "matmul_batched", "linear_sigmoid"]
+STRICT_CASES = [
+    "sigmoid",
+    "tanh",
+    "softmax_cross_entropy",
+    "log_softmax",
+    "linear",
+    "div",
+    "pow_tensor",
+    "getitem_slice_squared",
+    "max_squared",
+    "elu",
+    "matmul_batched",
+    "linear_sigmoid",
+]
 
 
 @pytest.mark.parametrize("name", STRICT_CASES)
@@ -193,7 +209,7 @@ def test_third_derivative_matches_finite_differences(name):
 def test_backward_create_graph_accumulates_a_differentiable_grad():
     """Tensor.backward(create_graph=True) leaves a .grad that can be differentiated again."""
     x = xg.tensor([0.5, -1.0, 2.0], dtype="float64", requires_grad=True)
-    (x ** 3).sum().backward(create_graph=True)
+    (x**3).sum().backward(create_graph=True)
     g = x.grad
     assert g.requires_grad
     np.testing.assert_allclose(g.numpy(), 3 * x.numpy() ** 2, rtol=1e-14)
@@ -245,6 +261,22 @@ def test_second_order_check_catches_a_wrong_second_derivative(monkeypatch):
 
 def test_every_op_with_curvature_is_covered():
     """The op list of the brief: each has a bare case above (not only a composed one)."""
-    required = {"mul", "div", "pow_tensor", "exp", "log", "sqrt", "sigmoid", "tanh", "elu", "softmax_last",
-                "log_softmax", "matmul_2d", "linear", "linear_sigmoid", "softmax_cross_entropy", "mse_loss"}
+    required = {
+        "mul",
+        "div",
+        "pow_tensor",
+        "exp",
+        "log",
+        "sqrt",
+        "sigmoid",
+        "tanh",
+        "elu",
+        "softmax_last",
+        "log_softmax",
+        "matmul_2d",
+        "linear",
+        "linear_sigmoid",
+        "softmax_cross_entropy",
+        "mse_loss",
+    }
     assert required <= set(CASES)

@@ -1,4 +1,5 @@
 """The worked examples of the source notes (../shared/seeds/), with their exact values."""
+
 import numpy as np
 import pytest
 

@@ -1,4 +1,5 @@
 """Tape semantics: accumulation, fan-out, freeing, retain_graph, create_graph, xg.grad, no_grad, debug."""
+
 import gc
 import weakref
 

@@ -4,6 +4,7 @@ change what another computes, and threads running ops at once give the results t
 Every test forces the overlap with barriers (and a tiny GIL switch interval, so threads
 interleave inside single ops), and every wait has a timeout: a deadlock fails, it never hangs.
 """
+
 import sys
 import threading
 

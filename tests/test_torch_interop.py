@@ -1,6 +1,7 @@
 """MLP weights between xpgrad and PyTorch: same logits from the same weights both ways (against real torch
 when it is installed; the [test] extra installs it), through state dicts and .safetensors files, and errors
 naming the tensor for a different architecture, a truncated file or a wrong shape (these need no torch)."""
+
 import numpy as np
 import pytest
 import safetensors.numpy
@@ -146,14 +147,20 @@ def test_numpy_state_dict_maps_layer_by_layer():
 
 def test_different_architecture_names_the_tensor():
     state = numpy_state((4, 3, 2))
-    with pytest.raises(TorchStateDictError, match=r"tensor '0.weight' has shape \(3, 4\), but sizes \[4, 5, 2\] "
-                                                  r"need \(5, 4\)"):
+    with pytest.raises(
+        TorchStateDictError,
+        match=r"tensor '0.weight' has shape \(3, 4\), but sizes \[4, 5, 2\] "
+        r"need \(5, 4\)",
+    ):
         nn.MLP.from_torch_state_dict(state, sizes=[4, 5, 2])
     with pytest.raises(TorchStateDictError, match=r"holds 2 nn.Linear layers \('0.weight', '2.weight'\), but sizes"):
         nn.MLP.from_torch_state_dict(state, sizes=[4, 3, 3, 2])
     conv = {"0.weight": np.zeros((8, 1, 3, 3), np.float32), "0.bias": np.zeros(8, np.float32)}
-    with pytest.raises(TorchStateDictError, match=r"tensor '0.weight' has shape \(8, 1, 3, 3\); an nn.Linear weight "
-                                                  r"is 2-D"):
+    with pytest.raises(
+        TorchStateDictError,
+        match=r"tensor '0.weight' has shape \(8, 1, 3, 3\); an nn.Linear weight "
+        r"is 2-D",
+    ):
         nn.MLP.from_torch_state_dict(conv)
     batchnorm = {**state, "1.running_mean": np.zeros(3, np.float32)}
     with pytest.raises(TorchStateDictError, match="tensor '1.running_mean' is not the weight or bias of an nn.Linear"):
@@ -165,13 +172,19 @@ def test_different_architecture_names_the_tensor():
 def test_wrong_shaped_tensor_names_it():
     state = numpy_state((4, 3, 2))
     state["2.weight"] = np.zeros((2, 5), np.float32)
-    with pytest.raises(TorchStateDictError, match=r"tensor '2.weight' has shape \(2, 5\): it takes 5 inputs, but the "
-                                                  r"layer before \('0.weight', shape \(3, 4\)\) gives 3"):
+    with pytest.raises(
+        TorchStateDictError,
+        match=r"tensor '2.weight' has shape \(2, 5\): it takes 5 inputs, but the "
+        r"layer before \('0.weight', shape \(3, 4\)\) gives 3",
+    ):
         nn.MLP.from_torch_state_dict(state)
     state = numpy_state((4, 3, 2))
     state["0.bias"] = np.zeros(4, np.float32)
-    with pytest.raises(TorchStateDictError, match=r"tensor '0.bias' has shape \(4,\), but '0.weight' \(shape \(3, 4\)\) "
-                                                  r"needs \(3,\)"):
+    with pytest.raises(
+        TorchStateDictError,
+        match=r"tensor '0.bias' has shape \(4,\), but '0.weight' \(shape \(3, 4\)\) "
+        r"needs \(3,\)",
+    ):
         nn.MLP.from_torch_state_dict(state)
     state = numpy_state((4, 3, 2))
     del state["2.bias"]

@@ -1,4 +1,5 @@
 """xg.viz: the cs231n circuit drawing (DOT labels, collapse, rendering, the missing-Graphviz error, CLI)."""
+
 import argparse
 import os
 import re
@@ -16,8 +17,9 @@ from xpgrad.viz.trace import trace_graph
 HAS_DOT = shutil.which("dot") is not None
 # CI sets XPGRAD_REQUIRE_GRAPHVIZ=1 so a failed Graphviz install fails these tests instead of skipping them
 REQUIRE_DOT = os.environ.get("XPGRAD_REQUIRE_GRAPHVIZ", "") not in ("", "0")
-needs_dot = pytest.mark.skipif(not HAS_DOT and not REQUIRE_DOT,
-                               reason="Graphviz `dot` not installed (apt-get install graphviz)")
+needs_dot = pytest.mark.skipif(
+    not HAS_DOT and not REQUIRE_DOT, reason="Graphviz `dot` not installed (apt-get install graphviz)"
+)
 
 # ---- a small parser for the DOT that viz writes ------------------------------------------------------
 
@@ -128,11 +130,17 @@ def test_sigmoid_circuit_gradients_agree_with_the_engine():
         assert float(g.wire_from(leaves[name].id).grad) == pytest.approx(value, abs=0.005)
 
 
-@pytest.mark.parametrize("name, price, grads", [
-    ("apple", "220", {"apple": "2.20", "apple_num": "110", "tax": "200"}),
-    ("apple-orange", "715", {"apple": "2.20", "apple_num": "110", "orange": "3.30", "orange_num": "165",
-                             "tax": "650"}),
-])
+@pytest.mark.parametrize(
+    "name, price, grads",
+    [
+        ("apple", "220", {"apple": "2.20", "apple_num": "110", "tax": "200"}),
+        (
+            "apple-orange",
+            "715",
+            {"apple": "2.20", "apple_num": "110", "orange": "3.30", "orange_num": "165", "tax": "650"},
+        ),
+    ],
+)
 def test_apple_examples_match_deep_learning_from_scratch(name, price, grads):
     d = Dot(viz.to_dot(viz.example(name)))
     assert d.wire_into("output") == (price, "1.00")
@@ -214,11 +222,24 @@ def test_labels_names_uses_op_names():
     assert labels == ["add", "add", "add(1, x)", "div(1, x)", "exp", "mul", "mul", "neg"]
 
 
-@pytest.mark.parametrize("value, text", [
-    (0.7310585786, "0.73"), (-0.19661193, "-0.20"), (0.39322, "0.39"), (2.0, "2.00"), (1.3678794, "1.37"),
-    (220.00000000000003, "220"), (-0.0, "0.00"), (0.0123, "0.012"), (1e-5, "1.0e-05"), (0.999, "1.00"),
-    (2.5e7, "2.5e+07"), (float("nan"), "nan"), (float("-inf"), "-inf"),
-])
+@pytest.mark.parametrize(
+    "value, text",
+    [
+        (0.7310585786, "0.73"),
+        (-0.19661193, "-0.20"),
+        (0.39322, "0.39"),
+        (2.0, "2.00"),
+        (1.3678794, "1.37"),
+        (220.00000000000003, "220"),
+        (-0.0, "0.00"),
+        (0.0123, "0.012"),
+        (1e-5, "1.0e-05"),
+        (0.999, "1.00"),
+        (2.5e7, "2.5e+07"),
+        (float("nan"), "nan"),
+        (float("-inf"), "-inf"),
+    ],
+)
 def test_scalar_formatting_follows_the_notes(value, text):
     assert viz.format_value(np.float64(value)) == text
 
@@ -255,8 +276,10 @@ def _mlp(sizes, use_linear=True, seed=0):
 
 
 def test_fused_mse_loss_is_one_op_box():
-    loss = xg.mse_loss(xg.linear(xg.tensor(np.ones((5, 4))), xg.tensor(np.ones((4, 3)), requires_grad=True)),
-                       xg.tensor(np.zeros((5, 3))))
+    loss = xg.mse_loss(
+        xg.linear(xg.tensor(np.ones((5, 4))), xg.tensor(np.ones((4, 3)), requires_grad=True)),
+        xg.tensor(np.zeros((5, 3))),
+    )
     loss.backward(retain_graph=True)
     ops = [n.op for n in viz.build_graph(loss, collapse=True).nodes if n.kind == "op"]
     assert ops == ["mse_loss"]

@@ -1,10 +1,11 @@
 """xpgrad: a small define-by-run autodiff engine on the Python array API.
 
-    import xpgrad as xg
-    x = xg.tensor(-2.0, requires_grad=True)
-    f = (x + 5.0) * -4.0
-    f.backward()          # x.grad == -4
+import xpgrad as xg
+x = xg.tensor(-2.0, requires_grad=True)
+f = (x + 5.0) * -4.0
+f.backward()          # x.grad == -4
 """
+
 import importlib
 
 from . import testing
@@ -12,13 +13,52 @@ from .autograd import backward, grad, is_grad_enabled, no_grad, set_debug, set_g
 from .backend import cupy_gpu_available, get_backend, set_backend, use_backend
 from .creation import arange, full, manual_seed, ones, ones_like, rand, randn, tensor, zeros, zeros_like
 from .errors import (
-    BackendError, CaptureError, CupyNotInstalledError, DeviceMismatchError, DTypeError, GraphFreedError, LabelError, NoGPUError, NoGraphError,
-    NonFiniteError, NotATensorError, ShapeError, UnknownBackendError, XpgradError,
+    BackendError,
+    CaptureError,
+    CupyNotInstalledError,
+    DeviceMismatchError,
+    DTypeError,
+    GraphFreedError,
+    LabelError,
+    NoGPUError,
+    NoGraphError,
+    NonFiniteError,
+    NotATensorError,
+    ShapeError,
+    UnknownBackendError,
+    XpgradError,
 )
 from .ops import (
-    abs, astype, broadcast_to, concat, elu, exp, hinge_loss, leaky_relu, linear, log, log_softmax, matmul, max,
-    maximum, maxout, mean, min, minimum, mse_loss, relu, reshape, sigmoid, softmax, softmax_cross_entropy, sqrt, stack,
-    sum, tanh, transpose, where,
+    abs,
+    astype,
+    broadcast_to,
+    concat,
+    elu,
+    exp,
+    hinge_loss,
+    leaky_relu,
+    linear,
+    log,
+    log_softmax,
+    matmul,
+    max,
+    maximum,
+    maxout,
+    mean,
+    min,
+    minimum,
+    mse_loss,
+    relu,
+    reshape,
+    sigmoid,
+    softmax,
+    softmax_cross_entropy,
+    sqrt,
+    stack,
+    sum,
+    tanh,
+    transpose,
+    where,
 )
 from .tensor import Tensor
 

@@ -11,6 +11,7 @@ plain backward, `F` works on raw arrays (fast, no graph); for `create_graph=True
 table of differentiable xpgrad ops and the arguments are Tensors, so the backward pass itself
 is recorded and can be differentiated again.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -186,8 +187,12 @@ def _calibrate() -> tuple:
     in_tuple_and_named = sys.getrefcount(held[0])
     del named
     in_tuple = sys.getrefcount(held[0])  # held by the tuple slot alone
-    separated = (named_refs == lone + 2 and _MethodProbe().refs() == lone
-                 and _refs_seen_by_callee(held[0]) == lone + 1 and in_tuple_and_named == in_tuple + 1)
+    separated = (
+        named_refs == lone + 2
+        and _MethodProbe().refs() == lone
+        and _refs_seen_by_callee(held[0]) == lone + 1
+        and in_tuple_and_named == in_tuple + 1
+    )
     return (lone, in_tuple - 1) if separated else (-1, -1)
 
 
@@ -264,8 +269,9 @@ def require_tensor(op_name: str, x) -> None:
 
     Op entry points call it only when `type(x) is not Tensor`: a plain Tensor pays no call."""
     if not isinstance(x, Tensor):
-        raise NotATensorError(f"{op_name}: expected a Tensor, got {type(x).__name__}; "
-                              "wrap arrays and lists with xg.tensor(...)")
+        raise NotATensorError(
+            f"{op_name}: expected a Tensor, got {type(x).__name__}; wrap arrays and lists with xg.tensor(...)"
+        )
 
 
 def require_tensors(op_name: str, tensors) -> None:
@@ -299,7 +305,9 @@ def tensor_operands(op_name: str, a, b) -> tuple:
 
 
 def _no_tensor_operand(op_name: str, a, b) -> NotATensorError:
-    return NotATensorError(f"{op_name}: expected at least one Tensor operand, got {type(a).__name__} and {type(b).__name__}")
+    return NotATensorError(
+        f"{op_name}: expected at least one Tensor operand, got {type(a).__name__} and {type(b).__name__}"
+    )
 
 
 def apply2(node: Node, x, y) -> Tensor:
@@ -408,9 +416,7 @@ def unbroadcast(F, g, shape):
     if gshape == shape:
         return g
     lead = len(gshape) - len(shape)
-    axes = tuple(range(lead)) + tuple(
-        lead + i for i, n in enumerate(shape) if n == 1 and gshape[lead + i] != 1
-    )
+    axes = tuple(range(lead)) + tuple(lead + i for i, n in enumerate(shape) if n == 1 and gshape[lead + i] != 1)
     if axes:
         g = F.sum(g, axis=axes, keepdims=True)
     return F.reshape(g, shape)
@@ -464,7 +470,11 @@ def _seed_grad(root: Tensor, grad, create_graph: bool):
         else:
             g = backend.namespace_of(data).ones_like(data)
         return Tensor(g) if create_graph else g
-    g = grad if type(grad) is Tensor else Tensor(grad if hasattr(grad, "shape") else backend.namespace_of(root.data).asarray(grad, dtype=root.dtype))
+    g = (
+        grad
+        if type(grad) is Tensor
+        else Tensor(grad if hasattr(grad, "shape") else backend.namespace_of(root.data).asarray(grad, dtype=root.dtype))
+    )
     if g.shape != root.shape:
         raise ShapeError(f"backward: grad has shape {g.shape} but the output has shape {root.shape}")
     backend.check_same_place("backward", root.data, g.data)
@@ -535,8 +545,9 @@ def run_backward(roots, grads, *, retain_graph: bool, create_graph: bool, target
                     continue
                 t = inputs[i]
                 if debug:
-                    _check_finite(g.data if create_graph else g, f"gradient computed by {node.name} backward",
-                                  _sites.get(node))
+                    _check_finite(
+                        g.data if create_graph else g, f"gradient computed by {node.name} backward", _sites.get(node)
+                    )
                 if broadcasts and g.shape != t.data.shape:
                     g = unbroadcast(F, g, t.data.shape)
                 tn = t._node
@@ -627,7 +638,9 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph: bo
         grad_outputs = [grad_outputs]
     for i, t in enumerate(inputs):
         if not isinstance(t, Tensor) or not t.requires_grad:
-            raise NoGraphError(f"grad: inputs[{i}] does not require grad; only tensors with requires_grad=True can be differentiated against")
+            raise NoGraphError(
+                f"grad: inputs[{i}] does not require grad; only tensors with requires_grad=True can be differentiated against"
+            )
     keep = create_graph if retain_graph is None else retain_graph
     found = run_backward(outputs, grad_outputs, retain_graph=keep, create_graph=create_graph, targets=inputs)
     result = []

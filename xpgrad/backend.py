@@ -8,6 +8,7 @@ Ops never consult the backend: they run in the namespace of their inputs, looked
 array *type* (`namespace_of`), so a backward pass runs wherever its data lives. NumPy arrays get
 `xpgrad.fast_numpy` (array_api_compat.numpy with method-based reductions and reshapes).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -73,8 +74,16 @@ def _numpy_backend() -> Backend:
 
 
 # Names newcomers try, and the backend they mean.
-_MEANT = {"torch": "array_api_compat.torch", "pytorch": "array_api_compat.torch", "cuda": "cupy",
-          "gpu": "cupy", "cuda:0": "cupy", "jax": "jax.numpy", "np": "numpy", "cpu": "numpy"}
+_MEANT = {
+    "torch": "array_api_compat.torch",
+    "pytorch": "array_api_compat.torch",
+    "cuda": "cupy",
+    "gpu": "cupy",
+    "cuda:0": "cupy",
+    "jax": "jax.numpy",
+    "np": "numpy",
+    "cpu": "numpy",
+}
 
 
 def _did_you_mean(key: str) -> str:

@@ -10,6 +10,7 @@ launches are paid for in full.
 Both run on any `Device`: `Device("numpy")` takes the CPU kernels and NumPy, which is how CI
 checks that this code still runs on machines with no GPU (`tests/test_bench_gpu.py`).
 """
+
 from __future__ import annotations
 
 import platform
@@ -53,9 +54,12 @@ class Device:
             cupy = self.xp
             props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
             name = props["name"]
-            info.update(gpu=name.decode() if isinstance(name, bytes) else str(name), cupy=cupy.__version__,
-                        cuda_runtime=cupy.cuda.runtime.runtimeGetVersion(),
-                        cuda_driver=cupy.cuda.runtime.driverGetVersion())
+            info.update(
+                gpu=name.decode() if isinstance(name, bytes) else str(name),
+                cupy=cupy.__version__,
+                cuda_runtime=cupy.cuda.runtime.runtimeGetVersion(),
+                cuda_driver=cupy.cuda.runtime.driverGetVersion(),
+            )
         return info
 
     def seconds_per_call(self, fn, calls: int) -> float:
@@ -100,10 +104,18 @@ def kernel_cases(device: Device, n: int, seed: int = 0):
     cols = 1024
     rows = max(1, n // cols)
     y2, dy2, out2, b = rand(rows, cols), rand(rows, cols, low=-1), xp.empty((rows, cols), xp.float32), rand(cols)
-    yield ("bias_act_backward[relu]", 3 * F * rows * cols, lambda: k.bias_act_backward(y2, dy2, "relu", out2),
-           lambda: xp.where(y2 > 0, dy2, 0).sum(axis=0))
-    yield ("bias_act_forward[relu]", 2 * F * rows * cols, lambda: k.bias_act_forward(dy2, b, "relu", out2),
-           lambda: xp.maximum(dy2 + b, 0))
+    yield (
+        "bias_act_backward[relu]",
+        3 * F * rows * cols,
+        lambda: k.bias_act_backward(y2, dy2, "relu", out2),
+        lambda: xp.where(y2 > 0, dy2, 0).sum(axis=0),
+    )
+    yield (
+        "bias_act_forward[relu]",
+        2 * F * rows * cols,
+        lambda: k.bias_act_forward(dy2, b, "relu", out2),
+        lambda: xp.maximum(dy2 + b, 0),
+    )
     classes = 10
     rows = max(1, n // classes)
     logits = rand(rows, classes, low=-5, high=5)
@@ -118,8 +130,12 @@ def kernel_cases(device: Device, n: int, seed: int = 0):
         g[index, labels] -= 0.01
         return g
 
-    yield ("softmax_xent_backward", 2 * F * rows * classes + 8 * rows,
-           lambda: k.softmax_xent_backward(probs, labels, 0.01, grad), softmax_backward_unfused)
+    yield (
+        "softmax_xent_backward",
+        2 * F * rows * classes + 8 * rows,
+        lambda: k.softmax_xent_backward(probs, labels, 0.01, grad),
+        softmax_backward_unfused,
+    )
     param, g, vel = rand(n), rand(n, low=-1), xp.zeros(n, xp.float32)
     m, v = xp.zeros(n, xp.float32), xp.zeros(n, xp.float32)
 
@@ -132,10 +148,13 @@ def kernel_cases(device: Device, n: int, seed: int = 0):
         v[...] = 0.999 * v + 0.001 * g * g
         param[...] -= 1e-3 * m / (xp.sqrt(v) + 1e-8)
 
-    yield ("sgd_update[momentum]", 4 * F * n, lambda: k.sgd_update(param, g, vel, 1e-3, 0.9, 0.0, False),
-           sgd_unfused)
-    yield ("adam_update", 6 * F * n, lambda: k.adam_update(param, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 0.0, 10),
-           adam_unfused)
+    yield ("sgd_update[momentum]", 4 * F * n, lambda: k.sgd_update(param, g, vel, 1e-3, 0.9, 0.0, False), sgd_unfused)
+    yield (
+        "adam_update",
+        6 * F * n,
+        lambda: k.adam_update(param, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 0.0, 10),
+        adam_unfused,
+    )
 
 
 def run_kernels(device: Device, sizes=KERNEL_SIZES, rounds: int = 7) -> dict:
@@ -152,10 +171,20 @@ def run_kernels(device: Device, sizes=KERNEL_SIZES, rounds: int = 7) -> dict:
             t = _paired(device, {"kernel": kernel, "unfused": unfused, "copy": copy}, rounds)
             med = {key: statistics.median(v) for key, v in t.items()}
             gbps, copy_gbps = nbytes / med["kernel"] / 1e9, 2 * F * n / med["copy"] / 1e9
-            rows.append({"kernel": name, "size": n, "bytes": nbytes, "median_s": med["kernel"], "gbps": gbps,
-                         "copy_gbps": copy_gbps, "pct_copy": 100 * gbps / copy_gbps,
-                         "unfused_median_s": med["unfused"], "speedup": med["unfused"] / med["kernel"],
-                         "spread": (max(t["kernel"]) - min(t["kernel"])) / med["kernel"]})
+            rows.append(
+                {
+                    "kernel": name,
+                    "size": n,
+                    "bytes": nbytes,
+                    "median_s": med["kernel"],
+                    "gbps": gbps,
+                    "copy_gbps": copy_gbps,
+                    "pct_copy": 100 * gbps / copy_gbps,
+                    "unfused_median_s": med["unfused"],
+                    "speedup": med["unfused"] / med["kernel"],
+                    "spread": (max(t["kernel"]) - min(t["kernel"])) / med["kernel"],
+                }
+            )
     return {"environment": device.describe(), "results": rows}
 
 
@@ -163,8 +192,10 @@ def format_kernels(result: dict) -> str:
     head = f"{'kernel':<26}{'size':>10}{'median':>12}{'GB/s':>9}{'copy GB/s':>11}{'% copy':>8}{'vs unfused':>12}"
     lines = [head, "-" * len(head)]
     for r in result["results"]:
-        lines.append(f"{r['kernel']:<26}{r['size']:>10.0e}{r['median_s'] * 1e6:>10.1f}us{r['gbps']:>9.1f}"
-                     f"{r['copy_gbps']:>11.1f}{r['pct_copy']:>7.0f}%{r['speedup']:>11.2f}x")
+        lines.append(
+            f"{r['kernel']:<26}{r['size']:>10.0e}{r['median_s'] * 1e6:>10.1f}us{r['gbps']:>9.1f}"
+            f"{r['copy_gbps']:>11.1f}{r['pct_copy']:>7.0f}%{r['speedup']:>11.2f}x"
+        )
     return "\n".join(lines)
 
 
@@ -185,17 +216,22 @@ def run_mlp(device: Device, configs=MLP_CONFIGS, rounds: int = 9) -> dict:
     torch_device = "cuda" if device.name == "cupy" else "cpu"
     for key in configs:
         cfg = bench_mlp.CONFIGS[key]
-        fns = {"hand_written": bench_mlp.numpy_step_fn(cfg, xp=device.xp), "xpgrad": xpgrad_step_on(device, cfg),
-               "captured": bench_mlp._captured(xpgrad_step_on(device, cfg))}
+        fns = {
+            "hand_written": bench_mlp.numpy_step_fn(cfg, xp=device.xp),
+            "xpgrad": xpgrad_step_on(device, cfg),
+            "captured": bench_mlp._captured(xpgrad_step_on(device, cfg)),
+        }
         if bench_mlp._torch_available():
             fns["torch"] = bench_mlp.torch_step_fn(cfg, device=torch_device)
         times = _paired(device, fns, rounds, seconds=0.1)
         entry = {}
         for name, samples in times.items():
             ratios = [h / s for s, h in zip(samples, times["hand_written"])]
-            entry[name] = {"steps_per_s": 1 / statistics.median(samples),
-                           "ratio_to_hand_written": statistics.median(ratios),
-                           "ratio_range": [min(ratios), max(ratios)]}
+            entry[name] = {
+                "steps_per_s": 1 / statistics.median(samples),
+                "ratio_to_hand_written": statistics.median(ratios),
+                "ratio_range": [min(ratios), max(ratios)],
+            }
         out["configs"][key] = entry
     return out
 
@@ -206,8 +242,10 @@ def format_mlp(result: dict) -> str:
     for key, entry in result["configs"].items():
         for name, r in entry.items():
             low, high = r["ratio_range"]
-            lines.append(f"{key:<8}{name:<14}{r['steps_per_s']:>12,.0f}{r['ratio_to_hand_written']:>15.2f}x"
-                         f"{f'{low:.2f}-{high:.2f}':>16}")
+            lines.append(
+                f"{key:<8}{name:<14}{r['steps_per_s']:>12,.0f}{r['ratio_to_hand_written']:>15.2f}x"
+                f"{f'{low:.2f}-{high:.2f}':>16}"
+            )
     return "\n".join(lines)
 
 

@@ -12,6 +12,7 @@ threads=1 (the default) runs the serial kernels; threads=N > 1 sets Numba to N t
 every size on the parallel kernels (`kernels.set_parallel(0)`) to show where they pay off.
 Imports only numpy, numba and xpgrad.kernels (plus the standard library).
 """
+
 import gc
 import json
 import platform
@@ -51,51 +52,91 @@ def _triad_parallel(a, b, c, s):
 def cases(n, rng):
     """Yield the benchmark Case of every kernel at about n float32 elements (bytes: must-move
     traffic, each array read or written once; labels/indices counted at 8 bytes)."""
+
     def rand(*shape, low=0.0, high=1.0):
-        return (rng.random(shape, dtype=np.float32) * np.float32(high - low) + np.float32(low))
+        return rng.random(shape, dtype=np.float32) * np.float32(high - low) + np.float32(low)
 
     y, dy, out = rand(n), rand(n), np.empty(n, np.float32)
-    yield Case("sigmoid_backward", (n,), 3 * F * n, lambda: kernels.sigmoid_backward(y, dy, out),
-               lambda: reference.sigmoid_backward(y, dy))
+    yield Case(
+        "sigmoid_backward",
+        (n,),
+        3 * F * n,
+        lambda: kernels.sigmoid_backward(y, dy, out),
+        lambda: reference.sigmoid_backward(y, dy),
+    )
 
     rows = max(1, n // COLS)
     y2, dy2, out2, b = rand(rows, COLS), rand(rows, COLS, low=-1), np.empty((rows, COLS), np.float32), rand(COLS)
     for act in ("sigmoid", "relu"):
-        yield Case(f"bias_act_backward[{act}]", (rows, COLS), 3 * F * rows * COLS,
-                   lambda act=act: kernels.bias_act_backward(y2, dy2, act, out2),
-                   lambda act=act: reference.bias_act_backward(y2, dy2, act))
+        yield Case(
+            f"bias_act_backward[{act}]",
+            (rows, COLS),
+            3 * F * rows * COLS,
+            lambda act=act: kernels.bias_act_backward(y2, dy2, act, out2),
+            lambda act=act: reference.bias_act_backward(y2, dy2, act),
+        )
     for act in ("sigmoid", "relu"):
-        yield Case(f"bias_act_forward[{act}]", (rows, COLS), 2 * F * rows * COLS,
-                   lambda act=act: kernels.bias_act_forward(dy2, b, act, out2),
-                   lambda act=act: reference.bias_act_forward(dy2, b, act))
+        yield Case(
+            f"bias_act_forward[{act}]",
+            (rows, COLS),
+            2 * F * rows * COLS,
+            lambda act=act: kernels.bias_act_forward(dy2, b, act, out2),
+            lambda act=act: reference.bias_act_forward(dy2, b, act),
+        )
 
     rows = max(1, n // CLASSES)
     logits, probs = rand(rows, CLASSES, low=-5, high=5), np.empty((rows, CLASSES), np.float32)
     labels = rng.integers(0, CLASSES, rows)
     kernels.softmax_xent_forward(logits, labels, probs)
     grad = np.empty_like(probs)
-    yield Case("softmax_xent_forward", (rows, CLASSES), 2 * F * rows * CLASSES + 8 * rows,
-               lambda: kernels.softmax_xent_forward(logits, labels, probs),
-               lambda: reference.softmax_xent_forward(logits, labels))
-    yield Case("softmax_xent_backward", (rows, CLASSES), 2 * F * rows * CLASSES + 8 * rows,
-               lambda: kernels.softmax_xent_backward(probs, labels, 0.01, grad),
-               lambda: reference.softmax_xent_backward(probs, labels, 0.01))
+    yield Case(
+        "softmax_xent_forward",
+        (rows, CLASSES),
+        2 * F * rows * CLASSES + 8 * rows,
+        lambda: kernels.softmax_xent_forward(logits, labels, probs),
+        lambda: reference.softmax_xent_forward(logits, labels),
+    )
+    yield Case(
+        "softmax_xent_backward",
+        (rows, CLASSES),
+        2 * F * rows * CLASSES + 8 * rows,
+        lambda: kernels.softmax_xent_backward(probs, labels, 0.01, grad),
+        lambda: reference.softmax_xent_backward(probs, labels, 0.01),
+    )
 
-    param, g, vel, m, v = rand(n), rand(n, low=-1), np.zeros(n, np.float32), np.zeros(n, np.float32), np.zeros(n, np.float32)
+    param, g, vel, m, v = (
+        rand(n),
+        rand(n, low=-1),
+        np.zeros(n, np.float32),
+        np.zeros(n, np.float32),
+        np.zeros(n, np.float32),
+    )
     vel_ref = vel.copy()
-    yield Case("sgd_update[momentum]", (n,), 5 * F * n,
-               lambda: kernels.sgd_update(param, g, vel, 1e-3, 0.9, 1e-4, False),
-               lambda: reference.sgd_update(param, g, vel_ref, 1e-3, 0.9, 1e-4, False))
-    yield Case("adam_update", (n,), 7 * F * n,
-               lambda: kernels.adam_update(param, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 1e-4, 10),
-               lambda: reference.adam_update(param, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 1e-4, 10))
+    yield Case(
+        "sgd_update[momentum]",
+        (n,),
+        5 * F * n,
+        lambda: kernels.sgd_update(param, g, vel, 1e-3, 0.9, 1e-4, False),
+        lambda: reference.sgd_update(param, g, vel_ref, 1e-3, 0.9, 1e-4, False),
+    )
+    yield Case(
+        "adam_update",
+        (n,),
+        7 * F * n,
+        lambda: kernels.adam_update(param, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 1e-4, 10),
+        lambda: reference.adam_update(param, g, m, v, 1e-3, 0.9, 0.999, 1e-8, 1e-4, 10),
+    )
 
     rows = max(1, n // EMBED_COLS)
     table, values = np.zeros((EMBED_ROWS, EMBED_COLS), np.float32), rand(rows, EMBED_COLS)
     indices = rng.integers(0, EMBED_ROWS, rows)
-    yield Case("scatter_add", (rows, EMBED_COLS), 3 * F * rows * EMBED_COLS + 8 * rows,
-               lambda: kernels.scatter_add(table, indices, values),
-               lambda: reference.scatter_add(table, indices, values))
+    yield Case(
+        "scatter_add",
+        (rows, EMBED_COLS),
+        3 * F * rows * EMBED_COLS + 8 * rows,
+        lambda: kernels.scatter_add(table, indices, values),
+        lambda: reference.scatter_add(table, indices, values),
+    )
 
 
 def _time(fn):
@@ -136,12 +177,23 @@ def measure(sizes=DEFAULT_SIZES, threads=1, seed=0):
         for case in cases(n, np.random.default_rng(seed)):
             (t_kernel, t_numpy, t_triad), rounds = _interleaved_medians((case.kernel, case.numpy, triad))
             gbps, triad_gbps = case.bytes / t_kernel / 1e9, 3 * F * n / t_triad / 1e9
-            rows.append({
-                "kernel": case.name, "size": n, "shape": list(case.shape), "dtype": "float32",
-                "threads": threads, "rounds": rounds, "bytes": case.bytes, "median_s": t_kernel,
-                "gbps": gbps, "triad_gbps": triad_gbps, "pct_triad": 100 * gbps / triad_gbps,
-                "numpy_median_s": t_numpy, "speedup": t_numpy / t_kernel,
-            })
+            rows.append(
+                {
+                    "kernel": case.name,
+                    "size": n,
+                    "shape": list(case.shape),
+                    "dtype": "float32",
+                    "threads": threads,
+                    "rounds": rounds,
+                    "bytes": case.bytes,
+                    "median_s": t_kernel,
+                    "gbps": gbps,
+                    "triad_gbps": triad_gbps,
+                    "pct_triad": 100 * gbps / triad_gbps,
+                    "numpy_median_s": t_numpy,
+                    "speedup": t_numpy / t_kernel,
+                }
+            )
     return rows
 
 
@@ -174,10 +226,21 @@ def measure_engine_sigmoid(n=10**7, rounds=30, threads=1):
     med = {k: statistics.median(v) for k, v in samples.items()}
     gbps = 3 * F * n / med["engine"] / 1e9
     triad_gbps = 3 * F * n / med["triad"] / 1e9
-    return {"kernel": "engine: xg.sigmoid backward", "size": n, "shape": [n], "dtype": "float32",
-            "threads": threads, "rounds": rounds, "bytes": 3 * F * n, "median_s": med["engine"], "gbps": gbps,
-            "triad_gbps": triad_gbps, "pct_triad": 100 * gbps / triad_gbps, "numpy_median_s": med["numpy"],
-            "speedup": med["numpy"] / med["engine"]}
+    return {
+        "kernel": "engine: xg.sigmoid backward",
+        "size": n,
+        "shape": [n],
+        "dtype": "float32",
+        "threads": threads,
+        "rounds": rounds,
+        "bytes": 3 * F * n,
+        "median_s": med["engine"],
+        "gbps": gbps,
+        "triad_gbps": triad_gbps,
+        "pct_triad": 100 * gbps / triad_gbps,
+        "numpy_median_s": med["numpy"],
+        "speedup": med["numpy"] / med["engine"],
+    }
 
 
 def _cpu_model():
@@ -193,18 +256,29 @@ def environment(threads):
         layer = numba.threading_layer()
     except ValueError:  # no parallel kernel has run
         layer = "none"
-    return {"cpu": _cpu_model(), "python": platform.python_version(), "numpy": np.__version__,
-            "numba": numba.__version__, "threads": threads, "threading_layer": layer, "dtype": "float32"}
+    return {
+        "cpu": _cpu_model(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "threads": threads,
+        "threading_layer": layer,
+        "dtype": "float32",
+    }
 
 
 def format_table(rows):
-    head = (f"{'kernel':<26}{'size':>10}  {'shape':<14}{'MB moved':>9}{'median':>11}{'GB/s':>8}"
-            f"{'% triad':>9}{'NumPy':>11}{'speed-up':>10}")
+    head = (
+        f"{'kernel':<26}{'size':>10}  {'shape':<14}{'MB moved':>9}{'median':>11}{'GB/s':>8}"
+        f"{'% triad':>9}{'NumPy':>11}{'speed-up':>10}"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
-        lines.append(f"{r['kernel']:<26}{r['size']:>10.0e}  {'x'.join(map(str, r['shape'])):<14}"
-                     f"{r['bytes'] / 1e6:>9.2f}{_ms(r['median_s']):>11}{r['gbps']:>8.1f}{r['pct_triad']:>8.0f}%"
-                     f"{_ms(r['numpy_median_s']):>11}{r['speedup']:>9.1f}x")
+        lines.append(
+            f"{r['kernel']:<26}{r['size']:>10.0e}  {'x'.join(map(str, r['shape'])):<14}"
+            f"{r['bytes'] / 1e6:>9.2f}{_ms(r['median_s']):>11}{r['gbps']:>8.1f}{r['pct_triad']:>8.0f}%"
+            f"{_ms(r['numpy_median_s']):>11}{r['speedup']:>9.1f}x"
+        )
     return "\n".join(lines)
 
 

@@ -5,6 +5,7 @@ k steps of every contender back to back, so machine noise hits them alike; the t
 median over rounds and the spread (interquartile range over median). `xpgrad bench mlp` and
 `xpgrad bench overhead` print them; `--json` saves them, `--plot` draws steps/s per config.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -186,8 +187,12 @@ def _torch_available() -> bool:
 
 def run_overhead(length: int = 1000, rounds: int = 30, threads: int = 1) -> dict:
     """Per-op forward+backward cost on a 1-element chain of `length` add/mul ops."""
-    contenders = {"numpy_forward": _chain_numpy(length), "reference_tape": _chain_reference(length),
-                  "xpgrad": _chain_xpgrad(length), "captured": _chain_captured(length)}
+    contenders = {
+        "numpy_forward": _chain_numpy(length),
+        "reference_tape": _chain_reference(length),
+        "xpgrad": _chain_xpgrad(length),
+        "captured": _chain_captured(length),
+    }
     if _torch_available():
         contenders["torch"] = _chain_torch(length)
     quiet_gc()
@@ -408,8 +413,13 @@ def torch_step_fn(cfg: dict, dtype=np.float32, device: str = "cpu"):
     return step
 
 
-def run_mlp(configs=("a", "a_notes", "b", "c"), threads: int = 1, rounds: int = 15, dtype: str = "float32",
-            torch_column: bool = True) -> dict:
+def run_mlp(
+    configs=("a", "a_notes", "b", "c"),
+    threads: int = 1,
+    rounds: int = 15,
+    dtype: str = "float32",
+    torch_column: bool = True,
+) -> dict:
     """Steps/s of each config for xpgrad and hand-written NumPy (paired rounds), then, if installed
     and `torch_column`, PyTorch (see `add_torch_column`)."""
     np_dtype = np.dtype(dtype)
@@ -417,9 +427,12 @@ def run_mlp(configs=("a", "a_notes", "b", "c"), threads: int = 1, rounds: int = 
     with pinned_threads(threads):
         for key in configs:
             cfg = CONFIGS[key]
-            contenders = {"numpy": numpy_step_fn(cfg, np_dtype), "xpgrad": xpgrad_step_fn(cfg, np_dtype),
-                          "captured": _captured(xpgrad_step_fn(cfg, np_dtype)),
-                          "no_kernels": _without_kernels(xpgrad_step_fn(cfg, np_dtype))}
+            contenders = {
+                "numpy": numpy_step_fn(cfg, np_dtype),
+                "xpgrad": xpgrad_step_fn(cfg, np_dtype),
+                "captured": _captured(xpgrad_step_fn(cfg, np_dtype)),
+                "no_kernels": _without_kernels(xpgrad_step_fn(cfg, np_dtype)),
+            }
             results[key] = {"config": cfg, "contenders": {}}
             _time_contenders(results[key], contenders, rounds)
     result = {"threads": threads, "dtype": dtype, "rounds": rounds, "configs": results}
@@ -536,9 +549,15 @@ def environment() -> dict:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
-            "numba": numba.__version__, "xpgrad": xpgrad.__version__,
-            "kernels": os.environ.get("XPGRAD_KERNELS", "1") != "0"}
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "xpgrad": xpgrad.__version__,
+        "kernels": os.environ.get("XPGRAD_KERNELS", "1") != "0",
+    }
     if _torch_available():
         import torch
 
@@ -547,9 +566,11 @@ def environment() -> dict:
 
 
 def format_overhead(result: dict) -> str:
-    lines = [f"per-op forward+backward, 1-element chain of {result['length']} ops, "
-             f"{result['threads']} thread(s), median of {result['rounds']} rounds",
-             f"{'contender':<16}{'us/op':>10}{'spread':>9}{'xpgrad / this':>15}"]
+    lines = [
+        f"per-op forward+backward, 1-element chain of {result['length']} ops, "
+        f"{result['threads']} thread(s), median of {result['rounds']} rounds",
+        f"{'contender':<16}{'us/op':>10}{'spread':>9}{'xpgrad / this':>15}",
+    ]
     for name, stats in result["us_per_op"].items():
         ratio = result["ratio_to_xpgrad"][name]["median_s"]
         lines.append(f"{name:<16}{stats['median_s']:>10.2f}{stats['spread']:>8.0%}{ratio:>15.2f}")
@@ -557,12 +578,16 @@ def format_overhead(result: dict) -> str:
 
 
 def format_mlp(result: dict) -> str:
-    lines = [f"MLP training steps, {result['dtype']}, {result['threads']} thread(s), median of {result['rounds']} rounds",
-             f"{'config':<11}{'contender':<10}{'steps/s':>10}{'ms/step':>10}{'spread':>8}{'x NumPy':>9}"]
+    lines = [
+        f"MLP training steps, {result['dtype']}, {result['threads']} thread(s), median of {result['rounds']} rounds",
+        f"{'config':<11}{'contender':<10}{'steps/s':>10}{'ms/step':>10}{'spread':>8}{'x NumPy':>9}",
+    ]
     for key, entry in result["configs"].items():
         for name, c in entry["contenders"].items():
-            lines.append(f"{'(' + key + ')':<11}{name:<10}{c['steps_per_s']:>10.1f}{c['ms_per_step']:>10.3f}"
-                         f"{c['spread']:>7.0%}{c['ratio_to_numpy']['median_s']:>9.2f}")
+            lines.append(
+                f"{'(' + key + ')':<11}{name:<10}{c['steps_per_s']:>10.1f}{c['ms_per_step']:>10.3f}"
+                f"{c['spread']:>7.0%}{c['ratio_to_numpy']['median_s']:>9.2f}"
+            )
     return "\n".join(lines)
 
 
@@ -584,11 +609,23 @@ def plot_mlp(results: list, path: str) -> None:
             xs = [i + j * width for i in range(len(keys))]
             bars = ax.bar(xs, [e["ratio_to_numpy"]["median_s"] for e in entries], width, label=name)
             for bar, e in zip(bars, entries):
-                ax.annotate(f"{e['steps_per_s']:,.0f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                            ha="center", va="bottom", fontsize=6, rotation=90, xytext=(0, 2), textcoords="offset points")
+                ax.annotate(
+                    f"{e['steps_per_s']:,.0f}",
+                    (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center",
+                    va="bottom",
+                    fontsize=6,
+                    rotation=90,
+                    xytext=(0, 2),
+                    textcoords="offset points",
+                )
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_xticks([i + width * (len(names) - 1) / 2 for i in range(len(keys))], [f"({k})" for k in keys])
-        top = max(e["ratio_to_numpy"]["median_s"] for entry in result["configs"].values() for e in entry["contenders"].values())
+        top = max(
+            e["ratio_to_numpy"]["median_s"]
+            for entry in result["configs"].values()
+            for e in entry["contenders"].values()
+        )
         ax.set_ylim(0, max(1.35, top * 1.15))
         ax.set_ylabel("speed / hand-written NumPy (labels: steps/s)")
         ax.set_title(f"{result['threads']} thread(s), {result['dtype']}")
@@ -610,8 +647,10 @@ def cli_overhead(sizes=None, json_path=None, threads=None) -> int:
             print(format_overhead(result), end="\n\n")
     payload["depth"] = run_depth()
     for depth, d in payload["depth"].items():
-        print(f"chain of {depth:>9,} muls: forward {d['forward_s']:.2f} s, backward {d['backward_s']:.2f} s, "
-              f"free {d['free_s']:.2f} s, grad {d['grad']}")
+        print(
+            f"chain of {depth:>9,} muls: forward {d['forward_s']:.2f} s, backward {d['backward_s']:.2f} s, "
+            f"free {d['free_s']:.2f} s, grad {d['grad']}"
+        )
     if json_path:
         write_json(payload, json_path)
     return 0

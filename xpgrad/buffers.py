@@ -9,6 +9,7 @@ hands out the one handed out last: that memory was written most recently, so it 
 still in cache (config (b): a first-free choice left the step's GEMMs ~1-2% slower than the
 same GEMMs writing into malloc's recently freed memory, as hand-written NumPy's do).
 """
+
 from __future__ import annotations
 
 import math

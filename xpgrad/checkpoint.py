@@ -17,6 +17,7 @@ Saving is atomic: the file is written to a temporary file in the target's folder
 fsynced, then renamed over the target with `os.replace`, so an interrupted or failed save leaves
 the previous checkpoint as it was.
 """
+
 from __future__ import annotations
 
 import json
@@ -88,15 +89,15 @@ def is_safetensors(path: PathLike) -> bool:
     return Path(path).suffix.lower() == SAFETENSORS_SUFFIX
 
 
-def save_checkpoint(path: PathLike, model: Module, optimizer: Optimizer | None = None, *,
-                    extra: JSONDict | None = None) -> Path:
+def save_checkpoint(
+    path: PathLike, model: Module, optimizer: Optimizer | None = None, *, extra: JSONDict | None = None
+) -> Path:
     """Write `model`'s parameters, `optimizer`'s state and `extra` (JSON-able) to `path` atomically.
 
     The suffix picks the format: ``.safetensors`` (the header's fields as JSON strings in the
     file's metadata), anything else an .npz archive.
     """
-    header = {"format": FORMAT, "version": VERSION, "model": model.config(), "optimizer": None,
-              "extra": extra or {}}
+    header = {"format": FORMAT, "version": VERSION, "model": model.config(), "optimizer": None, "extra": extra or {}}
     arrays = {PARAM_PREFIX + name: value for name, value in model.state_dict().items()}
     if optimizer is not None:
         state = optimizer.state_dict()
@@ -128,8 +129,8 @@ def load_checkpoint(path: PathLike) -> Checkpoint:
         what = "is a folder, not a file" if path.is_dir() else "does not exist"
         raise CheckpointNotFoundError(f"checkpoint {path} {what}")
     arrays, header = _read_safetensors(path) if is_safetensors(path) else _read_npz(path)
-    params = {k[len(PARAM_PREFIX):]: v for k, v in arrays.items() if k.startswith(PARAM_PREFIX)}
-    buffers = {k[len(OPTIM_PREFIX):]: v for k, v in arrays.items() if k.startswith(OPTIM_PREFIX)}
+    params = {k[len(PARAM_PREFIX) :]: v for k, v in arrays.items() if k.startswith(PARAM_PREFIX)}
+    buffers = {k[len(OPTIM_PREFIX) :]: v for k, v in arrays.items() if k.startswith(OPTIM_PREFIX)}
     optimizer = header.get("optimizer")
     if optimizer is not None:
         optimizer = {**optimizer, "buffers": buffers}
@@ -237,7 +238,9 @@ def _first_difference(saved: dict[str, np.ndarray], own: dict[str, np.ndarray]) 
         if name not in own:
             return f"; tensor {name!r} of the checkpoint is not in the model"
         if saved[name].shape != own[name].shape:
-            return f"; tensor {name!r} has shape {saved[name].shape} in the checkpoint but {own[name].shape} in the model"
+            return (
+                f"; tensor {name!r} has shape {saved[name].shape} in the checkpoint but {own[name].shape} in the model"
+            )
     return ""
 
 
@@ -248,12 +251,21 @@ def _architecture(config: JSONDict) -> JSONDict:
 
 def _describe(config: JSONDict) -> str:
     if config.get("type") == "MLP":
-        return (f"MLP sizes {'-'.join(str(s) for s in config.get('sizes', []))}, "
-                f"activation {config.get('activation')}, dropout {config.get('dropout')}")
+        return (
+            f"MLP sizes {'-'.join(str(s) for s in config.get('sizes', []))}, "
+            f"activation {config.get('activation')}, dropout {config.get('dropout')}"
+        )
     return json.dumps(config, sort_keys=True)
 
 
 __all__ = [
-    "Checkpoint", "CheckpointError", "CheckpointNotFoundError", "atomic_write", "is_safetensors", "load_checkpoint",
-    "restore_model", "restore_optimizer", "save_checkpoint",
+    "Checkpoint",
+    "CheckpointError",
+    "CheckpointNotFoundError",
+    "atomic_write",
+    "is_safetensors",
+    "load_checkpoint",
+    "restore_model",
+    "restore_optimizer",
+    "save_checkpoint",
 ]

@@ -4,6 +4,7 @@ Lists and Python scalars become float32 (ints int64, bools bool); arrays keep th
 Random numbers are drawn on the host with one NumPy Generator, then moved, so every backend
 sees the same values for the same seed.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,8 +41,10 @@ def _draw(kind: str, shape: tuple) -> np.ndarray:
     return recorder.rng(kind, _FILLS[kind], shape, np.float64)
 
 
-_FILLS = {"random": lambda out: generator().random(out=out),
-          "standard_normal": lambda out: generator().standard_normal(out=out)}
+_FILLS = {
+    "random": lambda out: generator().random(out=out),
+    "standard_normal": lambda out: generator().standard_normal(out=out),
+}
 
 
 def _dtype_name(dtype) -> str:
@@ -61,8 +64,22 @@ def resolve_dtype(xp, dtype):
     if name == "bool_":
         name = "bool"
     found = getattr(xp, name, None)
-    if found is None or name not in {"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
-                                       "uint64", "float16", "float32", "float64", "complex64", "complex128"}:
+    if found is None or name not in {
+        "bool",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "float16",
+        "float32",
+        "float64",
+        "complex64",
+        "complex128",
+    }:
         raise TypeError(f"dtype: {dtype!r} is not a dtype of backend {getattr(xp, '__name__', xp)}")
     return found
 
@@ -162,7 +179,9 @@ def full(shape, fill_value, dtype=None, device=None, requires_grad: bool = False
 
 def _like(x: Tensor, fill, dtype, requires_grad):
     xp = backend.namespace_of(x.data)
-    arr = xp.full(x.data.shape, fill, dtype=resolve_dtype(xp, dtype) if dtype is not None else x.dtype, device=x.data.device)
+    arr = xp.full(
+        x.data.shape, fill, dtype=resolve_dtype(xp, dtype) if dtype is not None else x.dtype, device=x.data.device
+    )
     return Tensor(arr, requires_grad=requires_grad)
 
 

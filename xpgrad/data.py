@@ -3,6 +3,7 @@
 Datasets hold NumPy arrays on the host; a DataLoader turns each batch into xpgrad Tensors on the
 device asked for.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -124,11 +125,13 @@ class RandomShift:
         """The rows of `x` (n, height * width) moved by `offsets` (n, 2), as a new array."""
         h, w = self.image_shape
         if x.ndim != 2 or x.shape[1] != h * w or len(offsets) != len(x):
-            raise ValueError(f"RandomShift.apply: expected x of shape (n, {h * w}) and offsets (n, 2), "
-                             f"got {x.shape} and {np.shape(offsets)}")
+            raise ValueError(
+                f"RandomShift.apply: expected x of shape (n, {h * w}) and offsets (n, 2), "
+                f"got {x.shape} and {np.shape(offsets)}"
+            )
         m = self.max_shift
         padded = np.zeros((len(x), h + 2 * m, w + 2 * m), x.dtype)
-        padded[:, m:m + h, m:m + w] = x.reshape(-1, h, w)
+        padded[:, m : m + h, m : m + w] = x.reshape(-1, h, w)
         rows = (m - offsets[:, 0])[:, None] + np.arange(h)  # out[i, r, c] = x[i, r - dy, c - dx]
         cols = (m - offsets[:, 1])[:, None] + np.arange(w)
         out = padded[np.arange(len(x))[:, None, None], rows[:, :, None], cols[:, None, :]]
@@ -151,9 +154,17 @@ class DataLoader:
     batch is split as evenly as possible, so a part can be empty). Every rank has len(loader) steps.
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int = 64, shuffle: bool = False,
-                 drop_last: bool = False, seed: int | None = None, device: str | None = None,
-                 shard: tuple[int, int] | None = None, augment: RandomShift | None = None):
+    def __init__(
+        self,
+        dataset: Dataset,
+        batch_size: int = 64,
+        shuffle: bool = False,
+        drop_last: bool = False,
+        seed: int | None = None,
+        device: str | None = None,
+        shard: tuple[int, int] | None = None,
+        augment: RandomShift | None = None,
+    ):
         is_int = isinstance(batch_size, numbers.Integral) and not isinstance(batch_size, bool)
         if not is_int or batch_size < 1:
             raise ValueError(f"DataLoader batch_size must be a positive int, got {batch_size!r}")
@@ -178,7 +189,7 @@ class DataLoader:
         n = len(self.dataset)
         order = self._rng.permutation(n) if self.shuffle else np.arange(n)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            index = order[start:start + self.batch_size]
+            index = order[start : start + self.batch_size]
             offsets = self.augment.draw(len(index), self._rng) if self.augment is not None else None
             if self.shard is not None:
                 low, high = shard_bounds(len(index), *self.shard)
@@ -243,9 +254,7 @@ def load_dataset(name: str, data_dir=None, *, val_fraction: float = 0.1, seed: i
     """
     key = name.strip().lower().replace("_", "-")
     if key not in DATASET_NAMES:
-        raise UnknownDatasetError(
-            f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}"
-        )
+        raise UnknownDatasetError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
     rng = np.random.default_rng(seed)
@@ -311,9 +320,9 @@ def read_idx(path) -> np.ndarray:
 def _split(data: ArrayDataset, fraction: float, rng: np.random.Generator):
     """(kept, held_out): `fraction` of each class, drawn by `rng`, held out; order is kept."""
     by_class = [rng.permutation(np.flatnonzero(data.y == c)) for c in np.unique(data.y)]
-    held = np.sort(np.concatenate(
-        [np.empty(0, dtype=np.intp)] + [idx[: round(fraction * len(idx))] for idx in by_class]
-    ))
+    held = np.sort(
+        np.concatenate([np.empty(0, dtype=np.intp)] + [idx[: round(fraction * len(idx))] for idx in by_class])
+    )
     kept = np.setdiff1d(np.arange(len(data)), held, assume_unique=True)
     return data.subset(kept), data.subset(held)
 
@@ -322,9 +331,7 @@ def _digits() -> ArrayDataset:
     try:
         from sklearn.datasets import load_digits
     except ImportError as err:
-        raise ImportError(
-            "dataset 'digits' needs scikit-learn: pip install 'xpgrad[train]'"
-        ) from err
+        raise ImportError("dataset 'digits' needs scikit-learn: pip install 'xpgrad[train]'") from err
     digits = load_digits()
     return ArrayDataset(digits.data / 16.0, digits.target, num_classes=10)
 
@@ -334,19 +341,15 @@ def _load_idx_folder(name: str, data_dir) -> tuple[ArrayDataset, ArrayDataset]:
     accepted = ", ".join(f"{f}[.gz]" for f in _MNIST_FILES.values())
     if data_dir is None:
         raise DatasetNotFoundError(
-            f"dataset {name!r} is read from IDX files: give data_dir (--data-dir), a folder "
-            f"holding {accepted}"
+            f"dataset {name!r} is read from IDX files: give data_dir (--data-dir), a folder holding {accepted}"
         )
     folder = Path(data_dir).expanduser().resolve()
     if not folder.is_dir():
         raise DatasetNotFoundError(
-            f"data folder {folder} for dataset {name!r} does not exist or is not a folder; "
-            f"it should hold {accepted}"
+            f"data folder {folder} for dataset {name!r} does not exist or is not a folder; it should hold {accepted}"
         )
     files = {key: _find_file(folder, stem, name) for key, stem in _MNIST_FILES.items()}
-    return tuple(
-        _idx_pair(files[f"{part}_images"], files[f"{part}_labels"]) for part in ("train", "test")
-    )
+    return tuple(_idx_pair(files[f"{part}_images"], files[f"{part}_labels"]) for part in ("train", "test"))
 
 
 def _find_file(folder: Path, stem: str, name: str) -> Path:
@@ -354,9 +357,7 @@ def _find_file(folder: Path, stem: str, name: str) -> Path:
     for path in (folder / stem, folder / f"{stem}.gz"):
         if path.is_file():
             return path
-    raise DatasetNotFoundError(
-        f"dataset {name!r}: expected {folder / stem} or {folder / stem}.gz; neither exists"
-    )
+    raise DatasetNotFoundError(f"dataset {name!r}: expected {folder / stem} or {folder / stem}.gz; neither exists")
 
 
 def _idx_pair(images_path: Path, labels_path: Path) -> ArrayDataset:
@@ -369,8 +370,7 @@ def _idx_pair(images_path: Path, labels_path: Path) -> ArrayDataset:
         )
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise DatasetFormatError(
-            f"{labels_path}: expected integer labels of shape (count,), "
-            f"found {labels.dtype} of shape {labels.shape}"
+            f"{labels_path}: expected integer labels of shape (count,), found {labels.dtype} of shape {labels.shape}"
         )
     if len(images) != len(labels):
         raise DatasetFormatError(
@@ -378,8 +378,7 @@ def _idx_pair(images_path: Path, labels_path: Path) -> ArrayDataset:
         )
     if labels.size and not 0 <= labels.min() <= labels.max() < _MNIST_CLASSES:
         raise DatasetFormatError(
-            f"{labels_path}: labels must be 0 to {_MNIST_CLASSES - 1}, "
-            f"found {labels.min()} to {labels.max()}"
+            f"{labels_path}: labels must be 0 to {_MNIST_CLASSES - 1}, found {labels.min()} to {labels.max()}"
         )
     x = images.reshape(len(images), -1).astype(np.float32)
     x /= 255.0

@@ -6,6 +6,7 @@ The methods do exactly what the functions do for an ndarray, minus NumPy's Pytho
 dispatch wrapper: ``np.sum(a)`` costs 1.7 us on a small array, ``a.sum()`` 0.9 us;
 ``np.transpose`` 0.5 us, ``a.transpose`` 0.08 us. Everything else is the compat namespace itself.
 """
+
 import array_api_compat.numpy as _compat
 import numpy as _np
 from array_api_compat.numpy import *  # noqa: F401,F403  (the whole namespace, __array_api_version__ included)

@@ -1,4 +1,5 @@
 """Writing files atomically: a temporary file beside the target, fsynced, then renamed over it."""
+
 from __future__ import annotations
 
 import os

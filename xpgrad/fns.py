@@ -5,6 +5,7 @@
 A backward rule uses operators (``+ - * / @``, comparisons, indexing) plus these names only,
 so one rule serves both passes.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -281,8 +282,9 @@ class KernelFns(ArrayFns):
         where(y > 0, gy, zeros): three temporaries."""
         if activation == "relu" and y.ndim and y.size and y.shape == gy.shape and _kernel_float(y, gy):
             rows = (-1, y.shape[-1])
-            dz, _ = self.k.bias_act_backward(y.reshape(rows), gy.reshape(rows), "relu",
-                                             dz_out=self.empty_like(y).reshape(rows))
+            dz, _ = self.k.bias_act_backward(
+                y.reshape(rows), gy.reshape(rows), "relu", dz_out=self.empty_like(y).reshape(rows)
+            )
             return dz.reshape(y.shape)
         return super().act_grad(activation, y, gy)
 
@@ -329,8 +331,13 @@ class KernelFns(ArrayFns):
         out = self.zeros(shape, gy.dtype)
         if is_basic_index(index):
             out[index] = gy
-        elif ((type(index) is type(gy) or (type(index) is np.ndarray and isinstance(gy, np.ndarray))) and index.ndim == 1 and index.dtype.kind in "iu" and _kernel_float(out, gy)
-              and (index.size == 0 or int(index.min()) >= 0)):
+        elif (
+            (type(index) is type(gy) or (type(index) is np.ndarray and isinstance(gy, np.ndarray)))
+            and index.ndim == 1
+            and index.dtype.kind in "iu"
+            and _kernel_float(out, gy)
+            and (index.size == 0 or int(index.min()) >= 0)
+        ):
             self.k.scatter_add(out, index, gy)  # repeated rows accumulate, in one pass (atomics on the GPU)
         else:
             self.scatter_add_fallback(out, index, gy)

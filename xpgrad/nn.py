@@ -14,6 +14,7 @@ Parameter subclass).
     logits = model(xg.randn(32, 64))
     [name for name, _ in model.named_parameters()]  # ['0.weight', '0.bias', '2.weight', '2.bias']
 """
+
 from __future__ import annotations
 
 import math
@@ -272,8 +273,15 @@ class Linear(Module):
     host generator seeded by `xg.manual_seed`; the bias starts at zero.
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, init: str = "auto",
-                 dtype: str = "float32", device=None):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        init: str = "auto",
+        dtype: str = "float32",
+        device=None,
+    ):
         super().__init__()
         self.in_features = _positive_int("Linear in_features", in_features)
         self.out_features = _positive_int("Linear out_features", out_features)
@@ -283,8 +291,9 @@ class Linear(Module):
 
         w = generator().standard_normal((self.in_features, self.out_features)) * std
         self.weight = tensor(w, dtype=dtype, device=device, requires_grad=True)
-        self.bias = (tensor(np.zeros(self.out_features), dtype=dtype, device=device, requires_grad=True)
-                     if bias else None)
+        self.bias = (
+            tensor(np.zeros(self.out_features), dtype=dtype, device=device, requires_grad=True) if bias else None
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return linear(x, self.weight, self.bias)
@@ -489,11 +498,22 @@ class MLP(Sequential):
     a Standardize layer comes first: call `fit_standardizer(train_x)` before training.
     """
 
-    def __init__(self, sizes, activation: str = "relu", dropout: float = 0.0, init: str = "auto",
-                 bias: bool = True, standardize: bool = False, dtype: str = "float32", device=None):
+    def __init__(
+        self,
+        sizes,
+        activation: str = "relu",
+        dropout: float = 0.0,
+        init: str = "auto",
+        bias: bool = True,
+        standardize: bool = False,
+        dtype: str = "float32",
+        device=None,
+    ):
         if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
-            raise TypeError(f"MLP: sizes is one list [inputs, hidden..., outputs], got {sizes!r} on its own; "
-                            f"write {_sizes_hint(sizes, activation, dropout)}")
+            raise TypeError(
+                f"MLP: sizes is one list [inputs, hidden..., outputs], got {sizes!r} on its own; "
+                f"write {_sizes_hint(sizes, activation, dropout)}"
+            )
         sizes = [_positive_int("MLP sizes entry", s) for s in sizes]
         if len(sizes) < 2:
             raise ValueError(f"MLP sizes needs at least [inputs, outputs], got {sizes!r}")
@@ -543,9 +563,15 @@ class MLP(Sequential):
         return mlp_to_torch_state_dict(self, prefix=prefix)
 
     def config(self) -> dict:
-        return {"type": "MLP", "sizes": list(self.sizes), "activation": self.activation,
-                "dropout": self.dropout, "init": self.init, "bias": self.has_bias,
-                "standardize": self.standardize}
+        return {
+            "type": "MLP",
+            "sizes": list(self.sizes),
+            "activation": self.activation,
+            "dropout": self.dropout,
+            "init": self.init,
+            "bias": self.has_bias,
+            "standardize": self.standardize,
+        }
 
 
 def from_config(config: dict, device=None) -> Module:
@@ -553,15 +579,37 @@ def from_config(config: dict, device=None) -> Module:
     if not isinstance(config, dict) or "type" not in config:
         raise ValueError(f"model config must be a dict with a 'type', got {config!r}")
     if config["type"] == "MLP":
-        return MLP(config["sizes"], activation=config.get("activation", "relu"),
-                   dropout=config.get("dropout", 0.0), init=config.get("init", "auto"),
-                   bias=config.get("bias", True), standardize=config.get("standardize", False),
-                   device=device)
+        return MLP(
+            config["sizes"],
+            activation=config.get("activation", "relu"),
+            dropout=config.get("dropout", 0.0),
+            init=config.get("init", "auto"),
+            bias=config.get("bias", True),
+            standardize=config.get("standardize", False),
+            device=device,
+        )
     raise ValueError(f"unknown model type {config['type']!r} in config (known: MLP)")
 
 
 __all__ = [
-    "ACTIVATIONS", "ELU", "INITS", "Dropout", "Identity", "LeakyReLU", "Linear", "MLP", "Module", "ReLU",
-    "Sequential", "Sigmoid", "Standardize", "StateDictError", "Tanh", "activation", "from_config", "init_for",
-    "init_std", "normalize_activation",
+    "ACTIVATIONS",
+    "ELU",
+    "INITS",
+    "Dropout",
+    "Identity",
+    "LeakyReLU",
+    "Linear",
+    "MLP",
+    "Module",
+    "ReLU",
+    "Sequential",
+    "Sigmoid",
+    "Standardize",
+    "StateDictError",
+    "Tanh",
+    "activation",
+    "from_config",
+    "init_for",
+    "init_std",
+    "normalize_activation",
 ]

@@ -1,6 +1,7 @@
 """Why an op failed, in words that are the same on every backend (the error path only: an op
 that succeeds never calls anything here). `autograd` wraps a backend's TypeError, ValueError or
 IndexError from an op's forward in `wrap_error`."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,9 +12,7 @@ from .tensor import dtype_kind, dtype_name, is_integer
 
 def wrap_error(node, args, exc: Exception) -> XpgradError:
     """The DTypeError or ShapeError an op raises for a backend's TypeError / ValueError / IndexError."""
-    shapes = ", ".join(
-        f"{tuple(a.shape)} {dtype_name(a.dtype)}" if hasattr(a, "shape") else repr(a) for a in args
-    )
+    shapes = ", ".join(f"{tuple(a.shape)} {dtype_name(a.dtype)}" if hasattr(a, "shape") else repr(a) for a in args)
     kind = DTypeError if isinstance(exc, TypeError) else ShapeError
     return kind(f"{node.name}: cannot apply to operands [{shapes}]: {_reason(node, args, exc)}")
 
@@ -31,8 +30,10 @@ def _reason(node, args, exc: Exception) -> str:
     arrays = [a for a in args if hasattr(a, "shape")]
     shapes = [tuple(a.shape) for a in arrays]
     if isinstance(exc, TypeError) and len({dtype_kind(a.dtype) for a in arrays}) > 1:
-        return (" and ".join(dtype_name(a.dtype) for a in arrays) + " operands cannot be mixed (the array API "
-                "defines no promotion between integer, bool and floating dtypes); convert one with .astype(...)")
+        return (
+            " and ".join(dtype_name(a.dtype) for a in arrays) + " operands cannot be mixed (the array API "
+            "defines no promotion between integer, bool and floating dtypes); convert one with .astype(...)"
+        )
     if not isinstance(exc, TypeError):
         if node.name == "matmul" and len(shapes) == 2 and not _broadcast(shapes[0][:-2], shapes[1][:-2]):
             return f"batch dimensions {shapes[0][:-2]} and {shapes[1][:-2]} cannot be broadcast together"

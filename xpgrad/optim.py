@@ -13,6 +13,7 @@ instead of several, and per call no dearer than NumPy's single `p -= lr * g` eve
         loss.backward()
         opt.step()
 """
+
 from __future__ import annotations
 
 import math
@@ -35,10 +36,10 @@ class OptimizerStateError(XpgradError, ValueError):
 def sgd_update(param, grad, velocity, lr, momentum, weight_decay, nesterov) -> None:
     """One SGD step in place (PyTorch convention, no dampening).
 
-        g = grad + weight_decay * param
-        velocity = momentum * velocity + g           (when momentum != 0; velocity is None otherwise)
-        step = g + momentum * velocity  (nesterov)   or   velocity   or   g   (no momentum)
-        param -= lr * step
+    g = grad + weight_decay * param
+    velocity = momentum * velocity + g           (when momentum != 0; velocity is None otherwise)
+    step = g + momentum * velocity  (nesterov)   or   velocity   or   g   (no momentum)
+    param -= lr * step
     """
     g = grad + weight_decay * param if weight_decay else grad
     if velocity is not None:
@@ -51,9 +52,9 @@ def sgd_update(param, grad, velocity, lr, momentum, weight_decay, nesterov) -> N
 def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step) -> None:
     """One Adam step in place (Kingma & Ba, as PyTorch's Adam; `step` counts from 1).
 
-        g = grad + weight_decay * param
-        m = beta1 m + (1 - beta1) g ;  v = beta2 v + (1 - beta2) g^2
-        param -= lr / (1 - beta1^step) * m / (sqrt(v) / sqrt(1 - beta2^step) + eps)
+    g = grad + weight_decay * param
+    m = beta1 m + (1 - beta1) g ;  v = beta2 v + (1 - beta2) g^2
+    param -= lr / (1 - beta1^step) * m / (sqrt(v) / sqrt(1 - beta2^step) + eps)
     """
     xp = backend.namespace_of(param)
     g = grad + weight_decay * param if weight_decay else grad
@@ -62,9 +63,9 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step) ->
     v *= beta2
     v += (1.0 - beta2) * (g * g)
     denom = xp.sqrt(v)
-    denom /= math.sqrt(1.0 - beta2 ** step)
+    denom /= math.sqrt(1.0 - beta2**step)
     denom += eps
-    param -= (lr / (1.0 - beta1 ** step)) * (m / denom)
+    param -= (lr / (1.0 - beta1**step)) * (m / denom)
 
 
 def _fused_kernels(param, grad):
@@ -157,8 +158,13 @@ class Optimizer:
                 continue
             param, grad = p.data, p.grad.data
             arrays = [param, grad] + [st.get(n) for n in names]
-            if (_fused_kernels(param, grad) is not kernels or not param.ndim or "step" not in st
-                    or any(a is None or a.shape != param.shape for a in arrays) or not kernels.ready(*arrays)):
+            if (
+                _fused_kernels(param, grad) is not kernels
+                or not param.ndim
+                or "step" not in st
+                or any(a is None or a.shape != param.shape for a in arrays)
+                or not kernels.ready(*arrays)
+            ):
                 return None
             items.append((p, st))
         return items
@@ -251,7 +257,6 @@ class SGD(Optimizer):
             k = _fused_kernels(param, grad)
             (sgd_update if k is None else k.sgd_update)(param, grad, velocity, lr, momentum, wd, nesterov)
 
-
     def _replay_update(self):
         items = self._ready_items(("velocity",) if self.momentum else ())
         if items is None:
@@ -297,7 +302,6 @@ class Adam(Optimizer):
             n = st["step"] = st.get("step", 0) + 1
             k = _fused_kernels(param, grad)
             (adam_update if k is None else k.adam_update)(param, grad, m, st["v"], lr, b1, b2, eps, wd, n)
-
 
     def _replay_update(self):
         items = self._ready_items(("m", "v"))
@@ -392,6 +396,14 @@ class CosineLR(LRScheduler):
 
 
 __all__ = [
-    "OPTIMIZERS", "SGD", "Adam", "CosineLR", "LRScheduler", "Optimizer", "OptimizerStateError", "StepLR",
-    "adam_update", "sgd_update",
+    "OPTIMIZERS",
+    "SGD",
+    "Adam",
+    "CosineLR",
+    "LRScheduler",
+    "Optimizer",
+    "OptimizerStateError",
+    "StepLR",
+    "adam_update",
+    "sgd_update",
 ]

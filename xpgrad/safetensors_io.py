@@ -5,6 +5,7 @@ A .safetensors file is an 8-byte little-endian header length, a JSON header (eac
 shape and byte range, plus an optional ``__metadata__`` dict of strings) and the raw tensor bytes;
 nothing in it is executable, so loading one cannot run code (unlike a pickle).
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,9 @@ class SafetensorsFileNotFoundError(SafetensorsFileError, FileNotFoundError):
     """The .safetensors file does not exist."""
 
 
-def write_safetensors(path: str | os.PathLike[str], arrays: Mapping[str, object],
-                      metadata: dict[str, str] | None = None) -> Path:
+def write_safetensors(
+    path: str | os.PathLike[str], arrays: Mapping[str, object], metadata: dict[str, str] | None = None
+) -> Path:
     """Write NumPy `arrays` (by name) and string `metadata` to `path` atomically; returns the path."""
     from safetensors import SafetensorError
     from safetensors.numpy import save

@@ -15,6 +15,7 @@ from `defaults`:
 
 Debug mode (`XPGRAD_DEBUG`, `set_debug`) has no context form and stays process-wide.
 """
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 Operators (``+ - * / ** @``, comparisons, indexing) and math methods are attached by the op
 modules in `xpgrad.ops`, so this file holds only state, conversion and `backward`.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,7 +18,7 @@ _kinds: dict = {}
 
 
 def dtype_kind(dtype) -> str:
-    """"float", "int" or the dtype's name ("bool", ...), for any backend (cached: str(dtype) is slow on NumPy)."""
+    """ "float", "int" or the dtype's name ("bool", ...), for any backend (cached: str(dtype) is slow on NumPy)."""
     key = (type(dtype), dtype)  # the type first: dtypes of different libraries never get compared
     kind = _kinds.get(key)
     if kind is None:

@@ -1,4 +1,5 @@
 """Gradient checking against central finite differences."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,8 +41,9 @@ def _numeric(fn, inputs, index, weights, eps):
     return grad
 
 
-def gradcheck(fn, inputs, eps: float | None = None, atol: float | None = None, rtol: float | None = None,
-              seed: int = 0) -> bool:
+def gradcheck(
+    fn, inputs, eps: float | None = None, atol: float | None = None, rtol: float | None = None, seed: int = 0
+) -> bool:
     """Check d fn / d inputs against central finite differences; raise GradcheckError if wrong.
 
     `fn(*inputs)` returns a Tensor; its output is contracted with fixed random weights, so the

@@ -14,6 +14,7 @@ A torch file written with ``safetensors.torch.save_file(torch_model.state_dict()
 with ``from_torch_state_dict(path)``; ``write_safetensors(path, model.to_torch_state_dict())``
 (`xpgrad.safetensors_io`) writes one that ``safetensors.torch.load_file`` reads back.
 """
+
 from __future__ import annotations
 
 import os
@@ -37,9 +38,16 @@ class TorchStateDictError(XpgradError, ValueError):
     """A PyTorch state dict does not describe an nn.Sequential of nn.Linear layers (or not the one expected)."""
 
 
-def mlp_from_torch_state_dict(state: object, activation: str = "relu", *, sizes: Sequence[int] | None = None,
-                              dropout: float = 0.0, prefix: str = "", dtype: str | None = None,
-                              device: object = None) -> MLP:
+def mlp_from_torch_state_dict(
+    state: object,
+    activation: str = "relu",
+    *,
+    sizes: Sequence[int] | None = None,
+    dropout: float = 0.0,
+    prefix: str = "",
+    dtype: str | None = None,
+    device: object = None,
+) -> MLP:
     """An xpgrad `MLP` with the weights of a torch ``nn.Sequential`` of ``nn.Linear`` layers.
 
     `state`: the torch model's ``state_dict()`` (torch tensors or NumPy arrays by key) or the
@@ -99,8 +107,9 @@ def mlp_to_torch_state_dict(model: MLP, *, prefix: str = "") -> dict[str, np.nda
     return out
 
 
-def _fold_standardize(layer: Standardize, weight: np.ndarray,
-                      bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+def _fold_standardize(
+    layer: Standardize, weight: np.ndarray, bias: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None]:
     mean = layer.mean.numpy().astype(np.float64)
     scale = layer.scale.numpy().astype(np.float64)
     if bias is None and np.any(mean != 0):
@@ -117,7 +126,9 @@ def _arrays_of(state: Any) -> dict[str, np.ndarray]:
     if isinstance(state, (str, os.PathLike)):
         return read_safetensors(state)[0]
     if not hasattr(state, "items"):
-        raise TypeError(f"from_torch_state_dict: expected a state dict or a .safetensors path, got {type(state).__name__}")
+        raise TypeError(
+            f"from_torch_state_dict: expected a state dict or a .safetensors path, got {type(state).__name__}"
+        )
     arrays: dict[str, np.ndarray] = {}
     for key, value in state.items():
         if hasattr(value, "detach"):  # a torch tensor: to host NumPy without importing torch here
@@ -132,7 +143,7 @@ def _linear_layers(arrays: dict[str, np.ndarray], prefix: str) -> list[Layer]:
     weights: dict[int, tuple[str, np.ndarray]] = {}
     biases: dict[int, tuple[str, np.ndarray]] = {}
     for key, value in arrays.items():
-        match = _KEY.match(key[len(prefix):]) if key.startswith(prefix) else None
+        match = _KEY.match(key[len(prefix) :]) if key.startswith(prefix) else None
         if match is None:
             raise TorchStateDictError(
                 f"{what}: tensor {key!r} is not the weight or bias of an nn.Linear directly inside an nn.Sequential "
@@ -182,12 +193,16 @@ def _first_size_difference(layers: list[Layer], sizes: list[int], prefix: str) -
     expected = list(zip(sizes[:-1], sizes[1:]))
     if len(expected) != len(layers):
         keys = ", ".join(f"'{prefix}{index}.weight'" for index, _, _ in layers)
-        return (f"the state dict holds {len(layers)} nn.Linear layers ({keys}), but sizes {sizes} need "
-                f"{len(expected)}: a different architecture")
+        return (
+            f"the state dict holds {len(layers)} nn.Linear layers ({keys}), but sizes {sizes} need "
+            f"{len(expected)}: a different architecture"
+        )
     for (index, weight, _), (n_in, n_out) in zip(layers, expected):
         if weight.shape != (n_out, n_in):
-            return (f"tensor '{prefix}{index}.weight' has shape {weight.shape}, but sizes {sizes} need "
-                    f"({n_out}, {n_in}) there: a different architecture")
+            return (
+                f"tensor '{prefix}{index}.weight' has shape {weight.shape}, but sizes {sizes} need "
+                f"({n_out}, {n_in}) there: a different architecture"
+            )
     return f"sizes {sizes} do not match the state dict"
 
 

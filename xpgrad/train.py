@@ -1,10 +1,11 @@
 """The training loop behind `xpgrad train`: losses by name, epochs, accuracy, progress, plots, metrics.
 
-    loss_fn = make_loss("softmax-ce", num_classes=10)
-    result = fit(model, opt, loss_fn, DataLoader(splits.train, 32, shuffle=True, seed=0),
-                 epochs=20, val=splits.val, test=splits.test)
-    result.history[-1].test_accuracy
+loss_fn = make_loss("softmax-ce", num_classes=10)
+result = fit(model, opt, loss_fn, DataLoader(splits.train, 32, shuffle=True, seed=0),
+             epochs=20, val=splits.val, test=splits.test)
+result.history[-1].test_accuracy
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,6 +36,7 @@ def make_loss(name: str, num_classes: int):
     if name == "hinge":
         return hinge_loss
     if name == "mse":
+
         def mse_one_hot(scores, labels):
             return mse_loss(scores, one_hot(labels, num_classes, scores.dtype))
 
@@ -53,8 +55,8 @@ def accuracy(model, dataset, batch_size: int = 1024, device=None) -> float:
     try:
         with no_grad():
             for start in range(0, n, batch_size):
-                x = tensor(dataset.x[start:start + batch_size], device=device)
-                y = tensor(dataset.y[start:start + batch_size], device=device)
+                x = tensor(dataset.x[start : start + batch_size], device=device)
+                y = tensor(dataset.y[start : start + batch_size], device=device)
                 scores = model(x).data
                 xp = backend.namespace_of(scores)
                 correct += int(xp.sum(xp.astype(xp.argmax(scores, axis=1) == y.data, xp.int64)))
@@ -136,6 +138,7 @@ def set_rng_state(loader, state: dict) -> None:
 def batch_step(model, optimizer, loss_fn):
     """step(x, y): one batch's zero_grad, forward, backward and update; returns the loss (the
     function `fit(capture=True)` hands to xg.capture)."""
+
     def step(x, y):
         optimizer.zero_grad()
         loss = loss_fn(model(x), y)
@@ -181,9 +184,23 @@ def train_epoch(model, optimizer, loss_fn, loader, *, on_batch=None, stop=None, 
     return (float(total) / seen if seen else math.nan), seen, True
 
 
-def fit(model, optimizer, loss_fn, loader, epochs: int, *, val=None, test=None, start_epoch: int = 0,
-        history=None, scheduler=None, reporter=None, stop=None, eval_batch_size: int = 1024,
-        capture: bool = False) -> FitResult:
+def fit(
+    model,
+    optimizer,
+    loss_fn,
+    loader,
+    epochs: int,
+    *,
+    val=None,
+    test=None,
+    start_epoch: int = 0,
+    history=None,
+    scheduler=None,
+    reporter=None,
+    stop=None,
+    eval_batch_size: int = 1024,
+    capture: bool = False,
+) -> FitResult:
     """Train from epoch `start_epoch` up to `epochs` (total), evaluating val and test after each epoch.
 
     `scheduler.step()` runs once per epoch. `stop` (a StopRequest) ends training after the
@@ -192,7 +209,9 @@ def fit(model, optimizer, loss_fn, loader, epochs: int, *, val=None, test=None, 
     with a DataParallel model).
     """
     if capture and isinstance(model, DataParallel):
-        raise ValueError("fit: capture=True does not combine with a DataParallel model (its gradient sync runs mid-step)")
+        raise ValueError(
+            "fit: capture=True does not combine with a DataParallel model (its gradient sync runs mid-step)"
+        )
     step = capture_step(batch_step(model, optimizer, loss_fn)) if capture else None
     history = list(history or [])
     result = FitResult(history, epochs_done=start_epoch, rng_state=rng_state(loader))
@@ -255,8 +274,16 @@ class Reporter:
 
         width = len(str(epochs))
         columns, rows = _terminal_size(sys.stderr)
-        self.bar = tqdm(total=batches, desc=f"epoch {epoch:>{width}}/{epochs}", unit="batch", leave=True,
-                        file=sys.stderr, dynamic_ncols=columns is None, ncols=columns, nrows=rows)
+        self.bar = tqdm(
+            total=batches,
+            desc=f"epoch {epoch:>{width}}/{epochs}",
+            unit="batch",
+            leave=True,
+            file=sys.stderr,
+            dynamic_ncols=columns is None,
+            ncols=columns,
+            nrows=rows,
+        )
         bar = self.bar
 
         def on_batch(n):
@@ -402,8 +429,22 @@ def describe_device(model) -> str:
 
 
 __all__ = [
-    "LOSSES", "EpochRecord", "FitResult", "Reporter", "StopRequest", "accuracy", "blas_threads_for", "catch_sigint",
+    "LOSSES",
+    "EpochRecord",
+    "FitResult",
+    "Reporter",
+    "StopRequest",
+    "accuracy",
+    "blas_threads_for",
+    "catch_sigint",
     "describe_device",
-    "fit", "history_from_json", "history_to_json", "make_loss", "plot_history", "rng_state", "set_rng_state",
-    "train_epoch", "write_json",
+    "fit",
+    "history_from_json",
+    "history_to_json",
+    "make_loss",
+    "plot_history",
+    "rng_state",
+    "set_rng_state",
+    "train_epoch",
+    "write_json",
 ]

@@ -36,6 +36,7 @@ steps are captured as CUDA graphs, piecewise around cuBLAS and host reads (cuda.
 yet run on a GPU). Other array libraries (array_api_strict) and XPGRAD_DEBUG run eagerly on
 every call, with the same results.
 """
+
 import sys
 import types
 

@@ -1,4 +1,5 @@
 """`capture(fn)`: the callable that warms up, records, replays and (optionally) checks a step."""
+
 from __future__ import annotations
 
 import functools
@@ -207,11 +208,18 @@ class Captured:
             entry.end_data = recorder.ref(t.data)
             if t.grad is not None:
                 entry.end_grad = recorder.ref(t.grad.data)
-                entry.end_grad_same = (t.grad is start_grads.get(id(t)) and entry.start_grad is not None
-                                       and entry.end_grad.index == entry.start_grad.index)
+                entry.end_grad_same = (
+                    t.grad is start_grads.get(id(t))
+                    and entry.start_grad is not None
+                    and entry.end_grad.index == entry.start_grad.index
+                )
         used = referenced(recorder.ops)
         for entry in entries:  # a state array fn never reads needs no guard
-            if entry.start_data is not None and entry.start_data.index not in used and entry.end_data.index == entry.start_data.index:
+            if (
+                entry.start_data is not None
+                and entry.start_data.index not in used
+                and entry.end_data.index == entry.start_data.index
+            ):
                 entry.start_data = None
             if entry.start_grad is not None and entry.start_grad.index not in used:
                 entry.start_grad = None
@@ -229,17 +237,20 @@ class Captured:
             entry.retried = True
             self._extra.update(unknown)
             return materialize(recording)
-        plan = Plan(recording.recorder, recording.inputs, recording.entries, recording.result,
-                    recording.reach.guards)
+        plan = Plan(recording.recorder, recording.inputs, recording.entries, recording.result, recording.reach.guards)
         plan.compile()
         entry.plan, entry.reach = plan, recording.reach
         self.stats["captures"] += 1
         if self.stats["captures"] > self.max_signatures and not self._warned:
             self._warned = True
-            warnings.warn(CaptureWarning(
-                f"capture: {getattr(self.fn, '__qualname__', self.fn)} was captured {self.stats['captures']} times; "
-                f"its argument shapes, dtypes or non-tensor values, or the Python values in its closure, keep "
-                f"changing (each change records the step again)"), stacklevel=3)
+            warnings.warn(
+                CaptureWarning(
+                    f"capture: {getattr(self.fn, '__qualname__', self.fn)} was captured {self.stats['captures']} times; "
+                    f"its argument shapes, dtypes or non-tensor values, or the Python values in its closure, keep "
+                    f"changing (each change records the step again)"
+                ),
+                stacklevel=3,
+            )
         return materialize(recording)
 
     def _capture_graph(self, entry, args, kwargs):
@@ -274,17 +285,22 @@ class Captured:
         eager = materialize(recording)
         captured_ops, eager_ops = entry.plan.describe(), [op.describe() for op in recording.recorder.ops]
         if captured_ops != eager_ops:
-            k = next((i for i, (a, b) in enumerate(zip(captured_ops, eager_ops)) if a != b), min(len(captured_ops), len(eager_ops)))
+            k = next(
+                (i for i, (a, b) in enumerate(zip(captured_ops, eager_ops)) if a != b),
+                min(len(captured_ops), len(eager_ops)),
+            )
             site = recording.recorder.ops[k].site if k < len(recording.recorder.ops) else "the end of fn"
             raise CaptureError(
                 f"capture check: call {entry.calls} of {getattr(self.fn, '__qualname__', self.fn)} ran other ops than the "
                 f"captured step from op {k} on ({site}): captured {_at(captured_ops, k)}, now {_at(eager_ops, k)}; "
-                f"a Python branch or value in fn changed, so the captured step is not static (the eager results stand)")
+                f"a Python branch or value in fn changed, so the captured step is not static (the eager results stand)"
+            )
         where = after_replay.differences(Snapshot(reach, args)) + _result_differences(replayed, eager)
         if where:
             raise CaptureError(
                 f"capture check: the replay of {getattr(self.fn, '__qualname__', self.fn)} differs from eager in "
-                f"{', '.join(where[:5])} (the eager results stand)")
+                f"{', '.join(where[:5])} (the eager results stand)"
+            )
         return eager
 
 
@@ -299,6 +315,7 @@ def _ref(slot):
 def _untrace(recorder, entries, restore_args, reach) -> None:
     """Plain arrays back in every place a TracedArray was put or may have been left (the very
     array objects that were there before, which replays check by identity)."""
+
     def plain(a):
         slot = recorder.find(a) if type(a) is TracedArray else None
         return slot.array if slot is not None else _raw(a)

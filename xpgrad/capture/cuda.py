@@ -28,6 +28,7 @@ skip without a GPU. What the design rests on, checked in that source:
   not to, which would break a capture: xpgrad's kernels launch with `sync=False`
   (kernels/cuda.py `_launch`), on CuPy's current stream (the capturing one).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -165,8 +166,10 @@ def _template(value):
         return (type(value).__name__, [_template(v) for v in value])
     if isinstance(value, (int, float, bool, str, type(None))):
         return ("value", value)
-    raise CaptureError(f"capture: fn returned a {type(value).__name__}; a step captured on the GPU returns "
-                       f"tensors, Python numbers, or tuples and lists of them")
+    raise CaptureError(
+        f"capture: fn returned a {type(value).__name__}; a step captured on the GPU returns "
+        f"tensors, Python numbers, or tuples and lists of them"
+    )
 
 
 def capture_graph(fn, args, kwargs, tensors):
@@ -204,8 +207,9 @@ def capture_graph(fn, args, kwargs, tensors):
             result = fn(*args, **kwargs)
         except Exception as exc:
             _abandon(stream)
-            raise CaptureError(f"capture (CUDA graph): the step did something a graph cannot hold: "
-                               f"{type(exc).__name__}: {exc}") from exc
+            raise CaptureError(
+                f"capture (CUDA graph): the step did something a graph cannot hold: {type(exc).__name__}: {exc}"
+            ) from exc
         finally:
             local.capture = None
             MatMul.array_op = operator_matmul

@@ -16,6 +16,7 @@ tensor's `.grad` / `.data`) or holds a constant. Ops whose effects reach nothing
 result, a tensor's attributes, a state or external array, the random generator) are dropped,
 and ops that make constants only are left computed in their buffers.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -64,8 +65,7 @@ class Plan:
         self.entries = entries
         self.result_template = result_template
         self.guards = guards  # [(expression on globals, expected value)]
-        self.globals = {"MISS": MISS, "_arr": _as_array, "_out": copy_out, "_tensor": _new_tensor,
-                        "copyto": np.copyto}
+        self.globals = {"MISS": MISS, "_arr": _as_array, "_out": copy_out, "_tensor": _new_tensor, "copyto": np.copyto}
         self._names = {}
         self.rebound = set()
         self.source = ""
@@ -107,8 +107,9 @@ class Plan:
         return self.const(value)
 
     def call(self, fn, args, kwargs, extra="") -> str:
-        parts = [self.expr(a) for a in args] + [f"{k}={self.expr(v)}" for k, v in kwargs.items()
-                                                if not (k in _DEFAULTS and _DEFAULTS[k] is v)]
+        parts = [self.expr(a) for a in args] + [
+            f"{k}={self.expr(v)}" for k, v in kwargs.items() if not (k in _DEFAULTS and _DEFAULTS[k] is v)
+        ]
         if extra:
             parts.append(extra)
         return f"{self.const(fn, 'f')}({', '.join(parts)})"
@@ -120,9 +121,14 @@ class Plan:
             return "out" not in op.kwargs
         if op.kind == "function":
             fn = op.fn
-            return (fn in _FILLS or fn is np.full_like or fn is np.empty_like or fn is np.vdot
-                    or (fn is np.where and len(op.args) == 3 and not op.kwargs)
-                    or (fn in _OUT_FUNCTIONS and "out" not in op.kwargs))
+            return (
+                fn in _FILLS
+                or fn is np.full_like
+                or fn is np.empty_like
+                or fn is np.vdot
+                or (fn is np.where and len(op.args) == 3 and not op.kwargs)
+                or (fn in _OUT_FUNCTIONS and "out" not in op.kwargs)
+            )
         if op.kind == "method":
             return op.fn in (np.ndarray.astype, np.ndarray.copy, np.ndarray.dot) and "out" not in op.kwargs
         return op.kind == "rng"
@@ -131,7 +137,11 @@ class Plan:
         for entry in self.entries:
             if entry.start_grad is not None:
                 self.rebound.add(entry.start_grad.index)  # read from .grad on each replay
-            if entry.start_data is not None and entry.end_data is not None and entry.end_data.index != entry.start_data.index:
+            if (
+                entry.start_data is not None
+                and entry.end_data is not None
+                and entry.end_data.index != entry.start_data.index
+            ):
                 self.rebound.add(entry.start_data.index)  # fn rebinds .data: read it again on each replay
         for op in self.ops:
             for path, index in op.results:
@@ -139,16 +149,19 @@ class Plan:
                 if slot.kind == "view":
                     if slot.base.index in self.rebound or self._base_rebound(slot):
                         if slot.derivation is None:
-                            raise CaptureError(f"capture: a view made outside the recorded calls ({op.site}) looks "
-                                               f"into an array read afresh on each call")
+                            raise CaptureError(
+                                f"capture: a view made outside the recorded calls ({op.site}) looks "
+                                f"into an array read afresh on each call"
+                            )
                         self.rebound.add(index)
                 elif not (self._static_form(op) and (path == () or op.kind == "ufunc")):
                     self.rebound.add(index)
         for slot in self.slots:  # views registered without a producing op (found through bases)
             if slot.kind == "view" and slot.index not in self.rebound and self._base_rebound(slot):
                 if slot.derivation is None:
-                    raise CaptureError("capture: a view made outside the recorded calls looks into an array read "
-                                       "afresh on each call")
+                    raise CaptureError(
+                        "capture: a view made outside the recorded calls looks into an array read afresh on each call"
+                    )
                 self.rebound.add(slot.index)
 
     def _base_rebound(self, slot) -> bool:
@@ -166,9 +179,16 @@ class Plan:
         entry = self._entry_of(tensor)
         target = entry.expr if entry is not None else self.const(tensor, "T")
         data_now, grad_now = self._current.get(id(tensor), (None, None))
-        if data_ref is not None and data_now != data_ref.index and not (
-                entry is not None and entry.start_data is not None and data_now is None
-                and data_ref.index == entry.start_data.index):
+        if (
+            data_ref is not None
+            and data_now != data_ref.index
+            and not (
+                entry is not None
+                and entry.start_data is not None
+                and data_now is None
+                and data_ref.index == entry.start_data.index
+            )
+        ):
             lines.append(f"{target}.data = {self.name(data_ref)}")
         grad = None if grad_ref is None else grad_ref.index
         if grad != grad_now or grad_now is None:
@@ -250,9 +270,16 @@ class Plan:
                     first.setdefault(i, k)
                     last[i] = k
         keep = self.escaping | _template_refs(self.result_template)
-        temps = sorted((first[s.index], s.index) for s in self.slots
-                       if s.kind == "temp" and s.index in first and s.index not in keep and s.index not in self.rebound
-                       and not s.const and s.array.flags.c_contiguous)
+        temps = sorted(
+            (first[s.index], s.index)
+            for s in self.slots
+            if s.kind == "temp"
+            and s.index in first
+            and s.index not in keep
+            and s.index not in self.rebound
+            and not s.const
+            and s.array.flags.c_contiguous
+        )
         free: dict = {}  # (shape, dtype) -> [(last use, slot index) of the slots whose arrays can be taken]
         owner = {}  # slot index -> slot index whose array it uses
         busy = []
@@ -275,9 +302,10 @@ class Plan:
                 root = root.base
             if slot.kind == "view" and root.index in moved and slot.index not in self.rebound:
                 offset = _data_pointer(slot.array) - _data_pointer(moved[root.index])
-                flat = root.array.reshape(-1).view(np.uint8)[offset:offset + slot.array.itemsize]
-                slot.array = np.lib.stride_tricks.as_strided(flat.view(slot.array.dtype), slot.array.shape,
-                                                             slot.array.strides)
+                flat = root.array.reshape(-1).view(np.uint8)[offset : offset + slot.array.itemsize]
+                slot.array = np.lib.stride_tricks.as_strided(
+                    flat.view(slot.array.dtype), slot.array.shape, slot.array.strides
+                )
         self.shared = len(owner)
 
     def _constant(self, op, written) -> bool:
@@ -327,7 +355,9 @@ class Plan:
     def guard_lines(self, lines) -> None:
         for kind, holder, key, expected in self.guards:
             where = self.const(holder, "h")
-            expression = {"cell": f"{where}.cell_contents", "global": f"{where}[{key!r}]", "attr": f"{where}.{key}"}[kind]
+            expression = {"cell": f"{where}.cell_contents", "global": f"{where}[{key!r}]", "attr": f"{where}.{key}"}[
+                kind
+            ]
             lines.append(f"if {expression} != {self.expr(expected)}: return MISS")
         for position, index, is_tensor in self.inputs:
             if index is not None:
@@ -351,10 +381,17 @@ class Plan:
         slot = self.slots[ref.index]
         r = f"r{ref.index}"
         lines.append(f"{r} = {source}")
-        lines.append(f"if {r}.shape != {self.expr(tuple(slot.array.shape))} or {r}.dtype != {self.const(slot.array.dtype)}"
-                     f" or {r}.flags.c_contiguous != {slot.array.flags.c_contiguous}: return MISS")
-        escaping = [i for i in self.escaping if i not in self.rebound
-                    and self.slots[i].array.shape == slot.array.shape and self.slots[i].array.dtype == slot.array.dtype]
+        lines.append(
+            f"if {r}.shape != {self.expr(tuple(slot.array.shape))} or {r}.dtype != {self.const(slot.array.dtype)}"
+            f" or {r}.flags.c_contiguous != {slot.array.flags.c_contiguous}: return MISS"
+        )
+        escaping = [
+            i
+            for i in self.escaping
+            if i not in self.rebound
+            and self.slots[i].array.shape == slot.array.shape
+            and self.slots[i].array.dtype == slot.array.dtype
+        ]
         if escaping:
             stage = self.const(np.empty_like(slot.array), "stage")
             test = " or ".join(f"{r} is {self.name(Ref(i))}" for i in escaping)
@@ -466,8 +503,10 @@ def result_template(recorder, value, entries):
         return ("dict", [(k, result_template(recorder, v, entries)) for k, v in value.items()])
     if isinstance(value, (*_SIMPLE, np.generic)):
         return ("value", value)
-    raise CaptureError(f"capture: fn returned a {type(value).__name__}; a captured step returns tensors, arrays, "
-                       f"Python numbers or tuples, lists and dicts of them")
+    raise CaptureError(
+        f"capture: fn returned a {type(value).__name__}; a captured step returns tensors, arrays, "
+        f"Python numbers or tuples, lists and dicts of them"
+    )
 
 
 def referenced(ops) -> set:

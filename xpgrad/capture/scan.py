@@ -8,6 +8,7 @@ lists, tuples, dicts, `nn.Module` attributes, an optimizer's parameters and a sc
 optimizer. The Python numbers, strings and flags found on that path are guarded: a replay
 whose closure or globals hold another value captures again (jax.jit's stale-static trap).
 """
+
 from __future__ import annotations
 
 import functools

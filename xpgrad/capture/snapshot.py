@@ -1,4 +1,5 @@
 """Copies of everything a step can change, for check mode: restore one, compare two."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,10 +18,25 @@ class Snapshot:
 
     def __init__(self, reach, args=()):
         tensors = list(reach.tensors) + [a for a in args if isinstance(a, Tensor) and a.requires_grad]
-        self.tensors = [(t, t.data, _copy(t.data), t.grad, None if t.grad is None else t.grad.data,
-                         None if t.grad is None else _copy(t.grad.data)) for t in tensors]
-        self.optimizers = [(opt, opt.lr, [{k: (v, _copy(v) if isinstance(v, np.ndarray) else v) for k, v in st.items()}
-                                          for st in opt.state]) for opt in reach.optimizers]
+        self.tensors = [
+            (
+                t,
+                t.data,
+                _copy(t.data),
+                t.grad,
+                None if t.grad is None else t.grad.data,
+                None if t.grad is None else _copy(t.grad.data),
+            )
+            for t in tensors
+        ]
+        self.optimizers = [
+            (
+                opt,
+                opt.lr,
+                [{k: (v, _copy(v) if isinstance(v, np.ndarray) else v) for k, v in st.items()} for st in opt.state],
+            )
+            for opt in reach.optimizers
+        ]
         self.schedulers = [(s, s.last_step) for s in reach.schedulers]
         self.generator = creation.generator()
         self.generator_state = self.generator.bit_generator.state

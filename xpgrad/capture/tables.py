@@ -4,6 +4,7 @@
 branches eager takes) over `RecordingKernels` stand-ins for the kernel modules, and with output
 buffers made by the recorder. `install()` routes `TracedArray` to it (once per process).
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -17,6 +17,7 @@ brought back to Python (`float(t)`, `.item()`, `bool(t)`, printing) is refused w
 `CaptureError` unless the slot holds a constant (made from constants alone, e.g. the seed
 gradient of `backward()`), which is then baked in.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,25 @@ _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TENSOR_FILE = os.path.join(_PACKAGE_DIR, "tensor.py")
 
 # array functions whose result can be written into a given buffer (`out=`)
-_OUT_FUNCTIONS = {np.sum, np.mean, np.max, np.min, np.amax, np.amin, np.prod, np.dot, np.clip, np.take,
-                  np.concatenate, np.stack, np.cumsum, np.argmax, np.argmin, np.round, np.around}
+_OUT_FUNCTIONS = {
+    np.sum,
+    np.mean,
+    np.max,
+    np.min,
+    np.amax,
+    np.amin,
+    np.prod,
+    np.dot,
+    np.clip,
+    np.take,
+    np.concatenate,
+    np.stack,
+    np.cumsum,
+    np.argmax,
+    np.argmin,
+    np.round,
+    np.around,
+}
 _FILLS = {np.zeros_like: 0, np.ones_like: 1}
 
 
@@ -180,8 +198,12 @@ class Recorder:
         """`a`, which looks into `slot`'s memory: the slot itself when the layout is the same,
         else a new view slot (its replay array is `a` itself when `slot` is static)."""
         whole = slot.array
-        if (a.shape == whole.shape and a.strides == whole.strides and a.dtype == whole.dtype
-                and _data_pointer(a) == _data_pointer(whole)):
+        if (
+            a.shape == whole.shape
+            and a.strides == whole.strides
+            and a.dtype == whole.dtype
+            and _data_pointer(a) == _data_pointer(whole)
+        ):
             self._own(a, slot.index)
             return slot
         view = Slot(len(self.slots), "view", _raw(a), slot.const)
@@ -197,7 +219,8 @@ class Recorder:
             if type(a) is TracedArray:
                 raise CaptureError(
                     f"capture: an array was made by an operation capture does not record (at {user_site()}); "
-                    f"use xpgrad ops or NumPy functions and operators on the arrays")
+                    f"use xpgrad ops or NumPy functions and operators on the arrays"
+                )
             root = a
             while isinstance(root.base, np.ndarray):
                 root = root.base
@@ -232,7 +255,9 @@ class Recorder:
         raw_kwargs = {k: _walk(v, _raw) for k, v in kwargs.items()}
         result = run(raw_args, raw_kwargs)
         op = Op(kind, fn, ref_args, ref_kwargs, label, user_site())
-        op.shapes = tuple((tuple(a.shape), str(a.dtype)) for a in _leaves((raw_args, raw_kwargs)) if isinstance(a, np.ndarray))
+        op.shapes = tuple(
+            (tuple(a.shape), str(a.dtype)) for a in _leaves((raw_args, raw_kwargs)) if isinstance(a, np.ndarray)
+        )
         if const is None:
             const = self.is_const((ref_args, ref_kwargs))
         written = [leaf.index for leaf in _leaves(ref_kwargs.get("out", ())) if type(leaf) is Ref]
@@ -266,19 +291,41 @@ class Recorder:
 
     def ufunc(self, ufunc, method, inputs, kwargs):
         fn = ufunc if method == "__call__" else getattr(ufunc, method)
-        return self.record("ufunc", fn, inputs, kwargs, f"{ufunc.__name__}.{method}" if method != "__call__" else ufunc.__name__,
-                           lambda a, k: fn(*a, **k), writes_first=method == "at")
+        return self.record(
+            "ufunc",
+            fn,
+            inputs,
+            kwargs,
+            f"{ufunc.__name__}.{method}" if method != "__call__" else ufunc.__name__,
+            lambda a, k: fn(*a, **k),
+            writes_first=method == "at",
+        )
 
     def function(self, func, args, kwargs):
         impl = getattr(func, "_implementation", func)
         const = True if func in _FILLS or func is np.full_like else None  # their values do not depend on the operand's
-        return self.record("function", func, args, kwargs, f"np.{func.__name__}", lambda a, k: impl(*a, **k), const,
-                           writes_first=func is np.copyto)
+        return self.record(
+            "function",
+            func,
+            args,
+            kwargs,
+            f"np.{func.__name__}",
+            lambda a, k: impl(*a, **k),
+            const,
+            writes_first=func is np.copyto,
+        )
 
     def method(self, name, array, args, kwargs):
         fn = getattr(np.ndarray, name)
-        return self.record("method", fn, (array,) + tuple(args), kwargs, f"ndarray.{name}", lambda a, k: fn(*a, **k),
-                           writes_first=name in ("__setitem__", "fill"))
+        return self.record(
+            "method",
+            fn,
+            (array,) + tuple(args),
+            kwargs,
+            f"ndarray.{name}",
+            lambda a, k: fn(*a, **k),
+            writes_first=name in ("__setitem__", "fill"),
+        )
 
     def kernel(self, fn, name, args, kwargs):
         return self.record("kernel", fn, args, kwargs, f"kernel {name}", lambda a, k: fn(*a, **k))
@@ -292,7 +339,8 @@ class Recorder:
         raise CaptureError(
             f"{op}: brings a value back to Python in the middle of a captured step, at {user_site()}; a replay "
             f"would not run that line (nor a branch that depends on it). Return the tensor from the step "
-            f"and read it after the call, or call the function without xg.capture")
+            f"and read it after the call, or call the function without xg.capture"
+        )
 
     def saw_leaves(self, tensors) -> None:
         """backward() gave these leaves gradients: note those whose arrays capture did not trace
@@ -361,5 +409,3 @@ class Recorder:
 
 def path_bound(op, slot) -> bool:
     return any(index == slot.index for _, index in op.results)
-
-

@@ -1,6 +1,7 @@
 """TracedArray: the ndarray through which a capture sees every NumPy call, and the stand-in
 for the kernel modules through which it sees every Numba kernel (both report to the thread's
 recorder, trace.Recorder, and are plain arrays and kernels again when no capture runs)."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -12,6 +12,7 @@ Each command lives in its own module (`train`, `evaluate`, `info`, `bench`) with
 and `run(args)`; the argument types they share are in `arguments`, the rest in `common`.
 ``xpgrad graph``: `xpgrad.viz.add_graph_subcommand(subparsers)` registers its parser and handler.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,7 @@ def main(argv=None) -> int:
     except SystemExit as exit_:  # --help / --version
         return exit_.code if isinstance(exit_.code, int) else 0
     if args.command is None:
-        return fail("missing command: choose one of train, eval, info, bench, graph (see xpgrad --help)",
-                    EXIT_USAGE)
+        return fail("missing command: choose one of train, eval, info, bench, graph (see xpgrad --help)", EXIT_USAGE)
     import contextlib
 
     from ..backend import use_backend

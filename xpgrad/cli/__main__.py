@@ -1,4 +1,5 @@
 """`python -m xpgrad.cli`: the `xpgrad` command."""
+
 import sys
 
 from . import main

@@ -1,4 +1,5 @@
 """Argument types shared by the `xpgrad` commands: each parses one flag's text or raises ArgumentTypeError."""
+
 from __future__ import annotations
 
 import argparse

@@ -4,6 +4,7 @@
 BENCH_TARGETS (imported only when used) as ``fn(sizes=, json_path=, threads=)``; an int result is
 the exit status (anything else means 0).
 """
+
 from __future__ import annotations
 
 import importlib

@@ -1,4 +1,5 @@
 """What every `xpgrad` command shares: exit statuses, the usage error, messages and path checks."""
+
 from __future__ import annotations
 
 import argparse

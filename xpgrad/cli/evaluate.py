@@ -1,4 +1,5 @@
 """`xpgrad eval`: the accuracy of a saved model on a dataset split."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,14 +9,21 @@ from .common import EVAL_BATCH_SIZE, UsageError, add_backend, resolve_data_dir
 
 
 def add_parser(sub) -> None:
-    ev = sub.add_parser("eval", help="accuracy of a saved model",
-                        description="Print the accuracy of a checkpoint's model on a dataset split.")
+    ev = sub.add_parser(
+        "eval",
+        help="accuracy of a saved model",
+        description="Print the accuracy of a checkpoint's model on a dataset split.",
+    )
     ev.add_argument("--load", metavar="PATH", required=True, help="checkpoint written by xpgrad train --save")
     ev.add_argument("--dataset", type=arguments.dataset_name, help="default: the dataset the checkpoint was trained on")
     ev.add_argument("--data-dir", help="folder of the IDX files for mnist / fashion-mnist")
     ev.add_argument("--split", choices=("test", "val", "train"), default="test", help="default test")
-    ev.add_argument("--batch-size", type=arguments.positive_int, default=EVAL_BATCH_SIZE,
-                    help=f"evaluation batch size (default {EVAL_BATCH_SIZE})")
+    ev.add_argument(
+        "--batch-size",
+        type=arguments.positive_int,
+        default=EVAL_BATCH_SIZE,
+        help=f"evaluation batch size (default {EVAL_BATCH_SIZE})",
+    )
     add_backend(ev)
     ev.set_defaults(func=run)
 

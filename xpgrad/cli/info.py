@@ -1,4 +1,5 @@
 """`xpgrad info`: backend, devices, versions, kernels and GPU availability."""
+
 from __future__ import annotations
 
 import importlib

@@ -6,6 +6,7 @@ is global). Only rank 0 prints and writes files. Dropout masks come from one str
 rank 0 keeps the stream of a one-process run, rank r > 0 draws from SeedSequence(seed,
 spawn_key=(r,)) (with the epoch resumed at in the key when a checkpoint has no state for r).
 """
+
 from __future__ import annotations
 
 import json
@@ -56,8 +57,10 @@ def check_batch(ranks: Ranks, batch_size: int) -> None:
 def describe(ranks: Ranks, batch_size: int) -> str:
     if not ranks.parallel:
         return ""
-    return (f"; data-parallel on {ranks.world_size} ranks ({ranks.backend}), "
-            f"{batch_size // ranks.world_size} samples per rank per step")
+    return (
+        f"; data-parallel on {ranks.world_size} ranks ({ranks.backend}), "
+        f"{batch_size // ranks.world_size} samples per rank per step"
+    )
 
 
 def seed_rank_stream(ranks: Ranks, seed: int, saved_rng: dict | None, start_epoch: int) -> None:

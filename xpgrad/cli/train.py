@@ -1,4 +1,5 @@
 """`xpgrad train`: train an MLP classifier, optionally resuming from and saving a checkpoint."""
+
 from __future__ import annotations
 
 import sys
@@ -6,7 +7,13 @@ from pathlib import Path
 
 from . import arguments, parallel
 from .common import (
-    EVAL_BATCH_SIZE, EXIT_INTERRUPTED, UsageError, add_backend, check_output_path, resolve_data_dir, say,
+    EVAL_BATCH_SIZE,
+    EXIT_INTERRUPTED,
+    UsageError,
+    add_backend,
+    check_output_path,
+    resolve_data_dir,
+    say,
 )
 
 DEFAULTS = {
@@ -33,48 +40,82 @@ SHIFT_CHANCE = 0.3
 def add_parser(sub) -> None:
     d = DEFAULTS
     train = sub.add_parser(
-        "train", help="train an MLP classifier",
+        "train",
+        help="train an MLP classifier",
         description="Train an MLP classifier on inputs standardized with the training split's mean and "
-                    "std (kept in the model). The last line printed is the test accuracy. "
-                    "Ctrl-C stops after the current batch (and saves a checkpoint with --save); "
-                    "a second Ctrl-C aborts.",
+        "std (kept in the model). The last line printed is the test accuracy. "
+        "Ctrl-C stops after the current batch (and saves a checkpoint with --save); "
+        "a second Ctrl-C aborts.",
     )
-    train.add_argument("--dataset", type=arguments.dataset_name, help=f"digits, mnist, fashion-mnist or spiral "
-                       f"(default {d['dataset']}; with --load, the checkpoint's)")
+    train.add_argument(
+        "--dataset",
+        type=arguments.dataset_name,
+        help=f"digits, mnist, fashion-mnist or spiral (default {d['dataset']}; with --load, the checkpoint's)",
+    )
     train.add_argument("--data-dir", help="folder of the IDX files for mnist / fashion-mnist")
-    train.add_argument("--hidden", type=arguments.hidden, help=f"hidden layer sizes, e.g. 100,100 "
-                       f"(default {','.join(map(str, d['hidden']))})")
-    train.add_argument("--activation", type=arguments.activation_name,
-                       help=f"relu, leaky_relu, elu, sigmoid or tanh (default {d['activation']})")
-    train.add_argument("--dropout", type=arguments.dropout,
-                       help=f"dropout probability after each hidden layer (default {d['dropout']})")
+    train.add_argument(
+        "--hidden",
+        type=arguments.hidden,
+        help=f"hidden layer sizes, e.g. 100,100 (default {','.join(map(str, d['hidden']))})",
+    )
+    train.add_argument(
+        "--activation",
+        type=arguments.activation_name,
+        help=f"relu, leaky_relu, elu, sigmoid or tanh (default {d['activation']})",
+    )
+    train.add_argument(
+        "--dropout",
+        type=arguments.dropout,
+        help=f"dropout probability after each hidden layer (default {d['dropout']})",
+    )
     train.add_argument("--loss", choices=("softmax-ce", "hinge", "mse"), help=f"default {d['loss']}")
     train.add_argument("--optimizer", choices=("sgd", "adam"), help=f"default {d['optimizer']}")
-    train.add_argument("--lr", type=arguments.positive_float,
-                       help=f"learning rate (default {DEFAULT_LR['adam']} for adam, {DEFAULT_LR['sgd']} for sgd)")
+    train.add_argument(
+        "--lr",
+        type=arguments.positive_float,
+        help=f"learning rate (default {DEFAULT_LR['adam']} for adam, {DEFAULT_LR['sgd']} for sgd)",
+    )
     train.add_argument("--momentum", type=arguments.momentum, help=f"SGD momentum (default {DEFAULT_MOMENTUM})")
-    train.add_argument("--epochs", type=arguments.nonnegative_int,
-                       help=f"total epochs; with --load, training resumes from the checkpoint's epoch "
-                            f"(default {d['epochs']})")
+    train.add_argument(
+        "--epochs",
+        type=arguments.nonnegative_int,
+        help=f"total epochs; with --load, training resumes from the checkpoint's epoch (default {d['epochs']})",
+    )
     train.add_argument("--batch-size", type=arguments.positive_int, help=f"default {d['batch_size']}")
-    train.add_argument("--seed", type=arguments.nonnegative_int,
-                       help=f"seed of the weight init, dropout and shuffling (default {d['seed']})")
-    train.add_argument("--dtype", choices=("float32", "float64"),
-                       help=f"dtype of the parameters and the computation (default {d['dtype']})")
+    train.add_argument(
+        "--seed",
+        type=arguments.nonnegative_int,
+        help=f"seed of the weight init, dropout and shuffling (default {d['seed']})",
+    )
+    train.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        help=f"dtype of the parameters and the computation (default {d['dtype']})",
+    )
     add_backend(train)
-    train.add_argument("--augment", choices=("auto", "shift", "none"),
-                       help=f"move {SHIFT_CHANCE * 100:.0f}%% of the training images by one pixel each epoch (shift); auto: "
-                            f"shift on the image datasets (digits, mnist, fashion-mnist), none on spiral (default auto)")
-    train.add_argument("--save", metavar="PATH", help="write a checkpoint at the end or on Ctrl-C: .safetensors by that suffix, else .npz")
+    train.add_argument(
+        "--augment",
+        choices=("auto", "shift", "none"),
+        help=f"move {SHIFT_CHANCE * 100:.0f}%% of the training images by one pixel each epoch (shift); auto: "
+        f"shift on the image datasets (digits, mnist, fashion-mnist), none on spiral (default auto)",
+    )
+    train.add_argument(
+        "--save",
+        metavar="PATH",
+        help="write a checkpoint at the end or on Ctrl-C: .safetensors by that suffix, else .npz",
+    )
     train.add_argument("--load", metavar="PATH", help="resume from a checkpoint written by --save")
     train.add_argument("--plot", metavar="PATH.png", help="write loss and accuracy curves (.png, .pdf or .svg)")
     train.add_argument("--metrics-json", metavar="PATH", help="write final and per-epoch metrics as JSON")
     train.add_argument("--graph", metavar="PATH.svg", help="draw one training step's graph (values and gradients)")
-    train.add_argument("--capture", action="store_true",
-                       help="run each batch's step under xg.capture: recorded once, then replayed with no Python "
-                            "per op (the same results, bit for bit; faster where Python per op dominates: 2x eager "
-                            "on bench mlp's config (c), 1.4x on the default digits step; see README 'Capture'). Off by default: eager is the reference behaviour, and a captured step bakes "
-                            "in its Python branches; not with mpiexec data-parallel training")
+    train.add_argument(
+        "--capture",
+        action="store_true",
+        help="run each batch's step under xg.capture: recorded once, then replayed with no Python "
+        "per op (the same results, bit for bit; faster where Python per op dominates: 2x eager "
+        "on bench mlp's config (c), 1.4x on the default digits step; see README 'Capture'). Off by default: eager is the reference behaviour, and a captured step bakes "
+        "in its Python branches; not with mpiexec data-parallel training",
+    )
     train.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     train.set_defaults(func=run)
 
@@ -82,8 +123,19 @@ def add_parser(sub) -> None:
 def _settings(args, saved: dict) -> dict:
     """Flags given on the command line, else the checkpoint's settings, else DEFAULTS."""
     out = {}
-    for key in ("dataset", "hidden", "activation", "dropout", "loss", "optimizer", "epochs", "batch_size", "seed",
-                "dtype", "augment"):
+    for key in (
+        "dataset",
+        "hidden",
+        "activation",
+        "dropout",
+        "loss",
+        "optimizer",
+        "epochs",
+        "batch_size",
+        "seed",
+        "dtype",
+        "augment",
+    ):
         given = getattr(args, key)
         out[key] = given if given is not None else saved.get(key, DEFAULTS[key])
     same_optimizer = out["optimizer"] == saved.get("optimizer")
@@ -110,8 +162,9 @@ def _image_shape_to_shift(augment: str, dataset: str):
     if augment == "none" or (augment == "auto" and dataset not in IMAGE_SHAPES):
         return None
     if dataset not in IMAGE_SHAPES:
-        raise UsageError(f"--augment shift: dataset {dataset} holds no images; shifting applies to "
-                         f"{', '.join(IMAGE_SHAPES)}")
+        raise UsageError(
+            f"--augment shift: dataset {dataset} holds no images; shifting applies to {', '.join(IMAGE_SHAPES)}"
+        )
     return IMAGE_SHAPES[dataset]
 
 
@@ -125,8 +178,18 @@ def run(args) -> int:
     from ..data import DataLoader, RandomShift, load_dataset
     from ..distributed import DataParallel, RankStop
     from ..train import (
-        Reporter, StopRequest, blas_threads_for, catch_sigint, describe_device, fit, history_from_json, history_to_json,
-        make_loss, plot_history, set_rng_state, write_json,
+        Reporter,
+        StopRequest,
+        blas_threads_for,
+        catch_sigint,
+        describe_device,
+        fit,
+        history_from_json,
+        history_to_json,
+        make_loss,
+        plot_history,
+        set_rng_state,
+        write_json,
     )
 
     ranks = parallel.join()
@@ -157,8 +220,10 @@ def run(args) -> int:
     if ranks.parallel:
         parallel.check_batch(ranks, s["batch_size"])
         if args.capture:
-            raise UsageError("--capture does not combine with data-parallel training (mpiexec -n K, K > 1): the "
-                             "gradient sync runs in the middle of the step")
+            raise UsageError(
+                "--capture does not combine with data-parallel training (mpiexec -n K, K > 1): the "
+                "gradient sync runs in the middle of the step"
+            )
     data_dir = resolve_data_dir(args.data_dir, s["dataset"], saved)
 
     splits = load_dataset(s["dataset"], data_dir)
@@ -188,8 +253,14 @@ def run(args) -> int:
     start_epoch, history = 0, []
     shift = _image_shape_to_shift(s["augment"], splits.name)
     augment = RandomShift(shift, max_shift=1, p=SHIFT_CHANCE) if shift else None
-    loader = DataLoader(splits.train, s["batch_size"], shuffle=True, seed=s["seed"],
-                        shard=(ranks.rank, ranks.world_size) if ranks.parallel else None, augment=augment)
+    loader = DataLoader(
+        splits.train,
+        s["batch_size"],
+        shuffle=True,
+        seed=s["seed"],
+        shard=(ranks.rank, ranks.world_size) if ranks.parallel else None,
+        augment=augment,
+    )
     if ckpt is not None:
         start_epoch = int(ckpt.extra.get("epoch", 0))
         history = history_from_json(ckpt.extra.get("history", []))[:start_epoch]
@@ -199,8 +270,11 @@ def run(args) -> int:
             if s["optimizer"] == "sgd":
                 opt.momentum = s["momentum"]
         elif ckpt.optimizer is not None and ranks.is_main:
-            print(f"xpgrad: note: the checkpoint's optimizer is {ckpt.optimizer.get('type')}; "
-                  f"starting {type(opt).__name__} from a fresh state", file=sys.stderr)
+            print(
+                f"xpgrad: note: the checkpoint's optimizer is {ckpt.optimizer.get('type')}; "
+                f"starting {type(opt).__name__} from a fresh state",
+                file=sys.stderr,
+            )
         set_rng_state(loader, ckpt.extra.get("rng", {}))
     parallel.seed_rank_stream(ranks, s["seed"], ckpt.extra.get("rng", {}) if ckpt else None, start_epoch)
 
@@ -210,22 +284,38 @@ def run(args) -> int:
     optimizer_text = f"{s['optimizer']} lr {s['lr']:g}"
     if s["optimizer"] == "sgd":
         optimizer_text += f" momentum {s['momentum']:g}"
-    say(f"training MLP {arch} ({s['activation']}, dropout {s['dropout']:g}) on {splits.name}: "
+    say(
+        f"training MLP {arch} ({s['activation']}, dropout {s['dropout']:g}) on {splits.name}: "
         f"{len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test samples; {s['loss']} loss, "
         f"{optimizer_text}, "
         f"{'1-pixel shifts, ' if augment else ''}batch {s['batch_size']}, epochs {start_epoch + 1}-{s['epochs']}; {s['dtype']}, backend {backend_name} "
         f"on {device}{parallel.describe(ranks, s['batch_size'])}",
-        quiet)
+        quiet,
+    )
     if start_epoch >= s["epochs"]:
         say(f"the checkpoint already has {start_epoch} epochs (--epochs {s['epochs']}): nothing to train", quiet)
 
     stop = RankStop() if ranks.parallel else StopRequest()
-    message = "xpgrad: stopping after this batch" + (f" and saving {save}" if save else "") + \
-              " (Ctrl-C again to abort)"
-    with catch_sigint(stop, message if ranks.is_main else None), blas_threads_for(model, s["batch_size"] // ranks.world_size):
-        result = fit(trained, opt, loss_fn, loader, s["epochs"], val=splits.val, test=splits.test,
-                     start_epoch=start_epoch, history=history, reporter=Reporter(quiet=quiet), stop=stop,
-                     eval_batch_size=EVAL_BATCH_SIZE, capture=args.capture)
+    message = "xpgrad: stopping after this batch" + (f" and saving {save}" if save else "") + " (Ctrl-C again to abort)"
+    with (
+        catch_sigint(stop, message if ranks.is_main else None),
+        blas_threads_for(model, s["batch_size"] // ranks.world_size),
+    ):
+        result = fit(
+            trained,
+            opt,
+            loss_fn,
+            loader,
+            s["epochs"],
+            val=splits.val,
+            test=splits.test,
+            start_epoch=start_epoch,
+            history=history,
+            reporter=Reporter(quiet=quiet),
+            stop=stop,
+            eval_batch_size=EVAL_BATCH_SIZE,
+            capture=args.capture,
+        )
     history = result.history
     if history and history[-1].epoch == result.epochs_done:
         final = history[-1]
@@ -247,9 +337,15 @@ def run(args) -> int:
         return EXIT_INTERRUPTED if result.interrupted else 0
     if save is not None:
         settings = {**s, "dataset": splits.name, "data_dir": data_dir}
-        extra = {"epoch": result.epochs_done, "settings": settings, "history": history_to_json(history),
-                 "rng": rng, "interrupted": result.interrupted, "backend": backend_name,
-                 "xpgrad_version": xg.__version__}
+        extra = {
+            "epoch": result.epochs_done,
+            "settings": settings,
+            "history": history_to_json(history),
+            "rng": rng,
+            "interrupted": result.interrupted,
+            "backend": backend_name,
+            "xpgrad_version": xg.__version__,
+        }
         save_checkpoint(save, model, opt, extra=extra)
         say(f"saved checkpoint to {save}")
     if plot is not None and history:
@@ -260,13 +356,24 @@ def run(args) -> int:
         say(f"saved graph of one training step to {graph}")
     if metrics_path is not None:
         payload = {
-            "dataset": splits.name, "backend": backend_name, "device": device,
-            "model": model.config(), "loss": s["loss"], "optimizer": s["optimizer"], "lr": s["lr"],
-            "momentum": s.get("momentum"), "batch_size": s["batch_size"], "seed": s["seed"],
-            "epochs": result.epochs_done, "interrupted": result.interrupted,
+            "dataset": splits.name,
+            "backend": backend_name,
+            "device": device,
+            "model": model.config(),
+            "loss": s["loss"],
+            "optimizer": s["optimizer"],
+            "lr": s["lr"],
+            "momentum": s.get("momentum"),
+            "batch_size": s["batch_size"],
+            "seed": s["seed"],
+            "epochs": result.epochs_done,
+            "interrupted": result.interrupted,
             "final": {
-                "train_loss": train_loss, "val_accuracy": val_acc, "test_accuracy": test_acc,
-                "seconds": train_seconds, "total_seconds": result.seconds,
+                "train_loss": train_loss,
+                "val_accuracy": val_acc,
+                "test_accuracy": test_acc,
+                "seconds": train_seconds,
+                "total_seconds": result.seconds,
                 "samples_per_second": samples / train_seconds if train_seconds > 0 else None,
             },
             "per_epoch": history_to_json(history),

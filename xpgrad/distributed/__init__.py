@@ -10,13 +10,25 @@
 Without mpiexec (or with one rank) the same code runs with no communication. Nothing here imports
 mpi4py or CuPy until `init_process_group` is called.
 """
+
 from .collectives import all_gather_bytes, all_reduce, barrier, broadcast
 from .errors import (
-    CommunicationError, DistributedError, IndivisibleBatchError, ModelMismatchError, MPINotAvailableError,
-    NCCLNotAvailableError, NoGPUForRankError,
+    CommunicationError,
+    DistributedError,
+    IndivisibleBatchError,
+    ModelMismatchError,
+    MPINotAvailableError,
+    NCCLNotAvailableError,
+    NoGPUForRankError,
 )
 from .group import (
-    ProcessGroup, abort, get_rank, get_world_size, init_process_group, is_initialized, launched_rank,
+    ProcessGroup,
+    abort,
+    get_rank,
+    get_world_size,
+    init_process_group,
+    is_initialized,
+    launched_rank,
     launched_world_size,
 )
 from .parallel import DEFAULT_BUCKET_MB, DataParallel, RankStop
@@ -35,8 +47,27 @@ def local_batch_size(global_batch: int, world_size: int, what: str = "local_batc
 
 
 __all__ = [
-    "DEFAULT_BUCKET_MB", "CommunicationError", "DataParallel", "DistributedError", "IndivisibleBatchError",
-    "MPINotAvailableError", "ModelMismatchError", "NCCLNotAvailableError", "NoGPUForRankError", "ProcessGroup",
-    "RankStop", "abort", "all_gather_bytes", "all_reduce", "barrier", "broadcast", "get_rank", "get_world_size",
-    "init_process_group", "is_initialized", "launched_rank", "launched_world_size", "local_batch_size",
+    "DEFAULT_BUCKET_MB",
+    "CommunicationError",
+    "DataParallel",
+    "DistributedError",
+    "IndivisibleBatchError",
+    "MPINotAvailableError",
+    "ModelMismatchError",
+    "NCCLNotAvailableError",
+    "NoGPUForRankError",
+    "ProcessGroup",
+    "RankStop",
+    "abort",
+    "all_gather_bytes",
+    "all_reduce",
+    "barrier",
+    "broadcast",
+    "get_rank",
+    "get_world_size",
+    "init_process_group",
+    "is_initialized",
+    "launched_rank",
+    "launched_world_size",
+    "local_batch_size",
 ]

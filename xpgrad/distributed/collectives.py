@@ -3,6 +3,7 @@
 In a one-rank group (no `init_process_group`, or a single process) they return their input
 unchanged without communicating.
 """
+
 from __future__ import annotations
 
 import numpy as np

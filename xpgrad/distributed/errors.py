@@ -1,4 +1,5 @@
 """The errors of data-parallel training; each names the call, what was given and what was expected."""
+
 from ..errors import NoGPUError, XpgradError
 
 

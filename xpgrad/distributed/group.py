@@ -9,6 +9,7 @@ With more than one rank, an uncaught exception on any rank prints that rank's tr
 aborts every rank (`MPI_Abort`), as ``python -m mpi4py`` does: otherwise the failed rank would wait
 in MPI_Finalize at exit while the others wait in their next collective, for ever.
 """
+
 from __future__ import annotations
 
 import os
@@ -72,8 +73,10 @@ def init_process_group(backend: str = "auto") -> ProcessGroup:
         backend = "nccl" if get_backend().name == "cupy" else "mpi"
     if _group is not None:
         if _group.backend != backend:
-            raise DistributedError(f"init_process_group(backend={backend!r}): the process group is already "
-                                   f"initialized with backend {_group.backend!r}")
+            raise DistributedError(
+                f"init_process_group(backend={backend!r}): the process group is already "
+                f"initialized with backend {_group.backend!r}"
+            )
         return _group
     from .mpi_comm import MPICommunicator, import_mpi
 
@@ -139,8 +142,11 @@ def _install_abort_on_error(world) -> None:
     def abort_on_error(kind, value, traceback):
         previous(kind, value, traceback)
         code = 130 if issubclass(kind, KeyboardInterrupt) else 1
-        print(f"xpgrad: rank {world.rank} of {world.size} failed ({kind.__name__}); aborting every rank",
-              file=sys.stderr, flush=True)
+        print(
+            f"xpgrad: rank {world.rank} of {world.size} failed ({kind.__name__}); aborting every rank",
+            file=sys.stderr,
+            flush=True,
+        )
         sys.stdout.flush()
         (_group.comm if _group is not None else world).abort(code)
 

@@ -7,6 +7,7 @@ NCCL unique id, MPI broadcasts it, each rank drives GPU `local_rank % device_cou
 NCCL call aborts the communicator (`ncclCommAbort`) before it is reported. Host (NumPy) arrays and
 the byte gathers go over MPI.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,14 +30,14 @@ def check_gpu_for_rank(local_rank: int, local_size: int) -> int:
         ) from None
     if not cupy_gpu_available():
         raise NoGPUForRankError(
-            f"init_process_group(backend=\"nccl\"): rank {local_rank} on this node runs on the CuPy backend "
+            f'init_process_group(backend="nccl"): rank {local_rank} on this node runs on the CuPy backend '
             f"but CuPy sees no usable GPU; "
-            f"launch on GPU nodes or use XPGRAD_BACKEND=numpy (backend \"mpi\")"
+            f'launch on GPU nodes or use XPGRAD_BACKEND=numpy (backend "mpi")'
         )
     count = cupy.cuda.runtime.getDeviceCount()
     if local_size > count:
         raise NoGPUForRankError(
-            f"init_process_group(backend=\"nccl\"): {local_size} ranks on this node but only {count} GPU(s): "
+            f'init_process_group(backend="nccl"): {local_size} ranks on this node but only {count} GPU(s): '
             f"NCCL needs one GPU per rank; "
             f"launch at most {count} ranks per node"
         )
@@ -49,9 +50,9 @@ def nccl_module():
 
     if not getattr(nccl, "available", False):
         raise NCCLNotAvailableError(
-            "init_process_group(backend=\"nccl\"): CuPy cannot load NCCL (cupy.cuda.nccl.available is False); "
+            'init_process_group(backend="nccl"): CuPy cannot load NCCL (cupy.cuda.nccl.available is False); '
             "install it with pip install nvidia-nccl-cu13 "
-            "(or -cu12), or use backend \"mpi\""
+            '(or -cu12), or use backend "mpi"'
         )
     return nccl
 
@@ -91,10 +92,14 @@ class NCCLCommunicator:
         mpi_comm.broadcast(unique_id, root=0)
         self.comm = self.nccl.NcclCommunicator(self.size, unique_id.tobytes(), self.rank)
         self._types = {
-            np.dtype(np.int8): self.nccl.NCCL_INT8, np.dtype(np.uint8): self.nccl.NCCL_UINT8,
-            np.dtype(np.int32): self.nccl.NCCL_INT32, np.dtype(np.uint32): self.nccl.NCCL_UINT32,
-            np.dtype(np.int64): self.nccl.NCCL_INT64, np.dtype(np.uint64): self.nccl.NCCL_UINT64,
-            np.dtype(np.float16): self.nccl.NCCL_FLOAT16, np.dtype(np.float32): self.nccl.NCCL_FLOAT32,
+            np.dtype(np.int8): self.nccl.NCCL_INT8,
+            np.dtype(np.uint8): self.nccl.NCCL_UINT8,
+            np.dtype(np.int32): self.nccl.NCCL_INT32,
+            np.dtype(np.uint32): self.nccl.NCCL_UINT32,
+            np.dtype(np.int64): self.nccl.NCCL_INT64,
+            np.dtype(np.uint64): self.nccl.NCCL_UINT64,
+            np.dtype(np.float16): self.nccl.NCCL_FLOAT16,
+            np.dtype(np.float32): self.nccl.NCCL_FLOAT32,
             np.dtype(np.float64): self.nccl.NCCL_FLOAT64,
         }
 
@@ -105,8 +110,9 @@ class NCCLCommunicator:
             fn(*args)
         except self.nccl.NcclError as err:
             self.comm.abort()
-            raise CommunicationError(f"NCCL {what} failed on rank {self.rank} of {self.size}: {err}; "
-                                     f"the communicator was aborted") from None
+            raise CommunicationError(
+                f"NCCL {what} failed on rank {self.rank} of {self.size}: {err}; the communicator was aborted"
+            ) from None
 
     def _buffer(self, array):
         """(pointer, element count, NCCL datatype, stream pointer) of contiguous CuPy `array`."""
@@ -114,8 +120,7 @@ class NCCLCommunicator:
 
         kind = self._types.get(np.dtype(array.dtype))
         if kind is None:
-            raise TypeError(f"NCCL collectives take {', '.join(t.name for t in self._types)} arrays, "
-                            f"got {array.dtype}")
+            raise TypeError(f"NCCL collectives take {', '.join(t.name for t in self._types)} arrays, got {array.dtype}")
         return array.data.ptr, array.size, kind, cupy.cuda.get_current_stream().ptr
 
     def all_reduce_sum(self, array) -> None:

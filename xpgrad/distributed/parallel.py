@@ -17,6 +17,7 @@ on one rank (unused in its step) sends zeros, so every rank sends the same buffe
 runs after backward, not overlapped with it: on CPU ranks MPI progresses only inside MPI calls,
 so an overlap would need a progress thread (see bench/RESULTS.md for the measured share).
 """
+
 from __future__ import annotations
 
 import json
@@ -197,8 +198,9 @@ def check_same_model(module: Module, bucket_mb: float) -> None:
     """Raise ModelMismatchError on every rank unless all ranks hold the same model signature."""
     own = model_signature(module, bucket_mb)
     signatures = [json.loads(b) for b in all_gather_bytes(json.dumps(own).encode())]
-    problems = [f"rank {rank}: {_difference(signatures[0], sig)}"
-                for rank, sig in enumerate(signatures) if sig != signatures[0]]
+    problems = [
+        f"rank {rank}: {_difference(signatures[0], sig)}" for rank, sig in enumerate(signatures) if sig != signatures[0]
+    ]
     if problems:
         raise ModelMismatchError(
             f"DataParallel: the ranks hold different models ({type(module).__name__}); compared with rank 0, "
@@ -219,8 +221,10 @@ def _difference(reference: list, other: list) -> str:
         if mine is None:
             return f"no {key[0]} {key[1]!r}"
         if mine != ref:
-            return (f"{key[0]} {key[1]!r} has shape {tuple(mine[2])} {mine[3]} ({mine[4]}) instead of "
-                    f"{tuple(ref[2])} {ref[3]} ({ref[4]})")
+            return (
+                f"{key[0]} {key[1]!r} has shape {tuple(mine[2])} {mine[3]} ({mine[4]}) instead of "
+                f"{tuple(ref[2])} {ref[3]} ({ref[4]})"
+            )
     for key in by_name:
         if key not in ref_by_name:
             return f"an extra {key[0]} {key[1]!r}"

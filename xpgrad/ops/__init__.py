@@ -1,4 +1,5 @@
 """All differentiable ops, and the Tensor operators and methods built on them."""
+
 import operator
 
 from ..tensor import Tensor
@@ -9,7 +10,17 @@ from .linalg import bias_act_grad, linear, matmul
 from .loss import hinge_loss, mse_loss, softmax_cross_entropy
 from .reduce import max, min
 from .shape import (
-    astype, broadcast_to, concat, getitem, index_grad, matrix_transpose, one_hot, reshape, stack, to, transpose,
+    astype,
+    broadcast_to,
+    concat,
+    getitem,
+    index_grad,
+    matrix_transpose,
+    one_hot,
+    reshape,
+    stack,
+    to,
+    transpose,
 )
 
 
@@ -32,8 +43,14 @@ def _install_tensor_methods() -> None:
     T.__pos__ = lambda self: self
     T.__abs__ = abs
     T.__getitem__ = getitem
-    for name, op in (("lt", operator.lt), ("le", operator.le), ("gt", operator.gt), ("ge", operator.ge),
-                     ("eq", operator.eq), ("ne", operator.ne)):
+    for name, op in (
+        ("lt", operator.lt),
+        ("le", operator.le),
+        ("gt", operator.gt),
+        ("ge", operator.ge),
+        ("eq", operator.eq),
+        ("ne", operator.ne),
+    ):
         setattr(T, f"__{name}__", _compare(op))
     T.__hash__ = object.__hash__  # __eq__ is elementwise; identity hashing keeps tensors usable as keys
     T.sum, T.mean, T.max, T.min = sum, mean, max, min
@@ -47,8 +64,47 @@ def _install_tensor_methods() -> None:
 _install_tensor_methods()
 
 __all__ = [
-    "abs", "act_grad", "add", "astype", "bias_act_grad", "broadcast_to", "concat", "div", "elu", "exp", "getitem", "hinge_loss", "index_grad",
-    "leaky_relu", "linear", "log", "log_softmax", "matmul", "matrix_transpose", "max", "maximum", "maxout", "mean",
-    "min", "minimum", "mse_loss", "mul", "neg", "one_hot", "pow", "relu", "reshape", "sigmoid",
-    "sigmoid_grad", "softmax", "softmax_cross_entropy", "sqrt", "stack", "sub", "sum", "tanh", "transpose", "where",
+    "abs",
+    "act_grad",
+    "add",
+    "astype",
+    "bias_act_grad",
+    "broadcast_to",
+    "concat",
+    "div",
+    "elu",
+    "exp",
+    "getitem",
+    "hinge_loss",
+    "index_grad",
+    "leaky_relu",
+    "linear",
+    "log",
+    "log_softmax",
+    "matmul",
+    "matrix_transpose",
+    "max",
+    "maximum",
+    "maxout",
+    "mean",
+    "min",
+    "minimum",
+    "mse_loss",
+    "mul",
+    "neg",
+    "one_hot",
+    "pow",
+    "relu",
+    "reshape",
+    "sigmoid",
+    "sigmoid_grad",
+    "softmax",
+    "softmax_cross_entropy",
+    "sqrt",
+    "stack",
+    "sub",
+    "sum",
+    "tanh",
+    "transpose",
+    "where",
 ]

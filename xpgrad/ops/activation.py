@@ -1,4 +1,5 @@
 """Activations, each one node whose local gradient is known (the sigmoid gate of the notes)."""
+
 from __future__ import annotations
 
 from ..autograd import Node, apply1, apply2, array_fns, require_tensor

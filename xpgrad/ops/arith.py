@@ -3,6 +3,7 @@
 add distributes the upstream gradient, mul swaps its inputs, max routes to the larger one.
 Broadcasting is undone by the engine (`broadcasts = True` → `autograd.unbroadcast`).
 """
+
 from __future__ import annotations
 
 import math

@@ -15,6 +15,7 @@ the cost only. Anything else, or a skipped node under retain_grad or XPGRAD_DEBU
 These are the public `sigmoid`, `relu`, `sum` and `mean` (and the Tensor methods); the
 reference count is read first thing, before the argument is passed on.
 """
+
 from __future__ import annotations
 
 import sys
@@ -79,7 +80,12 @@ def _affine_activation(x: Tensor, activation_name: str):
         if not _held_only_by(add, 0, 1):  # first: naming the product below adds a reference
             return None
         product, b = add.inputs
-        if type(product) is not Tensor or type(product._node) is not MatMul or type(b) is not Tensor or not skippable(add):
+        if (
+            type(product) is not Tensor
+            or type(product._node) is not MatMul
+            or type(b) is not Tensor
+            or not skippable(add)
+        ):
             return None
         node = product._node
     elif kind is not MatMul:
@@ -87,8 +93,13 @@ def _affine_activation(x: Tensor, activation_name: str):
     else:
         add = b = None
     a, W = node.inputs
-    if (type(a) is not Tensor or type(W) is not Tensor or len(a.data.shape) != 2 or len(W.data.shape) != 2
-            or not skippable(node)):
+    if (
+        type(a) is not Tensor
+        or type(W) is not Tensor
+        or len(a.data.shape) != 2
+        or len(W.data.shape) != 2
+        or not skippable(node)
+    ):
         return None
     z = x.data
     dtype = z.dtype  # one dtype throughout

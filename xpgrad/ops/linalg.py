@@ -1,4 +1,5 @@
 """matmul (1-D, 2-D, batched) and the Affine layer `linear` as one node."""
+
 from __future__ import annotations
 
 import operator

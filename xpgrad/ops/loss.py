@@ -1,4 +1,5 @@
 """Losses: Softmax-with-loss as one node, mean squared error, and the cs231n multiclass SVM."""
+
 from __future__ import annotations
 
 import math
@@ -36,7 +37,9 @@ def _labels(op: str, scores: Tensor, labels, check_range: bool = True) -> Tensor
     if not is_integer(labels.dtype):
         raise DTypeError(f"{op}: labels must be integer class indices, got dtype {dtype_name(labels.dtype)}")
     if labels.shape != (scores.shape[0],):
-        raise ShapeError(f"{op}: labels must have shape ({scores.shape[0]},) to match scores {scores.shape}, got {labels.shape}")
+        raise ShapeError(
+            f"{op}: labels must have shape ({scores.shape[0]},) to match scores {scores.shape}, got {labels.shape}"
+        )
     backend.check_same_place(op, scores.data, labels.data)
     if check_range:
         _check_range(op, labels.data, scores.shape[1])

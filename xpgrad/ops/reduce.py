@@ -1,4 +1,5 @@
 """Reductions: sum, mean, max, min over an axis (int or tuple) with keepdims."""
+
 from __future__ import annotations
 
 import builtins

@@ -1,4 +1,5 @@
 """Shape ops: reshape, transpose, broadcast_to, indexing, concat, stack, casts and device moves."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -269,6 +270,15 @@ def one_hot(labels, num_classes: int, dtype) -> Tensor:
 
 
 __all__ = [
-    "reshape", "transpose", "matrix_transpose", "broadcast_to", "getitem", "index_grad", "concat", "stack",
-    "astype", "to", "one_hot",
+    "reshape",
+    "transpose",
+    "matrix_transpose",
+    "broadcast_to",
+    "getitem",
+    "index_grad",
+    "concat",
+    "stack",
+    "astype",
+    "to",
+    "one_hot",
 ]

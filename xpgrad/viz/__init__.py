@@ -43,6 +43,7 @@ Where each part lives:
 in Jupyter, `drawing` holds the entry points that take a tensor, `examples` the notes'
 circuits and `command` the ``xpgrad graph`` subcommand.
 """
+
 from .command import add_graph_subcommand, run_graph
 from .dot import LEAVES_LEFT_UP_TO
 from .drawing import backward_and_draw, draw, render, render_step, to_dot
@@ -53,7 +54,21 @@ from .style import CONST_COLOR, GRAD_COLOR, GROUP_FILL, VALUE_COLOR, format_valu
 from .trace import compute_grads, retain_grads
 
 __all__ = [
-    "COLLAPSE_ABOVE", "EXAMPLES", "GraphvizError", "GraphvizNotFoundError", "VizGraph", "add_graph_subcommand",
-    "backward_and_draw", "build_graph", "compute_grads", "draw", "example", "format_value", "render", "render_step",
-    "retain_grads", "run_graph", "to_dot",
+    "COLLAPSE_ABOVE",
+    "EXAMPLES",
+    "GraphvizError",
+    "GraphvizNotFoundError",
+    "VizGraph",
+    "add_graph_subcommand",
+    "backward_and_draw",
+    "build_graph",
+    "compute_grads",
+    "draw",
+    "example",
+    "format_value",
+    "render",
+    "render_step",
+    "retain_grads",
+    "run_graph",
+    "to_dot",
 ]

@@ -1,4 +1,5 @@
 """The `xpgrad graph` subcommand: draws one of the notes' examples from the command line."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,19 +17,35 @@ def add_graph_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     Sets ``func=run_graph`` as the parser default, so ``args.func(args)`` dispatches it.
     """
     p: argparse.ArgumentParser = subparsers.add_parser(
-        "graph", help="draw a computational graph with values and gradients (cs231n style)",
+        "graph",
+        help="draw a computational graph with values and gradients (cs231n style)",
         description="Draw one of the notes' examples as a circuit diagram: forward values above each wire, "
-                    "gradients below. Needs Graphviz (`apt-get install graphviz`) except for .dot/.gv output.",
+        "gradients below. Needs Graphviz (`apt-get install graphviz`) except for .dot/.gv output.",
     )
-    p.add_argument("--example", choices=list(EXAMPLES), default="sigmoid-circuit",
-                   help="which graph to draw (default: sigmoid-circuit)")
-    p.add_argument("--out", default="graph.svg",
-                   help="output file; the suffix picks the format (.svg, .png, .pdf, .dot); '-' prints DOT")
+    p.add_argument(
+        "--example",
+        choices=list(EXAMPLES),
+        default="sigmoid-circuit",
+        help="which graph to draw (default: sigmoid-circuit)",
+    )
+    p.add_argument(
+        "--out",
+        default="graph.svg",
+        help="output file; the suffix picks the format (.svg, .png, .pdf, .dot); '-' prints DOT",
+    )
     p.add_argument("--no-grads", action="store_true", help="draw forward values only")
-    p.add_argument("--collapse", choices=["auto", "yes", "no"], default=None,
-                   help="fold MLP layers into one box (default: the example's own choice)")
-    p.add_argument("--labels", choices=["symbols", "names"], default="symbols",
-                   help="gate labels: cs231n symbols (*, +1, 1/x) or op names (mul, add)")
+    p.add_argument(
+        "--collapse",
+        choices=["auto", "yes", "no"],
+        default=None,
+        help="fold MLP layers into one box (default: the example's own choice)",
+    )
+    p.add_argument(
+        "--labels",
+        choices=["symbols", "names"],
+        default="symbols",
+        help="gate labels: cs231n symbols (*, +1, 1/x) or op names (mul, add)",
+    )
     p.set_defaults(func=run_graph)
     return p
 

@@ -4,6 +4,7 @@ IPython asks an object for ``_repr_mimebundle_()`` (and ``_repr_svg_()``) when a
 value is shown; `VizGraph` answers with `mimebundle`, which never raises: without the `dot`
 program (or when it fails) the cell shows `text_listing` under a one-line install hint.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

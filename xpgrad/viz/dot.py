@@ -1,4 +1,5 @@
 """Writing a display graph as Graphviz DOT: HTML-like labels with the value over the gradient."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -21,7 +22,7 @@ def _wire_label(w: VizWire) -> str:
     top = _esc(w.value)
     if w.name:
         top = f"{_esc(w.name)} = {top}"
-    bottom = (f'<FONT COLOR="{GRAD_COLOR}">{_esc(w.grad)}</FONT>' if w.grad is not None else "&#160;")
+    bottom = f'<FONT COLOR="{GRAD_COLOR}">{_esc(w.grad)}</FONT>' if w.grad is not None else "&#160;"
     return (
         '<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1">'
         f'<TR><TD BORDER="1" SIDES="B" WIDTH="44"><FONT COLOR="{VALUE_COLOR}">{top}</FONT></TD></TR>'
@@ -38,12 +39,14 @@ def _node_attrs(n: VizNode) -> str:
     if n.kind == "op":
         shape = "circle" if len(n.label) <= 4 else "box, style=rounded"
         return f"shape={shape}, label={_q(n.label)}, tooltip={_q(n.op)}"
-    rows = f'<TR><TD><B>{_esc(n.label)}</B></TD></TR>'
+    rows = f"<TR><TD><B>{_esc(n.label)}</B></TD></TR>"
     for text, color in n.details:
         rows += f'<TR><TD><FONT POINT-SIZE="9" COLOR="{color}">{_esc(text)}</FONT></TD></TR>'
-    return (f'shape=box, style="rounded,filled", fillcolor="{GROUP_FILL}", margin="0.08,0.04", '
-            f'label=<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1">{rows}</TABLE>>, '
-            f"tooltip={_q(n.op)}")
+    return (
+        f'shape=box, style="rounded,filled", fillcolor="{GROUP_FILL}", margin="0.08,0.04", '
+        f'label=<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1">{rows}</TABLE>>, '
+        f"tooltip={_q(n.op)}"
+    )
 
 
 LEAVES_LEFT_UP_TO = 16  # leaves_left=None lines the inputs up on the left in graphs this small
@@ -69,8 +72,9 @@ def emit_dot(g: VizGraph, rankdir: str = "LR", legend: bool = True, leaves_left:
             lines.append(f"  {n.id} [{_node_attrs(n)}];")
     for w in g.wires:
         tip = (w.name + " " if w.name else "") + w.value + (f" (grad {w.grad})" if w.grad is not None else "")
-        lines.append(f"  {w.id} [shape=plaintext, margin=0, width=0, height=0, label={_wire_label(w)}, "
-                     f"tooltip={_q(tip)}];")
+        lines.append(
+            f"  {w.id} [shape=plaintext, margin=0, width=0, height=0, label={_wire_label(w)}, tooltip={_q(tip)}];"
+        )
     for n in g.nodes:
         if n.kind == "output":
             lines.append(f"  {n.id} [{_node_attrs(n)}];")

@@ -1,4 +1,5 @@
 """Drawing a tensor's graph: DOT source, image files, and one step of a training loop."""
+
 from __future__ import annotations
 
 import os
@@ -12,9 +13,17 @@ from .graphviz import FORMATS, run_dot
 from .trace import compute_grads, retain_grads
 
 
-def to_dot(output: Tensor, show_grads: bool = True, collapse: bool | None = None,
-           grads: str | dict[int, Any] | None = None, labels: str = "symbols", names: object = None, rankdir: str = "LR", legend: bool = True,
-           leaves_left: bool | None = None) -> str:
+def to_dot(
+    output: Tensor,
+    show_grads: bool = True,
+    collapse: bool | None = None,
+    grads: str | dict[int, Any] | None = None,
+    labels: str = "symbols",
+    names: object = None,
+    rankdir: str = "LR",
+    legend: bool = True,
+    leaves_left: bool | None = None,
+) -> str:
     """Graphviz DOT source of the graph that computed `output`, drawn like the cs231n circuits.
 
     show_grads: draw gradients (red, under each value) where they are known.
@@ -40,8 +49,12 @@ def to_dot(output: Tensor, show_grads: bool = True, collapse: bool | None = None
     return g.to_dot(rankdir=rankdir, legend=legend, leaves_left=leaves_left)
 
 
-def render(output: Tensor | VizGraph | str, path: str | os.PathLike[str], format: str | None = None,  # noqa: A002
-           **to_dot_kwargs: Any) -> pathlib.Path:
+def render(
+    output: Tensor | VizGraph | str,
+    path: str | os.PathLike[str],
+    format: str | None = None,  # noqa: A002
+    **to_dot_kwargs: Any,
+) -> pathlib.Path:
     """Draw `output`'s graph (a Tensor, a `VizGraph`, or DOT source as a str) into the file `path` with Graphviz.
 
     The format comes from the suffix (.svg, .png, .pdf, ...) unless `format` is given; .dot/.gv
@@ -54,8 +67,7 @@ def render(output: Tensor | VizGraph | str, path: str | os.PathLike[str], format
     if isinstance(output, Tensor):
         source = to_dot(output, **to_dot_kwargs)
     elif to_dot_kwargs:
-        raise TypeError(f"render: options {sorted(to_dot_kwargs)} apply to a Tensor, not to a "
-                        f"{type(output).__name__}")
+        raise TypeError(f"render: options {sorted(to_dot_kwargs)} apply to a Tensor, not to a {type(output).__name__}")
     elif isinstance(output, VizGraph):
         source = output.to_dot(**output.layout)
     elif isinstance(output, str):
@@ -65,15 +77,25 @@ def render(output: Tensor | VizGraph | str, path: str | os.PathLike[str], format
     if fmt in ("dot", "gv"):
         return atomic_write(path, lambda f: f.write(source), mode="w")
     if fmt not in FORMATS:
-        raise ValueError(f"render: unknown output format {fmt!r} (from {str(path)!r}); use one of "
-                         f"{', '.join(FORMATS + ('dot', 'gv'))}")
+        raise ValueError(
+            f"render: unknown output format {fmt!r} (from {str(path)!r}); use one of "
+            f"{', '.join(FORMATS + ('dot', 'gv'))}"
+        )
     image = run_dot(source, fmt)
     return atomic_write(path, lambda f: f.write(image))
 
 
-def draw(output: Tensor, show_grads: bool = True, collapse: bool | None = None,
-         grads: str | dict[int, Any] | None = None, labels: str = "symbols", names: object = None, rankdir: str = "LR", legend: bool = True,
-         leaves_left: bool | None = None) -> VizGraph:
+def draw(
+    output: Tensor,
+    show_grads: bool = True,
+    collapse: bool | None = None,
+    grads: str | dict[int, Any] | None = None,
+    labels: str = "symbols",
+    names: object = None,
+    rankdir: str = "LR",
+    legend: bool = True,
+    leaves_left: bool | None = None,
+) -> VizGraph:
     """The graph of `output` as a `VizGraph`, which Jupyter shows inline as the drawing.
 
     The options are `to_dot`'s. As the last value of a notebook cell it displays as SVG (or, without
@@ -87,8 +109,9 @@ def draw(output: Tensor, show_grads: bool = True, collapse: bool | None = None,
     return graph
 
 
-def backward_and_draw(output: Tensor, path: str | os.PathLike[str] | None = None, grad: Tensor | None = None,
-                      **to_dot_kwargs: Any) -> str:
+def backward_and_draw(
+    output: Tensor, path: str | os.PathLike[str] | None = None, grad: Tensor | None = None, **to_dot_kwargs: Any
+) -> str:
     """Keep every gradient, backpropagate from `output` and return the drawing as DOT source.
 
     Calls `retain_grads(output)`, then ``output.backward(grad, retain_graph=True)`` (gradients
@@ -103,8 +126,9 @@ def backward_and_draw(output: Tensor, path: str | os.PathLike[str] | None = None
     return source
 
 
-def render_step(loss: Tensor, path: str | os.PathLike[str], model: object = None, collapse: bool = True,
-                show_grads: bool = True) -> pathlib.Path:
+def render_step(
+    loss: Tensor, path: str | os.PathLike[str], model: object = None, collapse: bool = True, show_grads: bool = True
+) -> pathlib.Path:
     """Draw one training step of a model: the graph that computed `loss`, collapsed, with gradients.
 
     Call it after the forward pass and before ``loss.backward()``: the gradients are computed on

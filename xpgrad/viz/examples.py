@@ -1,4 +1,5 @@
 """The notes' worked examples as graphs: the sigmoid circuit, Deep Learning from Scratch's apples, a two-layer net."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -81,4 +82,3 @@ def example(name: str) -> Tensor:
     retain_grads(out)
     out.backward(retain_graph=True)
     return out
-

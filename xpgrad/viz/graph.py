@@ -1,4 +1,5 @@
 """The display graph: the gates, leaves, collapsed layers and wires that a drawing shows (`build_graph`)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -23,8 +24,15 @@ COLLAPSE_ABOVE = 30  # collapse=None collapses graphs with more op + leaf nodes 
 ACTIVATIONS = frozenset({"sigmoid", "tanh", "relu", "leaky_relu", "elu", "softmax", "log_softmax"})
 
 _SYMBOLS = {
-    "add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**", "matmul": "@", "neg": "*-1",
-    "maximum": "max", "minimum": "min",
+    "add": "+",
+    "sub": "-",
+    "mul": "*",
+    "div": "/",
+    "pow": "**",
+    "matmul": "@",
+    "neg": "*-1",
+    "maximum": "max",
+    "minimum": "min",
 }
 
 
@@ -122,8 +130,11 @@ def _const_of(t: Tensor) -> float:
 def _gate_label(node: OpNode, labels: str) -> str:
     """The circle's text: cs231n symbols ("*", "+1", "1/x", "exp") or op names ("mul", "add(1, x)")."""
     inputs = node.inputs
-    consts = [(i, _const_of(x) if isinstance(x, Tensor) else x) for i, x in enumerate(inputs)
-              if not isinstance(x, Tensor) or _is_const(x)]
+    consts = [
+        (i, _const_of(x) if isinstance(x, Tensor) else x)
+        for i, x in enumerate(inputs)
+        if not isinstance(x, Tensor) or _is_const(x)
+    ]
     name: str = node.name
     if labels == "names":
         if not consts:
@@ -159,8 +170,10 @@ def _names_of(names: object) -> dict[int, str]:
             else:
                 out[k] = str(v)
         return out
-    raise TypeError(f"viz: names must be a dict {{name: tensor}}, a dict {{id(tensor): name}} or a model with "
-                    f"named_parameters(), got {type(names).__name__}")
+    raise TypeError(
+        f"viz: names must be a dict {{name: tensor}}, a dict {{id(tensor): name}} or a model with "
+        f"named_parameters(), got {type(names).__name__}"
+    )
 
 
 def _grad_lookup(grads: dict[int, Any] | None) -> GradOf:
@@ -169,8 +182,14 @@ def _grad_lookup(grads: dict[int, Any] | None) -> GradOf:
     return lambda t: grads.get(id(t))
 
 
-def build_graph(output: Tensor, show_grads: bool = True, collapse: bool | None = None,
-                grads: str | dict[int, Any] | None = None, labels: str = "symbols", names: object = None) -> VizGraph:
+def build_graph(
+    output: Tensor,
+    show_grads: bool = True,
+    collapse: bool | None = None,
+    grads: str | dict[int, Any] | None = None,
+    labels: str = "symbols",
+    names: object = None,
+) -> VizGraph:
     """The drawing of `output`'s graph as a `VizGraph` (what `to_dot` writes out); see `to_dot`."""
     given_names = _names_of(names)
 
@@ -291,8 +310,13 @@ def _single_consumer(tr: Trace, t: Tensor, node: OpNode) -> bool:
 
 def _own_param(tr: Trace, t: object, node: OpNode, ndim: int | None = None) -> bool:
     """`t` is a leaf parameter used by `node` alone."""
-    return (isinstance(t, Tensor) and t._node is None and t.requires_grad and _single_consumer(tr, t, node)
-            and (ndim is None or t.ndim == ndim))
+    return (
+        isinstance(t, Tensor)
+        and t._node is None
+        and t.requires_grad
+        and _single_consumer(tr, t, node)
+        and (ndim is None or t.ndim == ndim)
+    )
 
 
 def _find_groups(tr: Trace) -> list[Group]:
@@ -338,8 +362,15 @@ def _find_groups(tr: Trace) -> list[Group]:
                 sq = node_out[id(mul)]
                 mean = next_op(sq)
                 if mean is not None and mean.name == "mean":
-                    groups.append({"title": "mse_loss", "nodes": [node, mul, mean], "params": [],
-                                   "internal": [out, sq], "masks": []})
+                    groups.append(
+                        {
+                            "title": "mse_loss",
+                            "nodes": [node, mul, mean],
+                            "params": [],
+                            "internal": [out, sq],
+                            "masks": [],
+                        }
+                    )
                     taken.update({id(node), id(mul), id(mean)})
             continue
         else:
@@ -354,8 +385,14 @@ def _find_groups(tr: Trace) -> list[Group]:
         drop = next_op(out)
         if drop is not None and drop.name == "mul":  # nn.Dropout: out * (a constant mask of out's shape)
             mask = drop.inputs[1] if drop.inputs[0] is out else drop.inputs[0]
-            if (isinstance(mask, Tensor) and mask is not out and mask._node is None and not mask.requires_grad
-                    and mask.shape == out.shape and _single_consumer(tr, mask, drop)):
+            if (
+                isinstance(mask, Tensor)
+                and mask is not out
+                and mask._node is None
+                and not mask.requires_grad
+                and mask.shape == out.shape
+                and _single_consumer(tr, mask, drop)
+            ):
                 members.append(drop)
                 masks.append(mask)
                 internal.append(out)
@@ -380,5 +417,3 @@ def _group_node(gid: str, g: Group, grad_of: GradOf | None, name_of: Callable[[T
         if norms:
             details.append(("  ".join(norms), GRAD_COLOR))
     return VizNode(gid, "group", g["title"], op=",".join(n.name for n in g["nodes"]), details=details)
-
-

@@ -1,4 +1,5 @@
 """Running the Graphviz `dot` program, and the errors it gives when it is missing or fails."""
+
 from __future__ import annotations
 
 import shutil

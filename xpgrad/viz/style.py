@@ -1,4 +1,5 @@
 """How the drawing looks: its colours and the numbers on its wires, written as the notes write them."""
+
 from __future__ import annotations
 
 import math
@@ -93,4 +94,3 @@ def host_array(data: Any) -> np.ndarray:
         return np.from_dlpack(data)
     except Exception:  # noqa: BLE001 - last resort for exotic array types
         return np.asarray(data)
-

@@ -1,4 +1,5 @@
 """Walking the graph recorded behind an output tensor, and getting the gradient of every wire."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -93,4 +94,3 @@ def compute_grads(output: Tensor, grad: Tensor | None = None) -> dict[int, Tenso
     wanted = [t for t in tr.tensors.values() if t.requires_grad]
     found = autograd_grad(output, wanted, grad_outputs=grad, retain_graph=True)
     return {id(t): g for t, g in zip(wanted, found)}
-

@@ -7,6 +7,8 @@ never imports numba.cuda.
 
 import importlib
 
+from ._frontend import adam_scalars
+from ._scalar import ACTIVATIONS
 from .cpu import (
     PARALLEL_MIN_SIZE,
     adam_update,
@@ -21,8 +23,6 @@ from .cpu import (
     softmax_xent_forward,
     unchecked,
 )
-from ._frontend import adam_scalars
-from ._scalar import ACTIVATIONS
 
 __all__ = [
     "ACTIVATIONS",

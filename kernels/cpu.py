@@ -29,8 +29,8 @@ import numpy as np
 from numba import prange
 
 from . import _frontend as F
-from ._cache import cached_njit
 from . import _scalar
+from ._cache import cached_njit
 from ._fastmath import exp
 from ._scalar import RELU, SIGMOID
 

@@ -12,9 +12,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import mutually_broadcastable_shapes
 
 import xpgrad as xg
-from xpgrad.testing import GradcheckError, gradcheck
-
 from helpers import BACKENDS, away_from_zero, distinct, make
+from xpgrad.testing import GradcheckError, gradcheck
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 import xpgrad as xg
-
 from helpers import BACKENDS
 
 

@@ -16,7 +16,6 @@ import numpy as np
 from . import backend, buffers, state
 from .tensor import is_integer
 
-
 _thread = state.local  # the kernels switch is per thread (default: XPGRAD_KERNELS)
 BROADCAST_COPY_MAX = 4096  # KernelFns.broadcast_to copies up to this many elements instead of viewing
 POOLED_PRODUCT_MIN = buffers.MIN_BYTES // 8  # elements: a smaller matrix product is under MIN_BYTES in any float dtype

@@ -13,7 +13,6 @@ import numpy as np
 from . import backend
 from .errors import DTypeError
 
-
 _kinds: dict = {}
 
 
@@ -66,7 +65,7 @@ class Tensor:
             self.requires_grad_(True)
 
     # ---- state ---------------------------------------------------------------------------
-    def requires_grad_(self, flag: bool = True) -> "Tensor":
+    def requires_grad_(self, flag: bool = True) -> Tensor:
         """Mark this leaf as needing a gradient (floating dtypes only)."""
         if flag and not is_floating(self.data.dtype):
             raise DTypeError(
@@ -154,12 +153,12 @@ class Tensor:
     def __dlpack_device__(self):
         return self.data.__dlpack_device__()
 
-    def detach(self) -> "Tensor":
+    def detach(self) -> Tensor:
         """A new leaf sharing this tensor's data, cut from the graph."""
         return Tensor(self.data)
 
     # ---- autograd ------------------------------------------------------------------------
-    def retain_grad(self) -> "Tensor":
+    def retain_grad(self) -> Tensor:
         """Keep this non-leaf tensor's gradient in `.grad` after backward."""
         if self._node is not None:
             autograd.retain_grad(self)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ..autograd import Node, apply1, apply2, array_fns, require_tensor
-from ..fns import log_softmax_array
 from ..errors import DTypeError, ShapeError
+from ..fns import log_softmax_array
 from ..tensor import Tensor, dtype_name, is_floating
 from .arith import where
 from .reduce import max as reduce_max

@@ -5,10 +5,10 @@ from __future__ import annotations
 import operator
 
 from ..autograd import Node, apply2, apply_n, array_fns, constant_like, tensor_operands
-from .activation import act_grad
-from .reduce import sum as reduce_sum
 from ..errors import ShapeError
 from ..tensor import Tensor
+from .activation import act_grad
+from .reduce import sum as reduce_sum
 
 
 class MatMul(Node):

@@ -34,12 +34,14 @@ class OptimizerStateError(XpgradError, ValueError):
 
 
 def sgd_update(param, grad, velocity, lr, momentum, weight_decay, nesterov) -> None:
-    """One SGD step in place (PyTorch convention, no dampening).
+    """One SGD step in place (PyTorch convention, no dampening), on the arrays:
 
-    g = grad + weight_decay * param
-    velocity = momentum * velocity + g           (when momentum != 0; velocity is None otherwise)
-    step = g + momentum * velocity  (nesterov)   or   velocity   or   g   (no momentum)
-    param -= lr * step
+        g = grad + weight_decay * param
+        velocity = momentum * velocity + g           (when momentum != 0; velocity is None otherwise)
+        step = g + momentum * velocity  (nesterov)   or   velocity   or   g   (no momentum)
+        param -= lr * step
+
+    All in place.
     """
     g = grad + weight_decay * param if weight_decay else grad
     if velocity is not None:
@@ -52,9 +54,11 @@ def sgd_update(param, grad, velocity, lr, momentum, weight_decay, nesterov) -> N
 def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step) -> None:
     """One Adam step in place (Kingma & Ba, as PyTorch's Adam; `step` counts from 1).
 
-    g = grad + weight_decay * param
-    m = beta1 m + (1 - beta1) g ;  v = beta2 v + (1 - beta2) g^2
-    param -= lr / (1 - beta1^step) * m / (sqrt(v) / sqrt(1 - beta2^step) + eps)
+        g = grad + weight_decay * param
+        m = beta1 m + (1 - beta1) g ;  v = beta2 v + (1 - beta2) g^2
+        param -= lr / (1 - beta1^step) * m / (sqrt(v) / sqrt(1 - beta2^step) + eps)
+
+    m, v and param are updated in place.
     """
     xp = backend.namespace_of(param)
     g = grad + weight_decay * param if weight_decay else grad

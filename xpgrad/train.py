@@ -1,9 +1,11 @@
 """The training loop behind `xpgrad train`: losses by name, epochs, accuracy, progress, plots, metrics.
 
-loss_fn = make_loss("softmax-ce", num_classes=10)
-result = fit(model, opt, loss_fn, DataLoader(splits.train, 32, shuffle=True, seed=0),
-             epochs=20, val=splits.val, test=splits.test)
-result.history[-1].test_accuracy
+Training an MLP on a dataset's splits:
+
+    loss_fn = make_loss("softmax-ce", num_classes=10)
+    result = fit(model, opt, loss_fn, DataLoader(splits.train, 32, shuffle=True, seed=0),
+                 epochs=20, val=splits.val, test=splits.test)
+    result.history[-1].test_accuracy
 """
 
 from __future__ import annotations

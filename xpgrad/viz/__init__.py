@@ -54,11 +54,20 @@ from .style import CONST_COLOR, GRAD_COLOR, GROUP_FILL, VALUE_COLOR, format_valu
 from .trace import compute_grads, retain_grads
 
 __all__ = [
+    "ACTIVATIONS",
     "COLLAPSE_ABOVE",
+    "CONST_COLOR",
     "EXAMPLES",
+    "GRAD_COLOR",
+    "GROUP_FILL",
+    "INSTALL_HINT",
+    "LEAVES_LEFT_UP_TO",
+    "VALUE_COLOR",
     "GraphvizError",
     "GraphvizNotFoundError",
     "VizGraph",
+    "VizNode",
+    "VizWire",
     "add_graph_subcommand",
     "backward_and_draw",
     "build_graph",

@@ -80,7 +80,8 @@ def main(argv) -> int:
                 print(
                     f"({r['config']}) {r['variant']:<8} {r['replays']} replays: RSS {r['rss_kib_first']} -> "
                     f"{r['rss_kib_last']} KiB (max growth {r['rss_kib_max_growth']} KiB); tracemalloc "
-                    f"{r['traced_bytes_first']} -> {r['traced_bytes_last']} B (max growth {r['traced_bytes_max_growth']} B)"
+                    f"{r['traced_bytes_first']} -> {r['traced_bytes_last']} B (max growth "
+                    f"{r['traced_bytes_max_growth']} B)"
                 )
     return 0
 

@@ -95,7 +95,7 @@ def training_run(optimizer: str, dtype: str, steps=None, fail_at=None):
     )
     loader = DataLoader(data, 64, shuffle=True, seed=0, shard=(rank, world))
     step = 0
-    for epoch in range(1000 if steps == "forever" else 3):
+    for _epoch in range(1000 if steps == "forever" else 3):
         for xb, yb in loader:
             step += 1
             if fail_at is not None and rank == 1 and step == fail_at:

@@ -190,7 +190,7 @@ def test_notes_net_with_manual_update():
     (a1, a2), eager = _notes_net()
     (b1, b2), raw = _notes_net()
     step = xg.capture(raw)
-    for k in range(STEPS):
+    for _k in range(STEPS):
         la, lb = eager(), step()
         assert _same(la.data, lb.data)
         assert _same(a1.data, b1.data) and _same(a2.data, b2.data)

@@ -87,7 +87,8 @@ def test_million_deep_chain_in_a_subprocess():
     out = proc.stdout
     assert proc.returncode == 0, (
         f"the 10**6-deep chain process died with status {proc.returncode}"
-        f"{' (SIGSEGV: C stack overflow)' if proc.returncode == -11 else ''}\nstdout:\n{out}\nstderr:\n{proc.stderr[-3000:]}"
+        f"{' (SIGSEGV: C stack overflow)' if proc.returncode == -11 else ''}\nstdout:\n{out}"
+        f"\nstderr:\n{proc.stderr[-3000:]}"
     )
     lines = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
     assert "DONE" in lines, out

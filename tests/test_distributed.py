@@ -19,7 +19,7 @@ import pytest
 REQUIRED = os.environ.get("XPGRAD_REQUIRE_MPI") == "1"  # CI: fail instead of skipping
 if not REQUIRED:
     pytest.importorskip("mpi4py", reason="needs mpi4py and an MPI library: pip install 'xpgrad[mpi]'")
-import mpi4py  # noqa: F401  (imported here so that a missing mpi4py fails in CI)
+import mpi4py  # noqa: E402, F401  (imported after the skip check so that a missing mpi4py fails in CI)
 
 MPIEXEC = shutil.which("mpiexec", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
 if MPIEXEC is None:

@@ -19,7 +19,7 @@ def test_rank_parts_put_together_are_the_one_process_batches(n, batch, world):
     single = DataLoader(data, batch, shuffle=True, seed=3)
     shards = [DataLoader(data, batch, shuffle=True, seed=3, shard=(r, world)) for r in range(world)]
     assert all(len(s) == len(single) for s in shards)  # every rank runs the same number of steps
-    for epoch in range(2):
+    for _epoch in range(2):
         parts = [list(s) for s in shards]
         for i, (x, y) in enumerate(single):
             rank_x = [parts[r][i][0].numpy() for r in range(world)]

@@ -156,7 +156,7 @@ def test_no_fusion_in_debug_mode_or_without_recording():
 
 @pytest.mark.parametrize("case", ["broadcast target", "mixed dtypes", "bias of another shape", "batched product"])
 def test_shapes_and_dtypes_outside_the_fused_ops_run_op_by_op(case):
-    x, W, b = leaf(4, 3), leaf(3, 5), leaf(5)
+    x, W = leaf(4, 3), leaf(3, 5)
     if case == "broadcast target":
         out, expected_name = ((x @ W - leaf(5, grad=False)) ** 2).sum(), "sum"
     elif case == "mixed dtypes":

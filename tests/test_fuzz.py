@@ -595,7 +595,7 @@ def kink_margin(p: Program, values) -> float:
     """How close the base point comes to a point where the program is not differentiable."""
     arrays = [v.numpy() for v in values]
     margin = math.inf
-    for j, (op, args, params) in enumerate(p.steps):
+    for op, args, params in p.steps:
         xs = [arrays[i] for i in args]
         if op in ("relu", "leaky_relu", "abs", "elu"):
             margin = min(margin, _min_nonzero_abs(xs[0]))
@@ -725,7 +725,8 @@ def _summary(where: str, requested: int) -> str:
     steps = sum(v for k, v in c.items() if k.startswith("op:"))
     return (
         f"fuzz[{where}]: {c['graphs']} graphs checked (requested {requested}), {steps} op applications, "
-        f"{c['fanout_graphs']} with fan-out, {c['rejected']} of {c['drawn']} drawn rejected (kink/overflow); ops used {len(ops)}/{len(OP_NAMES)}"
+        f"{c['fanout_graphs']} with fan-out, {c['rejected']} of {c['drawn']} drawn rejected (kink/overflow); ops used "
+        f"{len(ops)}/{len(OP_NAMES)}"
         + (f", never drawn: {missing}" if missing else "")
         + "; counts "
         + ", ".join(f"{k}={v}" for k, v in ops)

@@ -42,7 +42,8 @@ def signatures(f):
     }
 
 
-KERNEL_OF = {"_sgd_no_velocity": "_sgd", "_bias_act_fwd_no_bias": "_bias_act_fwd"}  # a second specialization of one kernel
+# a second specialization of one kernel
+KERNEL_OF = {"_sgd_no_velocity": "_sgd", "_bias_act_fwd_no_bias": "_bias_act_fwd"}
 kernels = {name for name, obj in vars(kc).items()
            if isinstance(obj, numba.cuda.dispatcher.CUDADispatcher) and not obj.targetoptions.get("device")}
 report = {"uncovered": sorted(kernels - {KERNEL_OF.get(n, n) for n in signatures(float32)})}
@@ -53,7 +54,9 @@ for f in (float32, float64):
         report[f"{name}[{f}]"] = {
             "sm_90": ".target sm_90" in lines,
             "f64_ops": sum(".f64" in line for line in lines),
-            "atomic_adds": [line.split()[0] for line in lines if line.startswith(("atom.global.add", "red.global.add"))],
+            "atomic_adds": [
+                line.split()[0] for line in lines if line.startswith(("atom.global.add", "red.global.add"))
+            ],
         }
 print(json.dumps(report))
 """

@@ -639,7 +639,8 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph: bo
     for i, t in enumerate(inputs):
         if not isinstance(t, Tensor) or not t.requires_grad:
             raise NoGraphError(
-                f"grad: inputs[{i}] does not require grad; only tensors with requires_grad=True can be differentiated against"
+                f"grad: inputs[{i}] does not require grad; only tensors with requires_grad=True can be differentiated "
+                "against"
             )
     keep = create_graph if retain_graph is None else retain_graph
     found = run_backward(outputs, grad_outputs, retain_graph=keep, create_graph=create_graph, targets=inputs)

@@ -3,7 +3,8 @@
 Kernels: each `numba.cuda` kernel against the same formula written as unfused CuPy expressions
 and against the device's copy bandwidth, measured in the same run (an elementwise copy: one read
 and one write per element). MLP: configs (a), (b) and (c) of `xpgrad bench mlp`, steps/s of
-xpgrad on CuPy (eager, and replayed under `xg.capture`) against the same step hand-written in CuPy and, when installed, PyTorch CUDA
+xpgrad on CuPy (eager, and replayed under `xg.capture`) against the same step hand-written in CuPy and,
+when installed, PyTorch CUDA
 eager, in paired rounds. Every timed stretch ends with a device synchronize, so asynchronous
 launches are paid for in full.
 

@@ -69,7 +69,8 @@ class Tensor:
         """Mark this leaf as needing a gradient (floating dtypes only)."""
         if flag and not is_floating(self.data.dtype):
             raise DTypeError(
-                f"requires_grad: only floating-point tensors can require gradients, got dtype {dtype_name(self.data.dtype)}; "
+                "requires_grad: only floating-point tensors can require gradients, got dtype "
+                f"{dtype_name(self.data.dtype)}; "
                 f"convert first, e.g. xg.tensor(data, dtype='float32', requires_grad=True)"
             )
         if not flag and self._node is not None:

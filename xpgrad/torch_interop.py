@@ -164,7 +164,8 @@ def _linear_layers(arrays: dict[str, np.ndarray], prefix: str) -> list[Layer]:
         key, weight = weights[index]
         if weight.ndim != 2:
             raise TorchStateDictError(
-                f"{what}: tensor {key!r} has shape {weight.shape}; an nn.Linear weight is 2-D (out_features, in_features)"
+                f"{what}: tensor {key!r} has shape {weight.shape}; an nn.Linear weight is 2-D (out_features, "
+                "in_features)"
             )
         if previous is not None and weight.shape[1] != previous[1].shape[0]:
             raise TorchStateDictError(

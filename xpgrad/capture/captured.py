@@ -198,7 +198,7 @@ class Captured:
     def _finish_entries(recorder, entries, start_grads) -> None:
         known = {id(e.tensor) for e in entries}
         for op in recorder.ops:  # tensors an optimizer step touched that the scan did not find
-            for tensor, data_ref, _ in op.sync or ():
+            for tensor, _data_ref, _ in op.sync or ():
                 if id(tensor) not in known:
                     known.add(id(tensor))
                     entry = StateEntry(tensor, None, False)
@@ -245,7 +245,8 @@ class Captured:
             self._warned = True
             warnings.warn(
                 CaptureWarning(
-                    f"capture: {getattr(self.fn, '__qualname__', self.fn)} was captured {self.stats['captures']} times; "
+                    f"capture: {getattr(self.fn, '__qualname__', self.fn)} was captured {self.stats['captures']} "
+                    "times; "
                     f"its argument shapes, dtypes or non-tensor values, or the Python values in its closure, keep "
                     f"changing (each change records the step again)"
                 ),
@@ -291,7 +292,8 @@ class Captured:
             )
             site = recording.recorder.ops[k].site if k < len(recording.recorder.ops) else "the end of fn"
             raise CaptureError(
-                f"capture check: call {entry.calls} of {getattr(self.fn, '__qualname__', self.fn)} ran other ops than the "
+                f"capture check: call {entry.calls} of {getattr(self.fn, '__qualname__', self.fn)} ran other ops than "
+                "the "
                 f"captured step from op {k} on ({site}): captured {_at(captured_ops, k)}, now {_at(eager_ops, k)}; "
                 f"a Python branch or value in fn changed, so the captured step is not static (the eager results stand)"
             )

@@ -113,7 +113,8 @@ def add_parser(sub) -> None:
         action="store_true",
         help="run each batch's step under xg.capture: recorded once, then replayed with no Python "
         "per op (the same results, bit for bit; faster where Python per op dominates: 2x eager "
-        "on bench mlp's config (c), 1.4x on the default digits step; see README 'Capture'). Off by default: eager is the reference behaviour, and a captured step bakes "
+        "on bench mlp's config (c), 1.4x on the default digits step; see README 'Capture'). Off by default: eager is "
+        "the reference behaviour, and a captured step bakes "
         "in its Python branches; not with mpiexec data-parallel training",
     )
     train.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
@@ -288,7 +289,8 @@ def run(args) -> int:
         f"training MLP {arch} ({s['activation']}, dropout {s['dropout']:g}) on {splits.name}: "
         f"{len(splits.train)} train / {len(splits.val)} val / {len(splits.test)} test samples; {s['loss']} loss, "
         f"{optimizer_text}, "
-        f"{'1-pixel shifts, ' if augment else ''}batch {s['batch_size']}, epochs {start_epoch + 1}-{s['epochs']}; {s['dtype']}, backend {backend_name} "
+        f"{'1-pixel shifts, ' if augment else ''}batch {s['batch_size']}, epochs {start_epoch + 1}-{s['epochs']}; "
+        f"{s['dtype']}, backend {backend_name} "
         f"on {device}{parallel.describe(ranks, s['batch_size'])}",
         quiet,
     )

@@ -186,7 +186,8 @@ def maxout(x: Tensor, pieces: int) -> Tensor:
         require_tensor("maxout", x)
     if pieces < 1 or x.ndim == 0 or x.shape[-1] % pieces:
         raise ShapeError(
-            f"maxout: the last dimension ({x.shape[-1] if x.ndim else 'none'}) must be a positive multiple of pieces={pieces}"
+            f"maxout: the last dimension ({x.shape[-1] if x.ndim else 'none'}) must be a positive multiple of "
+            f"pieces={pieces}"
         )
     grouped = reshape(x, *x.shape[:-1], x.shape[-1] // pieces, pieces)
     return reduce_max(grouped, axis=-1)

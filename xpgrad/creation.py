@@ -7,10 +7,16 @@ sees the same values for the same seed.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from . import backend, state
 from .tensor import Tensor
+
+DType = Any  # a dtype name ("float32"), a NumPy dtype or a dtype of the backend's namespace
+Device = Any  # "cpu", "cuda", "cuda:N", or a device object of the backend's namespace
+Shape = int | tuple[int, ...] | list[int]
 
 _rng = np.random.default_rng()
 
@@ -26,19 +32,21 @@ def generator() -> np.random.Generator:
     return _rng
 
 
-def uniform(shape: tuple) -> np.ndarray:
+def uniform(shape: tuple[int, ...]) -> np.ndarray:
     """Float64 samples in [0, 1) of `shape` from the shared generator (dropout masks, rand)."""
     return _draw("random", shape)
 
 
-def _draw(kind: str, shape: tuple) -> np.ndarray:
+def _draw(kind: str, shape: tuple[int, ...]) -> np.ndarray:
     """generator().<kind>(shape), float64. Under xg.capture the draw is recorded: every replay
     draws afresh from the generator then current (the same stream: `out=` fills in the order a
     shaped draw does)."""
     recorder = state.local.capture
     if recorder is None:
-        return getattr(_rng, kind)(shape)
-    return recorder.rng(kind, _FILLS[kind], shape, np.float64)
+        fresh: np.ndarray = getattr(_rng, kind)(shape)
+        return fresh
+    drawn: np.ndarray = recorder.rng(kind, _FILLS[kind], shape, np.float64)
+    return drawn
 
 
 _FILLS = {
@@ -47,16 +55,16 @@ _FILLS = {
 }
 
 
-def _dtype_name(dtype) -> str:
+def _dtype_name(dtype: DType) -> str:
     if isinstance(dtype, str):
         return dtype
     try:
-        return np.dtype(dtype).name
+        return str(np.dtype(dtype).name)
     except TypeError:
         return str(dtype).rsplit(".", 1)[-1].strip("'>")
 
 
-def resolve_dtype(xp, dtype):
+def resolve_dtype(xp: Any, dtype: DType) -> Any:
     """`dtype` (a name, NumPy dtype or backend dtype) as a dtype object of namespace `xp`."""
     if dtype is None:
         return None
@@ -84,7 +92,7 @@ def resolve_dtype(xp, dtype):
     return found
 
 
-def _target(device):
+def _target(device: Device) -> tuple[Any, Any]:
     """The namespace and device for new data: the backend's by default, CuPy for "cuda"."""
     current = backend.get_backend()
     if device is None:
@@ -107,11 +115,11 @@ def _default_dtype_for(host: np.ndarray) -> str | None:
     return None
 
 
-def _is_cupy_namespace(xp) -> bool:
-    return getattr(xp, "__name__", "").endswith("cupy")
+def _is_cupy_namespace(xp: Any) -> bool:
+    return str(getattr(xp, "__name__", "")).endswith("cupy")
 
 
-def _asarray(xp, data, dtype, device):
+def _asarray(xp: Any, data: Any, dtype: Any, device: Any) -> Any:
     """`data` (host or same-library array) as a new array of namespace `xp` on `device`."""
     if _is_cupy_namespace(xp):
         import cupy
@@ -127,7 +135,9 @@ def _asarray(xp, data, dtype, device):
     return xp.asarray(data, dtype=dtype, device=device, copy=True)
 
 
-def tensor(data, dtype=None, device=None, requires_grad: bool = False, name: str | None = None) -> Tensor:
+def tensor(
+    data: Any, dtype: DType = None, device: Device = None, requires_grad: bool = False, name: str | None = None
+) -> Tensor:
     """A new leaf tensor from a list, scalar or array (copied into the chosen backend).
 
     Lists and scalars give float32 (ints int64); arrays keep their dtype. With `device=None`,
@@ -150,34 +160,36 @@ def tensor(data, dtype=None, device=None, requires_grad: bool = False, name: str
     return Tensor(_asarray(xp, data, wanted, dev), requires_grad=requires_grad, name=name)
 
 
-def shape_arg(shape) -> tuple:
+def shape_arg(shape: tuple[Any, ...]) -> tuple[int, ...]:
     """Accept f(2, 3) and f((2, 3)) alike."""
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
     return tuple(int(s) for s in shape)
 
 
-def _filled(fill, shape, dtype, device, requires_grad):
+def _filled(fill: float, shape: tuple[Any, ...], dtype: DType, device: Device, requires_grad: bool) -> Tensor:
     xp, dev = _target(device)
     host = np.full(shape_arg(shape), fill)
     wanted = resolve_dtype(xp, dtype if dtype is not None else _default_dtype_for(host))
     return Tensor(_asarray(xp, host, wanted, dev), requires_grad=requires_grad)
 
 
-def zeros(*shape, dtype="float32", device=None, requires_grad: bool = False) -> Tensor:
+def zeros(*shape: Shape, dtype: DType = "float32", device: Device = None, requires_grad: bool = False) -> Tensor:
     return _filled(0.0, shape, dtype, device, requires_grad)
 
 
-def ones(*shape, dtype="float32", device=None, requires_grad: bool = False) -> Tensor:
+def ones(*shape: Shape, dtype: DType = "float32", device: Device = None, requires_grad: bool = False) -> Tensor:
     return _filled(1.0, shape, dtype, device, requires_grad)
 
 
-def full(shape, fill_value, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
-    shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    return _filled(fill_value, shape, dtype, device, requires_grad)
+def full(
+    shape: Shape, fill_value: float, dtype: DType = None, device: Device = None, requires_grad: bool = False
+) -> Tensor:
+    dims = (shape,) if isinstance(shape, int) else tuple(shape)
+    return _filled(fill_value, dims, dtype, device, requires_grad)
 
 
-def _like(x: Tensor, fill, dtype, requires_grad):
+def _like(x: Tensor, fill: float, dtype: DType, requires_grad: bool) -> Tensor:
     xp = backend.namespace_of(x.data)
     arr = xp.full(
         x.data.shape, fill, dtype=resolve_dtype(xp, dtype) if dtype is not None else x.dtype, device=x.data.device
@@ -185,25 +197,32 @@ def _like(x: Tensor, fill, dtype, requires_grad):
     return Tensor(arr, requires_grad=requires_grad)
 
 
-def zeros_like(x: Tensor, dtype=None, requires_grad: bool = False) -> Tensor:
+def zeros_like(x: Tensor, dtype: DType = None, requires_grad: bool = False) -> Tensor:
     return _like(x, 0, dtype, requires_grad)
 
 
-def ones_like(x: Tensor, dtype=None, requires_grad: bool = False) -> Tensor:
+def ones_like(x: Tensor, dtype: DType = None, requires_grad: bool = False) -> Tensor:
     return _like(x, 1, dtype, requires_grad)
 
 
-def arange(start, stop=None, step=1, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+def arange(
+    start: float,
+    stop: float | None = None,
+    step: float = 1,
+    dtype: DType = None,
+    device: Device = None,
+    requires_grad: bool = False,
+) -> Tensor:
     """Evenly spaced values in [start, stop); ints give int64, floats float32."""
     host = np.arange(start, stop, step) if stop is not None else np.arange(0, start, step)
     return tensor(host, dtype=dtype or _default_dtype_for(host), device=device, requires_grad=requires_grad)
 
 
-def randn(*shape, dtype="float32", device=None, requires_grad: bool = False) -> Tensor:
+def randn(*shape: Shape, dtype: DType = "float32", device: Device = None, requires_grad: bool = False) -> Tensor:
     """Standard normal samples (host generator, seeded by manual_seed)."""
     return tensor(_draw("standard_normal", shape_arg(shape)), dtype=dtype, device=device, requires_grad=requires_grad)
 
 
-def rand(*shape, dtype="float32", device=None, requires_grad: bool = False) -> Tensor:
+def rand(*shape: Shape, dtype: DType = "float32", device: Device = None, requires_grad: bool = False) -> Tensor:
     """Uniform samples in [0, 1) (host generator, seeded by manual_seed)."""
     return tensor(_draw("random", shape_arg(shape)), dtype=dtype, device=device, requires_grad=requires_grad)

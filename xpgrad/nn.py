@@ -18,6 +18,8 @@ Parameter subclass).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
+from typing import Any, cast
 
 import numpy as np
 
@@ -36,7 +38,7 @@ class StateDictError(XpgradError, ValueError):
     """load_state_dict() was given names or shapes that do not match the module."""
 
 
-def to_place(host, like):
+def to_place(host: Any, like: Any) -> Any:
     """Host array `host` as a new array of `like`'s library, device and dtype."""
     if not isinstance(host, np.ndarray):
         host = np.asarray(host)
@@ -51,7 +53,7 @@ def to_place(host, like):
     return xp.asarray(np.array(host, dtype=str(like.dtype).rsplit(".", 1)[-1], copy=True), device=like.device)
 
 
-def to_host(data) -> np.ndarray:
+def to_host(data: Any) -> np.ndarray:
     """A fresh NumPy copy of backend array `data`."""
     if type(data) is np.ndarray:
         return data.copy()
@@ -61,14 +63,19 @@ def to_host(data) -> np.ndarray:
 class Module:
     """Base class of layers and models: override `forward`; call the module to run it."""
 
-    def __init__(self):
+    _parameters: dict[str, Tensor]
+    _buffers: dict[str, Tensor]
+    _modules: dict[str, Module]
+    training: bool
+
+    def __init__(self) -> None:
         object.__setattr__(self, "_parameters", {})
         object.__setattr__(self, "_buffers", {})
         object.__setattr__(self, "_modules", {})
         object.__setattr__(self, "training", True)
 
     # ---- registration --------------------------------------------------------------------
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: Any) -> None:
         self.__dict__.pop("_plan", None)  # Sequential's cached fusion plan follows every change
         params = self.__dict__.get("_parameters")
         if params is None:
@@ -108,7 +115,7 @@ class Module:
         self._buffers[name] = value
         object.__setattr__(self, name, value)
 
-    def __delattr__(self, name):
+    def __delattr__(self, name: str) -> None:
         self.__dict__.pop("_plan", None)
         self._buffers.pop(name, None)
         self._parameters.pop(name, None)
@@ -116,25 +123,25 @@ class Module:
         object.__delattr__(self, name)
 
     # ---- running -------------------------------------------------------------------------
-    def forward(self, *args, **kwargs):  # pragma: no cover - abstract
+    def forward(self, *args: Any, **kwargs: Any) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.forward(*args, **kwargs)
 
     # ---- traversal -----------------------------------------------------------------------
-    def named_modules(self, prefix: str = ""):
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
         """(dotted name, module) for this module and every sub-module, depth first."""
         yield prefix, self
         for name, module in self._modules.items():
             yield from module.named_modules(f"{prefix}.{name}" if prefix else name)
 
-    def children(self):
+    def children(self) -> Iterator[Module]:
         return iter(self._modules.values())
 
-    def named_parameters(self, prefix: str = ""):
+    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
         """(dotted name, parameter) pairs; a parameter shared by two modules is listed once."""
-        seen = set()
+        seen: set[int] = set()
         for mod_name, module in self.named_modules(prefix):
             for name, p in module._parameters.items():
                 if id(p) in seen:
@@ -142,7 +149,7 @@ class Module:
                 seen.add(id(p))
                 yield (f"{mod_name}.{name}" if mod_name else name), p
 
-    def named_buffers(self, prefix: str = ""):
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
         """(dotted name, buffer) pairs."""
         for mod_name, module in self.named_modules(prefix):
             for name, b in module._buffers.items():
@@ -169,7 +176,7 @@ class Module:
         for p in self.parameters():
             p.grad = None
 
-    def to(self, device) -> Module:
+    def to(self, device: Any) -> Module:
         """Move every parameter (and gradient) and buffer to `device` in place; the Tensors stay the
         same objects, so an optimizer made before the move still holds them."""
         for p in self.parameters():
@@ -187,14 +194,14 @@ class Module:
         """Host NumPy copies of the parameters and buffers by dotted name."""
         return {name: to_host(t.data) for name, t in self._state_tensors().items()}
 
-    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> None:
         """Copy arrays by dotted name into the parameters and buffers (on their device, in their dtype).
 
         Raises StateDictError, before changing anything, when a shape differs or (with
         `strict`) a name is missing or unexpected.
         """
         own = self._state_tensors()
-        problems = []
+        problems: list[str] = []
         if strict:
             missing = [k for k in own if k not in state]
             unexpected = [k for k in state if k not in own]
@@ -202,7 +209,7 @@ class Module:
                 problems.append(f"missing {_names(missing)}")
             if unexpected:
                 problems.append(f"unexpected {_names(unexpected)}")
-        arrays = {}
+        arrays: dict[str, np.ndarray] = {}
         for name, p in own.items():
             if name not in state:
                 continue
@@ -221,7 +228,7 @@ class Module:
             p.data = to_place(value, p.data)
             p.grad = None
 
-    def config(self) -> dict | None:
+    def config(self) -> dict[str, Any] | None:
         """A JSON-able description that `from_config` rebuilds this module from (None: cannot)."""
         return None
 
@@ -229,7 +236,7 @@ class Module:
     def extra_repr(self) -> str:
         return ""
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         if not self._modules:
             return f"{type(self).__name__}({self.extra_repr()})"
         lines = [f"{type(self).__name__}("]
@@ -240,12 +247,12 @@ class Module:
         return "\n".join(lines)
 
 
-def _names(names, limit: int = 6) -> str:
+def _names(names: list[str], limit: int = 6) -> str:
     shown = ", ".join(repr(n) for n in names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def _positive_int(what: str, value) -> int:
+def _positive_int(what: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{what} must be a positive int, got {value!r}")
     return int(value)
@@ -280,8 +287,8 @@ class Linear(Module):
         bias: bool = True,
         init: str = "auto",
         dtype: str = "float32",
-        device=None,
-    ):
+        device: Any = None,
+    ) -> None:
         super().__init__()
         self.in_features = _positive_int("Linear in_features", in_features)
         self.out_features = _positive_int("Linear out_features", out_features)
@@ -303,50 +310,56 @@ class Linear(Module):
 
 
 class ReLU(Module):
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         return relu(x)
 
 
 class Sigmoid(Module):
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         return sigmoid(x)
 
 
 class Tanh(Module):
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         return tanh(x)
 
 
 class LeakyReLU(Module):
-    def __init__(self, negative_slope: float = 0.01):
+    def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
         self.negative_slope = float(negative_slope)
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         return leaky_relu(x, self.negative_slope)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"negative_slope={self.negative_slope}"
 
 
 class ELU(Module):
-    def __init__(self, alpha: float = 1.0):
+    def __init__(self, alpha: float = 1.0) -> None:
         super().__init__()
         self.alpha = float(alpha)
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         return elu(x, self.alpha)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"alpha={self.alpha}"
 
 
 class Identity(Module):
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         return x
 
 
-_ACTIVATION_MODULES = {"relu": ReLU, "leaky_relu": LeakyReLU, "elu": ELU, "sigmoid": Sigmoid, "tanh": Tanh}
+_ACTIVATION_MODULES: dict[str, type[Module]] = {
+    "relu": ReLU,
+    "leaky_relu": LeakyReLU,
+    "elu": ELU,
+    "sigmoid": Sigmoid,
+    "tanh": Tanh,
+}
 
 
 def normalize_activation(name: str) -> str:
@@ -366,7 +379,7 @@ class Dropout(Module):
     """Inverted dropout: in training mode zero each element with probability `p` and scale the rest
     by 1 / (1 - p); in eval mode (or p == 0) the identity. Masks come from the host generator."""
 
-    def __init__(self, p: float = 0.5):
+    def __init__(self, p: float = 0.5) -> None:
         super().__init__()
         p = float(p)
         if not 0.0 <= p < 1.0:
@@ -383,13 +396,13 @@ class Dropout(Module):
             mask = self._mask(x.data)
         return x * Tensor(mask)
 
-    def _mask(self, like):
+    def _mask(self, like: Any) -> Any:
         """keep / (1 - p) for each element of `like`, drawn from the host generator, on like's device."""
         keep = uniform(like.shape) >= self.p
         scale = np.asarray(1.0 / (1.0 - self.p), dtype=np.float64)
         return to_place(keep.astype(np.float64) * scale, like)
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"p={self.p}"
 
 
@@ -401,7 +414,10 @@ class Standardize(Module):
     identity (mean 0, scale 1).
     """
 
-    def __init__(self, num_features: int, floor: float = 0.1, dtype: str = "float32", device=None):
+    mean: Tensor  # buffers (register_buffer)
+    scale: Tensor
+
+    def __init__(self, num_features: int, floor: float = 0.1, dtype: str = "float32", device: Any = None) -> None:
         super().__init__()
         from .creation import tensor
 
@@ -410,7 +426,7 @@ class Standardize(Module):
         self.register_buffer("mean", tensor(np.zeros(self.num_features), dtype=dtype, device=device))
         self.register_buffer("scale", tensor(np.ones(self.num_features), dtype=dtype, device=device))
 
-    def fit(self, x) -> Standardize:
+    def fit(self, x: Any) -> Standardize:
         """Set mean and scale from host samples `x` of shape (n, num_features)."""
         x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
         if x.shape[1] != self.num_features or len(x) == 0:
@@ -422,21 +438,21 @@ class Standardize(Module):
     def forward(self, x: Tensor) -> Tensor:
         return (x - self.mean) * self.scale
 
-    def extra_repr(self):
+    def extra_repr(self) -> str:
         return f"num_features={self.num_features}, floor={self.floor}"
 
 
 class Sequential(Module):
     """Modules applied in order; sub-modules are named "0", "1", ..."""
 
-    def __init__(self, *modules: Module):
+    def __init__(self, *modules: Module) -> None:
         super().__init__()
         for i, module in enumerate(modules):
             if not isinstance(module, Module):
                 raise TypeError(f"Sequential: item {i} is a {type(module).__name__}, not a Module")
             setattr(self, str(i), module)
 
-    def forward(self, x):
+    def forward(self, x: Tensor) -> Tensor:
         """Run the modules in order; a Linear followed by ReLU or Sigmoid runs as one fused node."""
         plan = self.__dict__.get("_plan")
         if plan is None:
@@ -445,11 +461,12 @@ class Sequential(Module):
             x = module(x) if fused is None else linear(x, module.weight, module.bias, activation=fused)
         return x
 
-    def _fusion_plan(self) -> tuple:
+    def _fusion_plan(self) -> tuple[tuple[Any, str | None], ...]:  # Any: a Linear wherever the str is set
         """(module, activation for `linear` or None) pairs: a Linear runs as `linear` directly, fused
         with a following ReLU or Sigmoid; None calls the module. Rebuilt after any attribute change."""
         modules = list(self._modules.values())
-        plan, i = [], 0
+        plan: list[tuple[Any, str | None]] = []
+        i = 0
         while i < len(modules):
             module = modules[i]
             fused = _FUSED_ACTIVATIONS.get(type(modules[i + 1])) if i + 1 < len(modules) else None
@@ -463,10 +480,10 @@ class Sequential(Module):
             i += 1
         return tuple(plan)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._modules)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Module]:
         return iter(self._modules.values())
 
     def __getitem__(self, index: int) -> Module:
@@ -476,9 +493,9 @@ class Sequential(Module):
 _FUSED_ACTIVATIONS = {ReLU: "relu", Sigmoid: "sigmoid"}
 
 
-def _sizes_hint(*given) -> str:
+def _sizes_hint(*given: Any) -> str:
     """The numbers of a call such as MLP(64, [32], 10) as the one list MLP takes: 'MLP([64, 32, 10])'."""
-    sizes: list = []
+    sizes: list[Any] = []
     for value in given:
         if isinstance(value, (list, tuple)):
             sizes.extend(value)
@@ -500,15 +517,15 @@ class MLP(Sequential):
 
     def __init__(
         self,
-        sizes,
+        sizes: Iterable[int],
         activation: str = "relu",
         dropout: float = 0.0,
         init: str = "auto",
         bias: bool = True,
         standardize: bool = False,
         dtype: str = "float32",
-        device=None,
-    ):
+        device: Any = None,
+    ) -> None:
         if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
             raise TypeError(
                 f"MLP: sizes is one list [inputs, hidden..., outputs], got {sizes!r} on its own; "
@@ -539,15 +556,15 @@ class MLP(Sequential):
         self.has_bias = bool(bias)
         self.standardize = bool(standardize)
 
-    def fit_standardizer(self, x) -> MLP:
+    def fit_standardizer(self, x: Any) -> MLP:
         """Set the input statistics of the Standardize layer from training samples `x`."""
         if not self.standardize:
             raise ValueError("fit_standardizer: this MLP was built with standardize=False")
-        self[0].fit(x)
+        cast(Standardize, self[0]).fit(x)
         return self
 
     @staticmethod
-    def from_torch_state_dict(state, activation: str = "relu", **options) -> MLP:
+    def from_torch_state_dict(state: Any, activation: str = "relu", **options: Any) -> MLP:
         """An MLP with the weights of a torch ``nn.Sequential`` of ``nn.Linear`` layers (its state dict or a
         .safetensors path); weights (out, in) become (in, out). Options: sizes, dropout, prefix, dtype, device.
         See `xpgrad.torch_interop.mlp_from_torch_state_dict`."""
@@ -555,14 +572,14 @@ class MLP(Sequential):
 
         return mlp_from_torch_state_dict(state, activation, **options)
 
-    def to_torch_state_dict(self, prefix: str = "") -> dict:
+    def to_torch_state_dict(self, prefix: str = "") -> dict[str, np.ndarray]:
         """This MLP's weights as the state dict of the same torch ``nn.Sequential`` (weights (out, in), NumPy
         arrays; a Standardize layer folded into the first Linear). See `xpgrad.torch_interop`."""
         from .torch_interop import mlp_to_torch_state_dict
 
         return mlp_to_torch_state_dict(self, prefix=prefix)
 
-    def config(self) -> dict:
+    def config(self) -> dict[str, Any]:
         return {
             "type": "MLP",
             "sizes": list(self.sizes),
@@ -574,7 +591,7 @@ class MLP(Sequential):
         }
 
 
-def from_config(config: dict, device=None) -> Module:
+def from_config(config: dict[str, Any], device: Any = None) -> Module:
     """Rebuild a module from `Module.config()` (weights freshly initialised; load them after)."""
     if not isinstance(config, dict) or "type" not in config:
         raise ValueError(f"model config must be a dict with a 'type', got {config!r}")

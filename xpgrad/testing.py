@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import numpy as np
 
 from . import autograd, backend
@@ -12,15 +15,15 @@ class GradcheckError(AssertionError):
     """An analytic gradient disagrees with finite differences; the message names the worst element."""
 
 
-def _numeric(fn, inputs, index, weights, eps):
+def _numeric(fn: Callable[..., Tensor], inputs: list[Any], index: int, weights: np.ndarray, eps: float) -> np.ndarray:
     """Central differences of sum(fn(*inputs) * weights) with respect to inputs[index]."""
     target = inputs[index]
     host = target.numpy().astype(np.float64, copy=True)
-    grad = np.zeros_like(host)
+    grad: np.ndarray = np.zeros_like(host)
     xp = backend.namespace_of(target.data)
     flat, gflat = host.reshape(-1), grad.reshape(-1)
 
-    def value():
+    def value() -> float:
         target.data = xp.asarray(host, dtype=target.dtype, device=target.data.device)
         with autograd.no_grad():
             out = fn(*inputs)
@@ -42,7 +45,12 @@ def _numeric(fn, inputs, index, weights, eps):
 
 
 def gradcheck(
-    fn, inputs, eps: float | None = None, atol: float | None = None, rtol: float | None = None, seed: int = 0
+    fn: Callable[..., Tensor],
+    inputs: Sequence[Any],
+    eps: float | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
+    seed: int = 0,
 ) -> bool:
     """Check d fn / d inputs against central finite differences; raise GradcheckError if wrong.
 
@@ -51,22 +59,22 @@ def gradcheck(
     (defaults: eps 1e-6, atol 1e-5, rtol 1e-4; float32 gets eps 1e-3, atol 1e-2, rtol 1e-2).
     Only inputs with requires_grad=True are checked. Returns True when every gradient agrees.
     """
-    inputs = list(inputs)
-    checked = [i for i, t in enumerate(inputs) if isinstance(t, Tensor) and t.requires_grad]
+    args = list(inputs)
+    checked = [i for i, t in enumerate(args) if isinstance(t, Tensor) and t.requires_grad]
     if not checked:
         raise ValueError("gradcheck: no input requires grad; pass tensors made with requires_grad=True")
-    wide = all(str(inputs[i].dtype).endswith("float64") for i in checked)
+    wide = all(str(args[i].dtype).endswith("float64") for i in checked)
     eps = eps if eps is not None else (1e-6 if wide else 1e-3)
     atol = atol if atol is not None else (1e-5 if wide else 1e-2)
     rtol = rtol if rtol is not None else (1e-4 if wide else 1e-2)
 
-    out = fn(*inputs)
+    out = fn(*args)
     weights = np.random.default_rng(seed).uniform(0.5, 1.5, size=out.shape)
     xp = backend.namespace_of(out.data)
     w = xp.asarray(weights, dtype=out.dtype, device=out.data.device)
-    analytic = autograd.grad([out], [inputs[i] for i in checked], grad_outputs=[Tensor(w)])
+    analytic = autograd.grad([out], [args[i] for i in checked], grad_outputs=[Tensor(w)])
     for i, g in zip(checked, analytic):
-        numeric = _numeric(fn, inputs, i, weights, eps)
+        numeric = _numeric(fn, args, i, weights, eps)
         got = g.numpy().astype(np.float64)
         if got.shape != numeric.shape:
             raise GradcheckError(f"gradcheck: input {i}: gradient shape {got.shape} != input shape {numeric.shape}")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Callable
 
 from .. import backend
 from ..autograd import Node, apply1, apply2, operand
@@ -198,10 +199,10 @@ class Where(Node):
 # ---- public functions ------------------------------------------------------------------------
 
 
-def _binary(cls, doc: str):
+def _binary(cls: type[Node], doc: str) -> Callable[[object, object], Tensor]:
     """The public function of a two-input op: Tensors, Python scalars or array-likes (apply2 sorts them)."""
 
-    def op(a, b):
+    def op(a: object, b: object) -> Tensor:
         return apply2(cls(), a, b)
 
     op.__name__ = op.__qualname__ = cls.name

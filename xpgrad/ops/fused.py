@@ -19,6 +19,8 @@ reference count is read first thing, before the argument is passed on.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ..autograd import HELD_BY_SLOTS_REFS, TEMPORARY_REFS, array_fns, link_fused, skippable
 from ..tensor import Tensor
@@ -27,14 +29,16 @@ from .arith import Add, Mul, Pow, Sub, is_square
 from .linalg import LinearAct, MatMul
 from .loss import SquaredError
 
+Entry = TypeVar("Entry", bound=Callable[..., Tensor])
 
-def _named_like(entry, plain):
+
+def _named_like(entry: Entry, plain: Callable[..., Any]) -> Entry:
     entry.__name__ = entry.__qualname__ = plain.__name__
     entry.__doc__ = plain.__doc__
     return entry
 
 
-def _activation(plain):
+def _activation(plain: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
     """`plain` (activation.sigmoid or relu), fused with a temporary affine map that feeds it."""
     name = plain.__name__
 
@@ -48,11 +52,11 @@ def _activation(plain):
     return _named_like(entry, plain)
 
 
-def _reduction(plain):
+def _reduction(plain: Callable[..., Tensor]) -> Callable[..., Tensor]:
     """`plain` (reduce.sum or mean), fused over all axes with a temporary squared difference."""
     name = plain.__name__
 
-    def entry(x: Tensor, axis=None, keepdims: bool = False) -> Tensor:
+    def entry(x: Tensor, axis: Any = None, keepdims: bool = False) -> Tensor:
         if axis is None and not keepdims and sys.getrefcount(x) == TEMPORARY_REFS and type(x) is Tensor:
             fused = _squared_error(x, name)
             if fused is not None:

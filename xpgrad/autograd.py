@@ -565,8 +565,8 @@ def run_backward(roots, grads, *, retain_graph: bool, create_graph: bool, target
     if wanted is None:
         for t, g in leaf_grads.items():
             _accumulate_grad(t, g)
-        if _thread.capture is not None:  # xg.capture: which leaves a step updates
-            _thread.capture.saw_leaves(leaf_grads)
+        if thread.capture is not None:  # xg.capture: which leaves a step updates
+            thread.capture.saw_leaves(leaf_grads)
         return None
     for t, g in leaf_grads.items():
         if id(t) in wanted:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import platform
 import statistics
-import time
 
 import numpy as np
 
@@ -63,30 +62,20 @@ class Device:
             )
         return info
 
-    def seconds_per_call(self, fn, calls: int) -> float:
-        """Wall time of `calls` calls of `fn`, synchronized before and after, per call."""
-        self.sync()
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        self.sync()
-        return (time.perf_counter() - start) / calls
-
-
-def _calls_for(device: Device, fn, seconds: float) -> int:
-    fn()  # compile, warm up
-    one = device.seconds_per_call(fn, 1)
-    return max(1, min(10_000, int(seconds / max(one, 1e-7))))
-
 
 def _paired(device: Device, fns: dict, rounds: int, seconds: float = 0.02) -> dict:
-    """{name: [seconds per call, one per round]}, the contenders back to back in every round."""
-    calls = {name: _calls_for(device, fn, seconds) for name, fn in fns.items()}
-    samples: dict = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            samples[name].append(device.seconds_per_call(fn, calls[name]))
-    return samples
+    """{name: [seconds per call, one per round]}: `bench_mlp.paired_rounds` over batches of calls
+    that end in a device synchronize, so asynchronous launches are paid for in full."""
+    calls = {name: bench_mlp.steps_per_round(lambda fn=fn: _synced(device, fn, 1), seconds) for name, fn in fns.items()}
+    batches = {name: (lambda fn=fn, n=calls[name]: _synced(device, fn, n)) for name, fn in fns.items()}
+    times = bench_mlp.paired_rounds(batches, rounds=rounds, steps=1, warmup=1)
+    return {name: [t / calls[name] for t in samples] for name, samples in times.items()}
+
+
+def _synced(device: Device, fn, calls: int) -> None:
+    for _ in range(calls):
+        fn()
+    device.sync()
 
 
 # ---- kernels -------------------------------------------------------------------------------

@@ -276,17 +276,6 @@ class KernelFns(ArrayFns):
             return self.bias_act(a, None, activation)
         return self.bias_act(a.reshape(-1, a.shape[-1]), None, activation).reshape(a.shape)
 
-    def act_grad(self, activation, y, gy):
-        """ReLU backward in one pass (the bias-gradient kernel, its column sums unused) instead of
-        where(y > 0, gy, zeros): three temporaries."""
-        if activation == "relu" and y.ndim and y.size and y.shape == gy.shape and _kernel_float(y, gy):
-            rows = (-1, y.shape[-1])
-            dz, _ = self.k.bias_act_backward(
-                y.reshape(rows), gy.reshape(rows), "relu", dz_out=self.empty_like(y).reshape(rows)
-            )
-            return dz.reshape(y.shape)
-        return super().act_grad(activation, y, gy)
-
     def bias_act(self, z, b, activation):
         if activation is not None and z.ndim == 2 and _thread.kernels:
             # a separate output: in place (out=z) the compiler's no-alias check fails and the loop runs scalar
@@ -298,12 +287,29 @@ class KernelFns(ArrayFns):
                 return self.k.bias_act_forward(z, b, activation, out=self.empty_like(z))
         return super().bias_act(z, b, activation)
 
+    def act_backward(self, activation, y, gy):
+        """(dz, dz summed over rows) of the activation, from its output y, in one kernel pass over
+        the rows of y (the last axis is the row), or None where the kernel does not apply."""
+        if not (y.ndim and y.size and y.shape == gy.shape and _kernel_float(y, gy)):
+            return None
+        rows = (-1, y.shape[-1])
+        dz, db = self.k.bias_act_backward(
+            y.reshape(rows), gy.reshape(rows), activation, dz_out=self.empty_like(y).reshape(rows)
+        )
+        return dz.reshape(y.shape), db
+
+    def act_grad(self, activation, y, gy):
+        """ReLU backward through the bias-gradient kernel (its column sums unused) instead of
+        where(y > 0, gy, zeros): one pass, no temporaries."""
+        fused = self.act_backward(activation, y, gy) if activation == "relu" else None
+        return fused[0] if fused is not None else super().act_grad(activation, y, gy)
+
     def bias_act_grad(self, activation, y, gy, with_bias):
         if not with_bias and activation == "sigmoid":
             return self.sigmoid_grad(y, gy), None
-        if y.ndim == 2 and y.shape == gy.shape and _kernel_float(y, gy):
-            dz, db = self.k.bias_act_backward(y, gy, activation, dz_out=self.empty_like(y))
-            return dz, (db if with_bias else None)
+        fused = self.act_backward(activation, y, gy)
+        if fused is not None:
+            return fused[0], (fused[1] if with_bias else None)
         return super().bias_act_grad(activation, y, gy, with_bias)
 
     def softmax_xent_checks_labels(self, z) -> bool:

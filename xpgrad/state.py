@@ -4,7 +4,7 @@ A thread serving predictions under `no_grad()` must not stop another thread from
 training step, and `use_kernels(False)` or `use_backend(...)` in one thread must not change what
 another computes. So each switch lives in `local`, a `threading.local` (one set of attributes
 per thread, the way `chainer.config` sits over `chainer.global_config`); a new thread starts
-from `defaults`:
+from the process-wide defaults:
 
 | switch | per thread (context form) | process-wide default |
 |---|---|---|
@@ -21,15 +21,7 @@ from __future__ import annotations
 import os
 import threading
 
-
-class Defaults:
-    """What a thread's switches start from (`kernels` from XPGRAD_KERNELS, read at import)."""
-
-    def __init__(self):
-        self.kernels = os.environ.get("XPGRAD_KERNELS", "1") != "0"
-
-
-defaults = Defaults()
+KERNELS_BY_DEFAULT = os.environ.get("XPGRAD_KERNELS", "1") != "0"  # what a new thread's kernels switch starts as
 
 
 class ThreadState(threading.local):
@@ -38,7 +30,7 @@ class ThreadState(threading.local):
     def __init__(self):
         self.grad_enabled = True
         self.grad_modes = []  # the modes set_grad_enabled blocks will restore, innermost last
-        self.kernels = defaults.kernels
+        self.kernels = KERNELS_BY_DEFAULT
         self.backend = None
         self.capture = None  # the xpgrad.capture recorder while this thread records a step
 

@@ -176,8 +176,6 @@ def capture_graph(fn, args, kwargs, tensors):
     """Run fn once under a piecewise CUDA-graph capture; (its result, the GraphPlan)."""
     import cupy
 
-    from ..ops.linalg import MatMul
-
     pool = cupy.get_default_memory_pool()
     keep = []
 
@@ -200,7 +198,6 @@ def capture_graph(fn, args, kwargs, tensors):
                 inputs.append((i, buffer))
                 restore.append((a, a.data))
                 a.data = buffer
-        operator_matmul, MatMul.array_op = MatMul.array_op, None  # matmuls through F.matmul: cuBLAS between graphs
         local.capture = recorder
         recorder.begin()
         try:
@@ -212,7 +209,6 @@ def capture_graph(fn, args, kwargs, tensors):
             ) from exc
         finally:
             local.capture = None
-            MatMul.array_op = operator_matmul
             for a, data in restore:
                 a.data = data
         recorder.end()

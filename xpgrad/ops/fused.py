@@ -26,10 +26,12 @@ from ..autograd import HELD_BY_SLOTS_REFS, TEMPORARY_REFS, array_fns, link_fused
 from ..tensor import Tensor
 from . import activation, reduce
 from .arith import Add, Mul, Pow, Sub, is_square
-from .linalg import LinearAct, MatMul
+from .linalg import LinearAct, MatMul, TableMatMul
 from .loss import SquaredError
 
 Entry = TypeVar("Entry", bound=Callable[..., Tensor])
+
+_PRODUCTS = (MatMul, TableMatMul)  # the nodes of x @ W (NumPy's, and every other library's)
 
 
 def _named_like(entry: Entry, plain: Callable[..., Any]) -> Entry:
@@ -86,13 +88,13 @@ def _affine_activation(x: Tensor, activation_name: str):
         product, b = add.inputs
         if (
             type(product) is not Tensor
-            or type(product._node) is not MatMul
+            or type(product._node) not in _PRODUCTS
             or type(b) is not Tensor
             or not skippable(add)
         ):
             return None
         node = product._node
-    elif kind is not MatMul:
+    elif kind not in _PRODUCTS:
         return None
     else:
         add = b = None

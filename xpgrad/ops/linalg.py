@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import operator
 
+import numpy as np
+
 from ..autograd import Node, apply2, apply_n, array_fns, constant_like, tensor_operands
 from ..errors import ShapeError
 from ..tensor import Tensor
@@ -17,10 +19,10 @@ class MatMul(Node):
     __slots__ = ()
     name = "matmul"
     broadcasts = True  # batch dimensions are summed back by the engine
-    array_op = operator.matmul  # forward: a @ b
+    array_op = operator.matmul  # forward: a @ b, called by apply2 with no forward frame (NumPy arrays)
 
     def forward(self, xp, a, b):
-        """a @ b through the function table (used while a CUDA-graph capture sets array_op to None)."""
+        """a @ b through the arrays' function table (TableMatMul's forward)."""
         return array_fns(a).matmul(a, b)
 
     def backward(self, F, gy, args, y):
@@ -105,18 +107,27 @@ def bias_act_grad(activation: str, y: Tensor, gy: Tensor, with_bias: bool):
 ACTIVATIONS = (None, "identity", "relu", "sigmoid")
 
 
+class TableMatMul(MatMul):
+    """MatMul for arrays other than NumPy's: the product goes through their function table, so on
+    CuPy a CUDA-graph capture in this thread can run it (cuBLAS) between graphs."""
+
+    __slots__ = ()
+    array_op = None
+
+
 def matmul(a: Tensor, b: Tensor) -> Tensor:
     """Matrix product with NumPy semantics (1-D, 2-D and batched operands)."""
     if type(a) is not Tensor or type(b) is not Tensor:
         a, b = tensor_operands("matmul", a, b)
-    a_shape, b_shape = a.data.shape, b.data.shape  # raw shapes: this runs on every product
+    a_data = a.data
+    a_shape, b_shape = a_data.shape, b.data.shape  # raw shapes: this runs on every product
     if not a_shape or not b_shape:
         raise ShapeError(f"matmul: operands must be at least 1-D, got shapes {a.shape} and {b.shape}")
     ka = a_shape[-1]
     kb = b_shape[0] if len(b_shape) == 1 else b_shape[-2]
     if ka != kb:
         raise ShapeError(f"matmul: inner dimensions differ: {a.shape} @ {b.shape} ({ka} != {kb})")
-    return apply2(MatMul(), a, b)
+    return apply2(MatMul() if isinstance(a_data, np.ndarray) else TableMatMul(), a, b)
 
 
 def linear(x: Tensor, W: Tensor, b: Tensor | None = None, activation: str | None = None) -> Tensor:

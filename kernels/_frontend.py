@@ -207,7 +207,8 @@ def softmax_xent_forward(run, logits, labels, out):
 
 
 def softmax_xent_backward(run, probs, labels, scale, out):
-    """dlogits = (probs - onehot(labels)) * scale; scale: a Python float (the kernel casts it)."""
+    """dlogits = (probs - onehot(labels)) * scale; scale: a Python float (the kernel casts it),
+    or None for a `run` that reads its scale elsewhere (from the device)."""
     if out is not None and _rows_ready(probs, labels, out):
         run(probs, labels, scale, out)
         return out
@@ -250,6 +251,17 @@ def adam_update(run, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, ste
     """run(grad, m, v, param, step_size, beta2, 1 - beta1, 1 - beta2, eps, weight_decay,
     sqrt(1 - beta2**step))."""
     scalars = adam_scalars(lr, beta1, beta2, eps, weight_decay, step)
+    if param.ndim and param.shape == grad.shape == m.shape == v.shape and ready(param, grad, m, v):
+        run(grad, m, v, param, *scalars)
+    else:
+        _check(param, grad, m, v)
+        _elementwise(run, 3, (grad, m, v, param), *scalars)
+
+
+def adam_update_device(run, param, grad, m, v, hyper, step, beta1, beta2, eps, weight_decay):
+    """run(grad, m, v, param, hyper, step, beta1, beta2, eps, weight_decay): adam_update with lr
+    (hyper[0]) and the step count (step[0]) in device memory; the kernel derives the rest."""
+    scalars = (hyper, step, beta1, beta2, eps, weight_decay)
     if param.ndim and param.shape == grad.shape == m.shape == v.shape and ready(param, grad, m, v):
         run(grad, m, v, param, *scalars)
     else:

@@ -16,7 +16,7 @@ import math
 import sys
 from types import SimpleNamespace
 
-from numba import cuda, float64
+from numba import cuda, float64, int64
 
 from . import _frontend as F
 from . import _scalar
@@ -28,9 +28,14 @@ __all__ = [
     "bias_act_forward",
     "softmax_xent_forward",
     "softmax_xent_backward",
+    "softmax_xent_backward_upstream",
+    "label_check",
     "sgd_update",
+    "sgd_update_device",
     "adam_update",
+    "adam_update_device",
     "scatter_add",
+    "sum_of_squares",
     "ready",
     "unchecked",
 ]
@@ -164,14 +169,16 @@ def _block_reduce(shared, value, is_max):
 
 @cuda.jit
 def _softmax_xent_fwd(x, labels, probs, acc):
-    """acc[0] += the rows' cross-entropies; a row whose label lies outside [0, C) is skipped and
-    sets acc[1] = its index + 1 (any one of them when there are several)."""
+    """acc[0] += the rows' cross-entropies; a row whose label lies outside [0, C) is skipped (its
+    probs are zeros) and sets acc[1] = its index + 1 (any one of them when there are several)."""
     shared = cuda.shared.array(_MAX_BLOCK_THREADS, float64)
     n, c = x.shape
     tid, step = cuda.threadIdx.x, cuda.blockDim.x
     for i in range(cuda.blockIdx.x, n, cuda.gridDim.x):
         label = labels[i]
         if label < 0 or label >= c:  # the whole block branches alike: no barrier is skipped by some
+            for j in range(tid, c, step):
+                probs[i, j] = 0  # a zero row: its gradient is zero, never garbage
             if tid == 0:
                 acc[1] = i + 1
             continue
@@ -193,7 +200,7 @@ def _softmax_xent_fwd(x, labels, probs, acc):
             cuda.atomic.add(acc, 0, math.log(s) + m - target)
 
 
-def _softmax_xent_fwd_runner(grid):
+def _softmax_xent_fwd_runner(grid, status):
     def run(x, labels, probs):
         n, c = x.shape
         blocks, threads = grid or (min(n, _MAX_BLOCKS), min(max(32, 1 << (c - 1).bit_length()), _THREADS))
@@ -202,19 +209,79 @@ def _softmax_xent_fwd_runner(grid):
         xp = F._xp(x)
         acc = xp.zeros(2, xp.float64)  # [loss sum, bad row + 1]
         _launch(_softmax_xent_fwd, (blocks, threads), x, labels, probs, acc)
-        return xp.asarray(acc[0] / max(n, 1), dtype=x.dtype), int(acc[1]) - 1  # int(): waits for the kernel
+        loss = xp.asarray(acc[0] / max(n, 1), dtype=x.dtype)
+        if status is not None:  # the check stays on the device: nothing is read back
+            _launch_label_check(labels, c, status, grid and (1, threads))
+            return loss, -1
+        return loss, int(acc[1]) - 1  # int(): waits for the kernel
 
     return run
 
 
-def softmax_xent_forward(logits, labels, out=None, *, grid=None):
+def softmax_xent_forward(logits, labels, out=None, *, grid=None, status=None):
     """(mean cross-entropy as a 0-d array, probs) for logits (N, C) and int labels (N,).
 
-    One block per row (grid threads must be a power of two); `out` may be logits. A label
-    outside [0, C) raises IndexError (its row is never indexed with it; the other rows are
-    computed). Reading that flag back waits for the kernel: one device-to-host copy per call.
+    One block per row (grid threads must be a power of two); `out` may be logits. A row whose
+    label lies outside [0, C) is never indexed with it: its probs are zeros, the other rows are
+    computed. Without `status`, such a label raises IndexError here, which reads a flag back
+    (waits for the kernel: one device-to-host copy per call). With `status` (see `label_check`)
+    nothing is read back: the labels' range is latched into `status` on the device instead.
     """
-    return F.softmax_xent_forward(_softmax_xent_fwd_runner(grid), logits, labels, out)
+    return F.softmax_xent_forward(_softmax_xent_fwd_runner(grid, status), logits, labels, out)
+
+
+# ---- label range check, kept on the device -----------------------------------------------
+@cuda.jit(device=True)
+def _block_min_max(low_shared, high_shared, low, high):
+    """(min of low, max of high) over the block (blockDim.x a power of two), to every thread."""
+    tid = cuda.threadIdx.x
+    low_shared[tid] = low
+    high_shared[tid] = high
+    cuda.syncthreads()
+    half = cuda.blockDim.x // 2
+    while half > 0:
+        if tid < half:
+            low_shared[tid] = min(low_shared[tid], low_shared[tid + half])
+            high_shared[tid] = max(high_shared[tid], high_shared[tid + half])
+        cuda.syncthreads()
+        half //= 2
+    return low_shared[0], high_shared[0]
+
+
+@cuda.jit
+def _label_check(labels, num_classes, status):
+    """One block: when status[0] == 0 and some label lies outside [0, num_classes), status becomes
+    [1, min label, max label]. The first failure stays latched until the host clears it."""
+    low_shared = cuda.shared.array(_MAX_BLOCK_THREADS, int64)
+    high_shared = cuda.shared.array(_MAX_BLOCK_THREADS, int64)
+    tid = cuda.threadIdx.x
+    low = labels[0]
+    high = labels[0]
+    for i in range(tid, labels.size, cuda.blockDim.x):
+        low = min(low, labels[i])
+        high = max(high, labels[i])
+    low, high = _block_min_max(low_shared, high_shared, low, high)
+    if tid == 0 and status[0] == 0 and (low < 0 or high >= num_classes):
+        status[1] = low
+        status[2] = high
+        status[0] = 1
+
+
+def _launch_label_check(labels, num_classes, status, grid):
+    threads = grid[1] if grid else min(_THREADS, max(32, 1 << (labels.size - 1).bit_length()))
+    if threads & (threads - 1) or threads > _MAX_BLOCK_THREADS:
+        raise ValueError(f"label_check needs a power-of-two block size <= {_MAX_BLOCK_THREADS}")
+    if labels.size:
+        _launch(_label_check, (1, threads), labels, num_classes, status)
+
+
+def label_check(labels, num_classes, status, *, grid=None):
+    """Latch the range of integer `labels` into `status` (int64 (3,), zeros at first) when a
+    label lies outside [0, num_classes) and nothing is latched yet: status = [1, min, max].
+    One block (grid threads a power of two); reads nothing back, so it never waits."""
+    if status.shape != (3,) or status.dtype != F._INT64:
+        raise ValueError(f"label_check: status must be int64 of shape (3,), got {status.dtype} {status.shape}")
+    _launch_label_check(F._ints(labels, "label_check: labels").reshape(-1), num_classes, status, grid)
 
 
 @cuda.jit
@@ -230,6 +297,33 @@ def _softmax_xent_bwd(probs, labels, scale, out):
 def softmax_xent_backward(probs, labels, scale, out=None, *, grid=None):
     """dlogits = (probs - onehot(labels)) * scale without a one-hot matrix; `out` may be probs."""
     return F.softmax_xent_backward(_runner(_softmax_xent_bwd, grid), probs, labels, scale, out)
+
+
+@cuda.jit
+def _softmax_xent_bwd_upstream(probs, labels, gy, divisor, out):
+    """_softmax_xent_bwd with scale = gy[0] / divisor, read on the device (float64, then cast)."""
+    c = probs.shape[1]
+    scale, one = probs.dtype.type(float64(gy[0]) / float64(divisor)), probs.dtype.type(1)
+    for w in range(cuda.grid(1), probs.size, cuda.gridsize(1)):
+        i, j = w // c, w % c
+        p = probs[i, j]
+        out[i, j] = ((p - one) if j == labels[i] else p) * scale
+
+
+def softmax_xent_backward_upstream(probs, labels, gy, divisor, out=None, *, grid=None):
+    """softmax_xent_backward with scale = gy / divisor, where gy is a one-element array on the
+    device (the upstream gradient): the kernel reads it, the host never does. The scale is
+    float(gy) / divisor in float64 cast to probs' dtype, as the host computes it."""
+    if getattr(gy, "size", 0) != 1 or type(gy) is not type(probs):
+        raise TypeError(f"softmax_xent_backward_upstream: gy must be a one-element array like probs, got {gy!r}")
+    gy = F._contiguous(gy).reshape(1)
+    return F.softmax_xent_backward(
+        lambda p, lab, _, o: _launch(_softmax_xent_bwd_upstream, grid or _default_grid(p.size), p, lab, gy, divisor, o),
+        probs,
+        labels,
+        None,
+        out,
+    )
 
 
 # ---- optimizer updates, in place --------------------------------------------------------
@@ -267,24 +361,117 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, *,
     F.adam_update(_flat_runner(_adam, grid), param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step)
 
 
+# ---- the same updates with lr and the step count in device memory (a CUDA graph re-reads them)
+@cuda.jit
+def _sgd_device(grad, vel, param, hyper, momentum, weight_decay, nesterov):
+    """_sgd with lr = hyper[0], read on the device."""
+    f = param.dtype.type
+    lr, momentum, weight_decay = f(hyper[0]), f(momentum), f(weight_decay)
+    velocity = grad if vel is None else vel
+    for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
+        p, v = _sgd_step(param[i], grad[i], velocity[i], lr, momentum, weight_decay, nesterov)
+        param[i] = p
+        if momentum != 0:
+            velocity[i] = v
+
+
+def sgd_update_device(param, grad, velocity, hyper, momentum=0.0, weight_decay=0.0, nesterov=False, *, grid=None):
+    """sgd_update with the learning rate in device memory: hyper[0] (float64 array (1,))."""
+    F.sgd_update(_flat_runner(_sgd_device, grid), param, grad, velocity, hyper, momentum, weight_decay, nesterov)
+
+
+@cuda.jit
+def _count(counter):
+    """counter[0] += 1 (one thread)."""
+    if cuda.grid(1) == 0:
+        counter[0] += 1
+
+
+@cuda.jit
+def _adam_device(grad, m, v, param, hyper, step, beta1, beta2, eps, weight_decay):
+    """_adam with lr = hyper[0] and the step count step[0], read on the device; the bias
+    corrections are computed in float64 as adam_scalars computes them on the host."""
+    f = param.dtype.type
+    n = float64(step[0])
+    step_size = f(hyper[0] / (1.0 - float64(beta1) ** n))
+    bc2_sqrt = f(math.sqrt(1.0 - float64(beta2) ** n))
+    c1, c2 = f(1.0 - float64(beta1)), f(1.0 - float64(beta2))
+    beta2, eps, weight_decay = f(beta2), f(eps), f(weight_decay)
+    for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
+        param[i], m[i], v[i] = _adam_step(
+            param[i], grad[i], m[i], v[i], step_size, beta2, c1, c2, eps, weight_decay, bc2_sqrt
+        )
+
+
+def adam_update_device(param, grad, m, v, hyper, step, beta1, beta2, eps, weight_decay, *, grid=None):
+    """adam_update with the learning rate hyper[0] (float64 (1,)) and the step count step[0]
+    (int64 (1,)) in device memory: step[0] is first advanced by one on the device, then read."""
+    _launch(_count, (1, 1), step)
+    F.adam_update_device(
+        _flat_runner(_adam_device, grid), param, grad, m, v, hyper, step, beta1, beta2, eps, weight_decay
+    )
+
+
 # ---- scatter-add with atomics -------------------------------------------------------------
 @cuda.jit
 def _scatter_add(target, indices, values):
     rows, cols = target.shape
     for w in range(cuda.grid(1), values.size, cuda.gridsize(1)):
         i, j = w // cols, w % cols
-        r = indices[i]
-        cuda.atomic.add(target, (r + rows if r < 0 else r, j), values[i, j])
+        cuda.atomic.add(target, (indices[i] % rows, j), values[i, j])  # wraps, as CuPy's indexing does
 
 
 def scatter_add(target, indices, values, *, grid=None):
     """target[indices[i], ...] += values[i, ...] in place with atomics (np.add.at along axis 0).
 
-    Indices must lie in [-K, K) for K = target.shape[0]; they are not checked.
+    Indices are not checked (that would read them on the host): they wrap modulo K =
+    target.shape[0], as CuPy's integer indexing wraps; in [-K, K) that is np.add.at.
     """
     F.scatter_add(
         lambda t, i, v: _launch(_scatter_add, grid or _default_grid(v.size), t, i, v), target, indices, values
     )
+
+
+# ---- sum of squares: a reduction of our own (cuBLAS vdot cannot be captured through CuPy) ----
+@cuda.jit
+def _sum_squares_blocks(d, partial):
+    """partial[b] = sum of d[i]**2 over block b's grid-stride share (float64, a fixed order)."""
+    shared = cuda.shared.array(_MAX_BLOCK_THREADS, float64)
+    s = 0.0
+    for i in range(cuda.grid(1), d.size, cuda.gridsize(1)):
+        x = float64(d[i])
+        s += x * x
+    s = _block_reduce(shared, s, False)
+    if cuda.threadIdx.x == 0:
+        partial[cuda.blockIdx.x] = s
+
+
+@cuda.jit
+def _sum_blocks(partial, out):
+    """out[0] = sum of partial (one block), cast to out's dtype."""
+    shared = cuda.shared.array(_MAX_BLOCK_THREADS, float64)
+    s = 0.0
+    for i in range(cuda.threadIdx.x, partial.size, cuda.blockDim.x):
+        s += partial[i]
+    s = _block_reduce(shared, s, False)
+    if cuda.threadIdx.x == 0:
+        out[0] = s
+
+
+def sum_of_squares(d, *, grid=None):
+    """sum(d * d) over every element as a 0-d array of d's dtype, summed in float64 in a fixed
+    order (deterministic; two launches, no atomics, nothing read back). grid threads: a power of two."""
+    F._check(d)
+    flat = F._contiguous(d).reshape(-1)
+    blocks, threads = grid or (max(1, min(-(-flat.size // _THREADS), _THREADS)), _THREADS)
+    if threads & (threads - 1) or threads > _MAX_BLOCK_THREADS:
+        raise ValueError(f"sum_of_squares needs a power-of-two block size <= {_MAX_BLOCK_THREADS}")
+    xp = F._xp(flat)
+    partial = xp.empty(blocks, xp.float64)
+    out = xp.empty(1, flat.dtype)
+    _launch(_sum_squares_blocks, (blocks, threads), flat, partial)
+    _launch(_sum_blocks, (1, threads), partial, out)
+    return out.reshape(())
 
 
 ready = F.ready

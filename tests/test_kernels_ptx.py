@@ -16,9 +16,9 @@ import pytest
 
 SCRIPT = r"""
 import json, types
-from numba import boolean, cuda, float32, float64, int64, none, void
+from numba import boolean, cuda, float32, float64, int64, none, uint64, void
 import numba.cuda.dispatcher
-from xpgrad.kernels import cuda as kc
+from xpgrad.kernels import cuda as kc, cuda_random as kr
 
 if not cuda.is_available():
     # compile_ptx(cc=...) still asks the current device for the compute capability of the
@@ -39,17 +39,35 @@ def signatures(f):
         "_sgd_no_velocity": (v, none, v, f, f, f, boolean),  # plain SGD (momentum 0): what optim.SGD launches
         "_adam": (v, v, v, v) + (f,) * 7,
         "_scatter_add": (m, int64[::1], m),
+        "_softmax_xent_bwd_upstream": (m, int64[::1], f[::1], int64, m),
+        "_label_check": (int64[::1], int64, int64[::1]),
+        "_sgd_device": (v, v, v, float64[::1], float64, float64, boolean),
+        "_sgd_device_no_velocity": (v, none, v, float64[::1], float64, float64, boolean),
+        "_count": (int64[::1],),
+        "_adam_device": (v, v, v, v, float64[::1], int64[::1], float64, float64, float64, float64),
+        "_sum_squares_blocks": (v, float64[::1]),
+        "_sum_blocks": (float64[::1], v),
+        "_dropout_mask": (uint64[::1], float64, float64, v),
+        "_uniform": (uint64[::1], v),
+        "_advance": (uint64[::1], int64),
+        "_seed": (uint64[::1], int64, int64),
     }
 
 
 # a second specialization of one kernel
-KERNEL_OF = {"_sgd_no_velocity": "_sgd", "_bias_act_fwd_no_bias": "_bias_act_fwd"}
-kernels = {name for name, obj in vars(kc).items()
+KERNEL_OF = {
+    "_sgd_no_velocity": "_sgd",
+    "_bias_act_fwd_no_bias": "_bias_act_fwd",
+    "_sgd_device_no_velocity": "_sgd_device",
+}
+RANDOM = {"_dropout_mask", "_uniform", "_advance", "_seed"}  # in kernels/cuda_random.py
+kernels = {name for module in (kc, kr) for name, obj in vars(module).items()
            if isinstance(obj, numba.cuda.dispatcher.CUDADispatcher) and not obj.targetoptions.get("device")}
 report = {"uncovered": sorted(kernels - {KERNEL_OF.get(n, n) for n in signatures(float32)})}
 for f in (float32, float64):
     for name, args in signatures(f).items():
-        ptx, _ = cuda.compile_ptx(getattr(kc, KERNEL_OF.get(name, name)).py_func, void(*args), cc=(9, 0))
+        module = kr if name in RANDOM else kc
+        ptx, _ = cuda.compile_ptx(getattr(module, KERNEL_OF.get(name, name)).py_func, void(*args), cc=(9, 0))
         lines = [line.strip() for line in ptx.splitlines() if not line.strip().startswith("//")]
         report[f"{name}[{f}]"] = {
             "sm_90": ".target sm_90" in lines,
@@ -72,8 +90,32 @@ KERNELS = [
     "_sgd_no_velocity",
     "_adam",
     "_scatter_add",
+    "_softmax_xent_bwd_upstream",
+    "_label_check",
+    "_sgd_device",
+    "_sgd_device_no_velocity",
+    "_count",
+    "_adam_device",
+    "_sum_squares_blocks",
+    "_sum_blocks",
+    "_dropout_mask",
+    "_uniform",
+    "_advance",
+    "_seed",
 ]
 F64_ACCUMULATORS = {"_bias_act_bwd", "_softmax_xent_fwd"}  # sum in float64 on purpose
+# float64 on purpose, float32 kernels too: the upstream scale (float(gy) / N as the host computes it),
+# lr and Adam's bias corrections read from float64 device scalars, float64 sums, the draws' float64 [0, 1)
+F64_BY_DESIGN = {
+    "_softmax_xent_bwd_upstream",
+    "_sgd_device",
+    "_sgd_device_no_velocity",
+    "_adam_device",
+    "_sum_squares_blocks",
+    "_sum_blocks",
+    "_dropout_mask",
+    "_uniform",
+}
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +139,7 @@ def test_ptx_targets_sm90(ptx_report, kernel, dtype):
     assert ptx_report[f"{kernel}[{dtype}]"]["sm_90"]
 
 
-@pytest.mark.parametrize("kernel", sorted(set(KERNELS) - F64_ACCUMULATORS))
+@pytest.mark.parametrize("kernel", sorted(set(KERNELS) - F64_ACCUMULATORS - F64_BY_DESIGN))
 def test_float32_kernels_have_no_float64_arithmetic(ptx_report, kernel):
     assert ptx_report[f"{kernel}[float32]"]["f64_ops"] == 0
 
@@ -106,6 +148,12 @@ def test_float32_kernels_have_no_float64_arithmetic(ptx_report, kernel):
 def test_scatter_add_uses_atomic_add(ptx_report, dtype):
     suffix = ".f32" if dtype == "float32" else ".f64"
     assert any(op.endswith(suffix) for op in ptx_report[f"_scatter_add[{dtype}]"]["atomic_adds"])
+
+
+def test_label_check_and_sums_use_no_atomics(ptx_report):
+    """The label check and the sum of squares reduce in a fixed order (deterministic results)."""
+    for kernel in ("_label_check", "_sum_squares_blocks", "_sum_blocks"):
+        assert ptx_report[f"{kernel}[float64]"]["atomic_adds"] == []
 
 
 def test_bias_grad_and_loss_use_float64_atomic_adds(ptx_report):

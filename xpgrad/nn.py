@@ -24,6 +24,7 @@ from typing import Any, cast
 import numpy as np
 
 from . import backend, state
+from .autograd import array_fns
 from .creation import generator, uniform
 from .errors import XpgradError
 from .ops import elu, leaky_relu, linear, relu, sigmoid, tanh
@@ -377,7 +378,8 @@ def activation(name: str) -> Module:
 
 class Dropout(Module):
     """Inverted dropout: in training mode zero each element with probability `p` and scale the rest
-    by 1 / (1 - p); in eval mode (or p == 0) the identity. Masks come from the host generator."""
+    by 1 / (1 - p); in eval mode (or p == 0) the identity. Masks come from the host generator on
+    NumPy, from a Philox generator in device memory on CuPy (both keyed by xg.manual_seed)."""
 
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()
@@ -389,6 +391,10 @@ class Dropout(Module):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
+        if backend.is_cupy(x.data):  # drawn on the device: no host round trip, fresh on every graph replay
+            mask = array_fns(x.data).dropout_mask(x.data, self.p)
+            if mask is not None:
+                return x * Tensor(mask)
         recorder = state.local.capture
         if recorder is not None and getattr(recorder, "on_device", False):  # drawn on the host: between graphs
             mask = recorder.host(lambda: self._mask(x.data))

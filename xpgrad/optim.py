@@ -17,12 +17,14 @@ instead of several, and per call no dearer than NumPy's single `p -= lr * g` eve
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import numpy as np
 
 from . import backend, kernels, state
 from .errors import XpgradError
 from .fns import kernels_enabled
+from .kernels._frontend import _xp as _array_module
 from .tensor import Tensor, is_floating
 
 
@@ -87,6 +89,20 @@ def _fused_kernels(param, grad):
     return module
 
 
+def _device_count(like, value: int):
+    """An int64 (1,) array holding `value` on like's device (a fill kernel, no copy)."""
+    return _array_module(like).full(1, value, dtype=np.int64)
+
+
+def _outside_graph(make):
+    """make() now; while a CUDA graph is being captured, outside it (a new buffer's zeros captured
+    in a graph would run again on every replay, wiping the state)."""
+    recorder = state.local.capture
+    if recorder is not None and getattr(recorder, "on_device", False):
+        return recorder.outside(make)
+    return make()
+
+
 # ---- optimizers ------------------------------------------------------------------------------
 
 
@@ -128,6 +144,7 @@ class Optimizer:
         self.params: list[Tensor] = params
         self.lr = _check_number(name, "lr", lr, low_open=True)
         self.state: list[dict] = [{} for _ in params]
+        self._lr_device: dict = {}  # CuPy: device -> [float64 (1,) array the kernels read lr from, the lr it holds]
 
     def zero_grad(self) -> None:
         """Drop every parameter's gradient (the next backward writes a fresh one)."""
@@ -140,11 +157,48 @@ class Optimizer:
         recorder = state.local.capture
         if recorder is None:
             self._update()
+        elif getattr(recorder, "on_device", False) and self._on_device():
+            # a CUDA graph: the kernels go into it and read lr and the step counts from device
+            # memory; a piece that runs first on every replay advances the host's step counts and
+            # writes the live lr into its device scalar (a fill kernel: no copy, no wait)
+            counted = [st for p, st in zip(self.params, self.state) if p.grad is not None]
+
+            def count_and_sync_lr() -> None:
+                for st in counted:
+                    st["step"] = st.get("step", 0) + 1
+                for entry in self._lr_device.values():
+                    self._fill_lr(entry)
+
+            recorder.host(count_and_sync_lr)
+            self._update(count=False)
         else:
             recorder.python_step(f"{type(self).__name__}.step", self._update, self.params, self._replay_update)
 
-    def _update(self) -> None:  # pragma: no cover - abstract
+    def _update(self, count: bool = True) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _on_device(self) -> bool:
+        """Every update of this step takes the CUDA kernels (CuPy parameters, kernels on)."""
+        return all(
+            p.grad is None or (backend.is_cupy(p.data) and _fused_kernels(p.data, p.grad.data) is not None)
+            for p in self.params
+        )
+
+    def _device_lr(self, param):
+        """lr as a float64 (1,) array on param's device, which the CUDA kernels read (so a captured
+        graph sees schedule changes); refilled by a fill kernel when `lr` has changed."""
+        key = getattr(param.device, "id", None)
+        entry = self._lr_device.get(key)
+        if entry is None:
+            xp = _array_module(param)
+            entry = self._lr_device[key] = [_outside_graph(lambda: xp.full(1, self.lr, dtype=np.float64)), self.lr]
+        self._fill_lr(entry)
+        return entry[0]
+
+    def _fill_lr(self, entry: list) -> None:
+        if entry[1] != self.lr:
+            entry[0].fill(self.lr)
+            entry[1] = self.lr
 
     def _replay_update(self):
         """For xg.capture: `_update` as a function bound to the parameters' present arrays, with
@@ -175,7 +229,7 @@ class Optimizer:
 
     def _zeros(self, p: Tensor):
         xp = backend.namespace_of(p.data)
-        return xp.zeros_like(p.data)
+        return _outside_graph(lambda: xp.zeros_like(p.data))
 
     def hyperparameters(self) -> dict:
         return {"lr": self.lr, **{k: getattr(self, k) for k in self._hyper}}
@@ -245,7 +299,7 @@ class SGD(Optimizer):
         if self.nesterov and self.momentum == 0:
             raise ValueError("SGD: nesterov=True needs a momentum > 0")
 
-    def _update(self) -> None:
+    def _update(self, count: bool = True) -> None:
         lr, momentum, wd, nesterov = self.lr, self.momentum, self.weight_decay, self.nesterov
         for p, st in zip(self.params, self.state):
             grad = p.grad
@@ -257,9 +311,13 @@ class SGD(Optimizer):
                 velocity = st.get("velocity")
                 if velocity is None:
                     velocity = st["velocity"] = self._zeros(p)
-            st["step"] = st.get("step", 0) + 1
+            if count:
+                st["step"] = st.get("step", 0) + 1
             k = _fused_kernels(param, grad)
-            (sgd_update if k is None else k.sgd_update)(param, grad, velocity, lr, momentum, wd, nesterov)
+            if k is None or k is kernels:
+                (sgd_update if k is None else k.sgd_update)(param, grad, velocity, lr, momentum, wd, nesterov)
+            else:  # CUDA: lr read from device memory
+                k.sgd_update_device(param, grad, velocity, self._device_lr(param), momentum, wd, nesterov)
 
     def _replay_update(self):
         items = self._ready_items(("velocity",) if self.momentum else ())
@@ -292,7 +350,7 @@ class Adam(Optimizer):
         self.eps = _check_number("Adam", "eps", eps)
         self.weight_decay = _check_number("Adam", "weight_decay", weight_decay)
 
-    def _update(self) -> None:
+    def _update(self, count: bool = True) -> None:
         lr, (b1, b2), eps, wd = self.lr, self.betas, self.eps, self.weight_decay
         for p, st in zip(self.params, self.state):
             grad = p.grad
@@ -303,9 +361,16 @@ class Adam(Optimizer):
             if m is None:
                 m = st["m"] = self._zeros(p)
                 st["v"] = self._zeros(p)
-            n = st["step"] = st.get("step", 0) + 1
+            n = st["step"] = st.get("step", 0) + count
             k = _fused_kernels(param, grad)
-            (adam_update if k is None else k.adam_update)(param, grad, m, st["v"], lr, b1, b2, eps, wd, n)
+            if k is None or k is kernels:
+                (adam_update if k is None else k.adam_update)(param, grad, m, st["v"], lr, b1, b2, eps, wd, n)
+                continue
+            # CUDA: lr and the step count read from device memory; the kernel advances the count
+            step = st.get("device_step")
+            if step is None:
+                step = st["device_step"] = _outside_graph(partial(_device_count, param, n - 1))
+            k.adam_update_device(param, grad, m, st["v"], self._device_lr(param), step, b1, b2, eps, wd)
 
     def _replay_update(self):
         items = self._ready_items(("m", "v"))

@@ -16,11 +16,16 @@ skip without a GPU. What the design rests on, checked in that source:
   yet (see bench/RESULTS.md, "Capture").
 - cupy/cuda/memory.pyx refuses synchronous copies and host<->device transfers while the
   current stream captures (RuntimeError): `float(t)` on a device scalar, `cupy.asarray(host)`.
-  The calls of a step that need the host therefore also run between graphs: the label range
-  check of the loss kernels (it reads the first bad row), softmax cross-entropy's backward
-  (`float(gy)`), dropout's mask (drawn on the host, copied over), the optimizer's `step()` (the
-  kernels take lr and the bias corrections as host numbers: lr and the step counts are read
-  live that way). These are host round trips the step still makes (bench/RESULTS.md lists them).
+  A CuPy step makes none (issue 16 item 6): the loss kernels latch a bad label range into
+  device memory (raised at the next host read, `fns.raise_device_errors`), softmax
+  cross-entropy's backward reads gy on the device, the mean squared error sums with a kernel of
+  ours (not cuBLAS), dropout draws from a Philox state in device memory that its kernels advance
+  (`kernels/cuda_random.py`; a replay first re-keys it if `xg.manual_seed` ran), and the
+  optimizer kernels read lr and Adam's step count from device memory: `Optimizer.step` puts its
+  kernels in the graph after a host piece that, on every replay, advances the host's step
+  counts and fills the live lr into its device scalar (a fill kernel). Device buffers a step
+  makes for good (optimizer state, those scalars, label statuses, the random state) are made
+  `outside` the graph, once: a zeros captured in a graph would run again on every replay.
 - CuPy's pool has no capture mode: a block freed during capture may go to a later array that a
   replay then overwrites. Every allocation made while capturing is kept alive by the plan
   (`cupy.cuda.using_allocator` with an allocator that holds each MemoryPointer).
@@ -35,6 +40,7 @@ import numpy as np
 
 from .. import backend, state
 from ..errors import CaptureError
+from ..fns import resync_device_random
 from ..tensor import Tensor
 
 
@@ -73,6 +79,14 @@ class GraphRecorder:
             self.begin()
         self.pieces.append(("host", fn, result))
         return result
+
+    def outside(self, make):
+        """make() once, now, outside any graph (not on replays): a buffer that outlives the step."""
+        self.end()
+        try:
+            return make()
+        finally:
+            self.begin()
 
     def gemm(self, a, b):
         """a @ b by cuBLAS, between graphs (replays write into the same output)."""
@@ -137,6 +151,7 @@ class GraphPlan:
         stream = self.stream
         stream.wait_event(caller.record())
         with stream:
+            resync_device_random()  # xg.manual_seed since the last call: re-key the device generators
             for position, buffer in self.inputs:
                 cupy.copyto(buffer, args[position].data)
             for piece in self.pieces:

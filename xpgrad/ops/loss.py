@@ -7,7 +7,8 @@ from functools import partial
 
 from .. import backend, state
 from ..autograd import Node, apply2, array_fns, require_tensor
-from ..errors import DTypeError, LabelError, ShapeError
+from ..errors import DTypeError, ShapeError
+from ..fns import label_error
 from ..tensor import Tensor, dtype_name, is_floating, is_integer
 from .activation import relu, softmax
 from .arith import operand
@@ -50,8 +51,11 @@ def _check_range(op: str, labels, num_classes: int) -> None:
     """Raise LabelError unless every label (a raw integer array) lies in [0, num_classes).
 
     `from None`: raised while the kernel's IndexError is handled, the LabelError stands alone.
-    Under xg.capture the check is recorded and runs again on every replay's labels.
+    Under xg.capture the check is recorded and runs again on every replay's labels. On CuPy the
+    check runs on the device and the LabelError comes at the next host read (fns.raise_device_errors).
     """
+    if array_fns(labels).defer_label_check(op, labels, num_classes):
+        return
     recorder = state.local.capture
     if recorder is not None:
         recorder.host_check(f"{op} label check", partial(_check_range_now, op, num_classes=num_classes), labels)
@@ -63,9 +67,7 @@ def _check_range_now(op: str, labels, num_classes: int) -> None:
     if labels.shape[0]:
         low, high = array_fns(labels).min_max(labels)
         if low < 0 or high >= num_classes:
-            raise LabelError(
-                f"{op}: labels must lie in [0, {num_classes}) for {num_classes} classes, got min {low} and max {high}"
-            ) from None
+            raise label_error(op, num_classes, low, high) from None
 
 
 class SoftmaxCrossEntropy(Node):
@@ -90,10 +92,8 @@ class SoftmaxCrossEntropy(Node):
         z, labels = args
         if F.tensors:
             return (softmax(z, axis=1) - one_hot(labels, z.shape[1], z.dtype)) * (gy / z.shape[0]), None
-        recorder = state.local.capture
-        if recorder is not None and getattr(recorder, "on_device", False):  # float(gy) reads the device: between graphs
-            probs = self.probs
-            return recorder.host(lambda: F.softmax_xent_grad(probs, labels, float(gy) / z.shape[0])), None
+        if F.device_scalars:  # CuPy: the kernel reads gy on the device (float(gy) would wait for it)
+            return F.softmax_xent_grad_upstream(self.probs, labels, gy, z.shape[0]), None
         return F.softmax_xent_grad(self.probs, labels, float(gy) / z.shape[0]), None
 
 
@@ -136,7 +136,8 @@ def mse_loss(pred: Tensor, target, reduction: str = "mean") -> Tensor:
     """(pred - target)^2 over every element: its mean (default), its sum, or itself (reduction="none").
 
     Shapes must match exactly; the devices too (checked by the op, as for every two-input op).
-    "mean" and "sum" run as one node (one BLAS dot forward, one multiply backward on NumPy and CuPy).
+    "mean" and "sum" run as one node (forward: one BLAS dot on NumPy, a reduction kernel on CuPy;
+    backward: one multiply).
     """
     if reduction not in MSE_REDUCTIONS:
         raise ValueError(f"mse_loss: reduction must be one of {MSE_REDUCTIONS}, got {reduction!r}")

@@ -1,0 +1,329 @@
+"""No hidden host round trips in a CuPy training step (issue 16 item 6), tested without a GPU.
+
+The CuPy code paths (fns.CupyFns, the CUDA kernels, the optimizers' device path, dropout's
+device generator) run under Numba's CUDA simulator on `Trap` arrays: NumPy arrays standing in
+for CuPy ones whose value cannot be brought into Python (float(), int(), bool(), .item(),
+.tolist() raise HostRead, as each would wait for the device on CuPy; indexing one element gives
+a 0-d Trap, as CuPy gives a 0-d device array). A whole step (forward, softmax cross-entropy /
+MSE / hinge, backward, SGD / Adam, dropout) must not raise; its results are checked against the
+NumPy engine. A real GPU runs the same paths in tests/test_capture_cuda.py (skipped here).
+"""
+
+import sys
+import threading
+import types
+
+import numpy as np
+import pytest
+from conftest import SIMULATOR
+
+import xpgrad as xg
+from xpgrad import autograd, backend, fns, nn, optim
+
+pytestmark = pytest.mark.skipif(
+    not SIMULATOR,
+    reason="runs the CUDA kernels under Numba's CUDA simulator on host arrays that refuse host reads; "
+    "with a real GPU (no simulator) tests/test_capture_cuda.py covers these paths on the device",
+)
+
+
+class HostRead(AssertionError):
+    """A value was read back to the host in the middle of a step."""
+
+
+class _Device:
+    id = 0
+
+
+def _in_kernel() -> bool:
+    """Inside a kernel the simulator runs (a BlockThread): device code reads values freely."""
+    return type(threading.current_thread()).__name__ == "BlockThread"
+
+
+class Trap(np.ndarray):
+    """A host array that behaves like a CuPy array where it matters here (see the module doc)."""
+
+    def _refuse(self, *args, **kwargs):
+        if not _in_kernel():
+            raise HostRead(f"host read of a device array of shape {self.shape}")
+        return getattr(self.view(np.ndarray)[()], self._read)()
+
+    def __float__(self):
+        self._read = "__float__"
+        return self._refuse()
+
+    def __int__(self):
+        self._read = "__int__"
+        return self._refuse()
+
+    def __bool__(self):
+        self._read = "__bool__"
+        return self._refuse()
+
+    def __index__(self):
+        self._read = "__index__"
+        return self._refuse()
+
+    def item(self, *args):
+        if not _in_kernel():
+            raise HostRead(f"host read of a device array of shape {self.shape}")
+        return self.view(np.ndarray).item(*args)
+
+    def tolist(self):
+        raise HostRead(f"host read of a device array of shape {self.shape}")
+
+    def __getitem__(self, index):
+        result = super().__getitem__(index)
+        if isinstance(result, np.ndarray) or _in_kernel():
+            return result
+        return np.asarray(result).view(Trap)
+
+    def __array_wrap__(self, array, context=None, return_scalar=False):
+        return array.view(Trap)  # ufunc results stay arrays, 0-d ones too, as on CuPy
+
+    def get(self):
+        """The host copy (what Tensor.numpy() takes from a CuPy array)."""
+        return np.array(self.view(np.ndarray))
+
+    @property
+    def device(self):
+        return _Device()
+
+
+Trap.__module__ = "xpgrad_trap"  # kernels/_frontend._xp finds the namespace below by this name
+
+
+class _TrapNamespace(types.ModuleType):
+    """numpy, with every array it returns a Trap (what fns.CupyFns and the kernels allocate)."""
+
+    def __getattr__(self, name):
+        attr = getattr(np, name)
+        if not callable(attr) or isinstance(attr, type):
+            return attr
+
+        def wrapped(*args, **kwargs):
+            if isinstance(kwargs.get("device"), _Device):
+                del kwargs["device"]  # NumPy knows only "cpu"
+            result = attr(*args, **kwargs)
+            return result.view(Trap) if isinstance(result, np.ndarray) else result
+
+        return wrapped
+
+
+trap_xp = _TrapNamespace("xpgrad_trap")
+
+
+def trap(a):
+    return np.array(a).view(Trap)
+
+
+def plain(a):
+    return np.array(a.data if isinstance(a, xg.Tensor) else a).view(np.ndarray)
+
+
+@pytest.fixture
+def device(monkeypatch):
+    """Trap arrays routed to fns.CupyFns over the CUDA kernels (small grids for the simulator),
+    and treated as CuPy arrays by the engine."""
+    from xpgrad.kernels import cuda
+
+    monkeypatch.setitem(sys.modules, "xpgrad_trap", trap_xp)
+    monkeypatch.setattr(cuda, "_THREADS", 8)
+    monkeypatch.setattr(cuda, "_MAX_BLOCKS", 2)
+    is_cupy = backend.is_cupy
+    monkeypatch.setattr(backend, "is_cupy", lambda data: type(data) is Trap or is_cupy(data))
+    table = fns.CupyFns(trap_xp, cuda, trap_xp.empty_like)
+    autograd.register_array_type(Trap, trap_xp, table)
+    monkeypatch.setattr(fns, "_label_status", {})
+    monkeypatch.setattr(fns, "_random_states", {})
+    return table
+
+
+def test_trap_refuses_host_reads(device):
+    """The harness itself: each way of reading a device value raises."""
+    a = trap([1.5, 2.0])
+    for read in (float, int, bool, lambda v: v.item(), lambda v: v.tolist()):
+        with pytest.raises(HostRead):
+            read(a[0])
+    assert type(a[0] + 1) is Trap and type(device.xp.zeros(2)) is Trap
+
+
+def _net(dtype, dropout=0.0, seed=0):
+    xg.manual_seed(seed)
+    return nn.MLP([4, 6, 3], dropout=dropout, dtype=dtype)
+
+
+def _data(dtype, rows=5):
+    rng = np.random.default_rng(3)
+    return rng.standard_normal((rows, 4)).astype(dtype), np.array([0, 2, 1, 2, 0][:rows])
+
+
+def _step(model, opt, x, y, loss):
+    out = model(xg.Tensor(x))
+    if loss == "ce":
+        value = xg.softmax_cross_entropy(out, xg.Tensor(y))
+    elif loss == "hinge":
+        value = xg.hinge_loss(out, xg.Tensor(y))
+    else:
+        value = xg.mse_loss(out, xg.Tensor(x[:, :3]))
+    opt.zero_grad()
+    value.backward()
+    opt.step()
+    return value
+
+
+def _to_device(model):
+    for p in model.parameters():
+        p.data = trap(p.data)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("loss", ["ce", "mse", "hinge"])
+def test_training_step_makes_no_host_read(device, optimizer, loss):
+    """Three steps on the device path read nothing on the host and match the NumPy engine."""
+    results = []
+    for on_device in (False, True):
+        model = _net("float64")
+        if on_device:
+            _to_device(model)
+        params = model.parameters()
+        opt = optim.SGD(params, lr=0.1, momentum=0.9) if optimizer == "sgd" else optim.Adam(params, lr=0.05)
+        schedule = optim.StepLR(opt, step_size=1, gamma=0.5)  # lr changes between steps: the device scalar follows
+        x, y = _data(np.float64)
+        if on_device:
+            x, y = trap(x), trap(y)
+        losses = []
+        for _ in range(3):
+            losses.append(_step(model, opt, x, y, loss))
+            schedule.step()
+        results.append((losses, [plain(p) for p in params], opt))
+    (host_losses, host_params, host_opt), (dev_losses, dev_params, dev_opt) = results
+    for a, b in zip(host_params, dev_params):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
+    for a, b in zip(host_losses, dev_losses):
+        np.testing.assert_allclose(b.item(), a.item(), rtol=1e-12)  # .item() on the device: the read asked for
+    assert [s["step"] for s in dev_opt.state] == [s["step"] for s in host_opt.state] == [3] * len(dev_params)
+    if optimizer == "adam":
+        assert [int(plain(s["device_step"])[0]) for s in dev_opt.state] == [3] * len(dev_params)
+
+
+def test_bad_label_raises_at_the_next_host_read(device):
+    """softmax_cross_entropy on the device: no error (and no read) in the step; the LabelError,
+    with the NumPy message, when the host reads a value; then it is cleared."""
+    model = _net("float64")
+    _to_device(model)
+    x, y = _data(np.float64)
+    y[3] = 7
+    loss = xg.softmax_cross_entropy(model(xg.Tensor(trap(x))), xg.Tensor(trap(y)))
+    loss.backward()  # no read: the bad row's gradient is zero, not garbage
+    assert np.isfinite(plain(model.parameters()[0].grad)).all()
+    message = r"softmax_cross_entropy: labels must lie in \[0, 3\) for 3 classes, got min 0 and max 7"
+    with pytest.raises(xg.LabelError, match=message):
+        loss.item()
+    assert np.isfinite(loss.item())  # reported once
+    with pytest.raises(xg.LabelError, match=message):  # NumPy: the same error, at the call
+        xg.softmax_cross_entropy(_net("float64")(xg.Tensor(x)), xg.Tensor(y))
+
+
+def test_hinge_bad_label_raises_at_the_next_host_read(device):
+    scores = xg.Tensor(trap(np.zeros((3, 4))), requires_grad=True)
+    loss = xg.hinge_loss(scores, xg.Tensor(trap([1, -2, 3])))
+    with pytest.raises(
+        xg.LabelError, match=r"hinge_loss: labels must lie in \[0, 4\) for 4 classes, got min -2 and max 3"
+    ):
+        float(loss)
+    float(loss)  # cleared
+
+
+def test_first_bad_labels_stay_latched_until_read(device):
+    """Later steps, good or bad, do not overwrite the first failure."""
+    z = trap(np.zeros((2, 3)))
+    for labels in ([0, 5], [1, 1], [-4, 9]):
+        device.softmax_xent(z, trap(labels))
+    with pytest.raises(xg.LabelError, match="got min 0 and max 5"):
+        fns.raise_device_errors()
+    fns.raise_device_errors()
+
+
+def test_softmax_backward_reads_gy_on_the_device(device):
+    """The kernel reads the upstream gradient from device memory (float(gy) would raise here),
+    giving float(gy) / N in float64 cast to the dtype, as the host path does, bit for bit."""
+    from xpgrad.kernels import cuda
+
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        probs, labels = rng.random((4, 5)).astype(dtype), np.array([0, 4, 2, 1])
+        gy = np.asarray(0.7, dtype)
+        got = device.softmax_xent_grad_upstream(trap(probs), trap(labels), trap(gy), 4)
+        expected = cuda.softmax_xent_backward(probs, labels, float(gy) / 4, grid=(2, 8))
+        np.testing.assert_array_equal(plain(got), expected)
+
+
+def test_sum_of_squares_kernel(device):
+    """mse's reduction: our kernel, not cuBLAS vdot; float64 sums, cast to the dtype."""
+    rng = np.random.default_rng(1)
+    for shape in [(0,), (1,), (7, 5), (300,)]:
+        d = rng.standard_normal(shape)
+        got = device.sum_of_squares(trap(d))
+        assert type(got) is Trap and got.shape == ()
+        np.testing.assert_allclose(plain(got), np.vdot(d, d), rtol=1e-12)
+    d32 = rng.standard_normal(50).astype(np.float32)
+    got32 = plain(device.sum_of_squares(trap(d32)))
+    assert got32.dtype == np.float32
+    assert got32 == np.float32((d32.astype(np.float64) ** 2).sum())
+
+
+def test_integer_index_backward_reads_no_index(device):
+    """x[idx] backward scatter-adds on the device without reading min(idx) on the host."""
+    x = xg.Tensor(trap(np.arange(12.0).reshape(4, 3)), requires_grad=True)
+    idx = np.array([1, 3, 1, -1])
+    x[xg.Tensor(trap(idx))].sum().backward()
+    expected = np.zeros((4, 3))
+    np.add.at(expected, idx, 1.0)
+    np.testing.assert_array_equal(plain(x.grad), expected)
+
+
+def test_dropout_mask_is_drawn_on_the_device(device):
+    """Dropout on the device: the Philox generator keyed by xg.manual_seed, advanced on the
+    device (two layers, two steps: four different masks, each the reference's), nothing read."""
+    from xpgrad import creation
+    from xpgrad.kernels import cuda_random
+
+    xg.manual_seed(5)
+    layer = nn.Dropout(0.4)
+    key = cuda_random.key_of(creation.generator())
+    x = trap(np.ones((6, 7), np.float32))
+    counter, masks = 0, []
+    for _ in range(4):
+        out = layer(xg.Tensor(x))
+        expected = cuda_random.reference_dropout_mask(key, counter, x.shape, 0.4, np.float32)
+        np.testing.assert_array_equal(plain(out), expected)
+        masks.append(plain(out))
+        counter += -(-x.size // 4)
+    assert all((a != b).any() for i, a in enumerate(masks) for b in masks[i + 1 :])
+    state = plain(fns._random_states[0][0])
+    assert state.tolist() == [key[0], key[1], counter]
+    xg.manual_seed(5)  # the same seed: the same masks again
+    np.testing.assert_array_equal(plain(layer(xg.Tensor(x))), masks[0])
+
+
+def test_device_dropout_keeps_the_numpy_path():
+    """NumPy arrays still draw their masks from the host generator (what eager NumPy drew before)."""
+    xg.manual_seed(11)
+    expected_keep = np.random.default_rng(11).random((3, 4)) >= 0.5
+    out = nn.Dropout(0.5)(xg.ones((3, 4), dtype="float64"))
+    np.testing.assert_array_equal(out.numpy(), np.where(expected_keep, 2.0, 0.0))
+
+
+def test_optimizer_reads_lr_from_device_memory(device):
+    """SGD on the device: the kernel takes lr from a device scalar, refilled when lr changes;
+    a stale scalar would show in the result."""
+    p = xg.Tensor(trap(np.ones(3)), requires_grad=True)
+    opt = optim.SGD([p], lr=0.5)
+    for lr in (0.5, 0.25, 0.25, 1.0):
+        opt.lr = lr
+        p.grad = xg.Tensor(trap(np.ones(3)))
+        opt.step()
+    np.testing.assert_array_equal(plain(p), 1 - (0.5 + 0.25 + 0.25 + 1.0))
+    (entry,) = opt._lr_device.values()
+    assert plain(entry[0]).tolist() == [1.0]

@@ -327,3 +327,217 @@ def test_optimizer_reads_lr_from_device_memory(device):
     np.testing.assert_array_equal(plain(p), 1 - (0.5 + 0.25 + 0.25 + 1.0))
     (entry,) = opt._lr_device.values()
     assert plain(entry[0]).tolist() == [1.0]
+
+
+# ---- the kernels on their own --------------------------------------------------------------
+@pytest.fixture(scope="module")
+def kernels():
+    from xpgrad.kernels import cuda, cuda_random
+
+    return cuda, cuda_random
+
+
+SMALL = (2, 8)  # a tiny grid: the simulator runs every thread in Python
+
+
+def test_philox_reference_matches_random123_vectors(kernels):
+    """Known-answer vectors of Philox4x32-10 from Random123 (kat_vectors)."""
+    _, kr = kernels
+    cases = [
+        ([0, 0, 0, 0], [0, 0], [0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8]),
+        ([0xFFFFFFFF] * 4, [0xFFFFFFFF] * 2, [0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD]),
+        (
+            [0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344],
+            [0xA4093822, 0x299F31D0],
+            [0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1],
+        ),
+    ]
+    for counter, key, expected in cases:
+        assert kr.philox4x32_reference(np.array([counter], np.uint32), key)[0].tolist() == expected
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1,), (3,), (7, 5), (2, 3, 4)])
+def test_device_draws_equal_the_reference_bit_for_bit(kernels, dtype, shape):
+    """uniform and dropout_mask against the NumPy reference, from a counter just below 2**32 (the
+    high counter word changes inside the call), the state advanced by ceil(n / 4) per call."""
+    _, kr = kernels
+    state = np.zeros(3, np.uint64)
+    kr.seed_state(state, (0x12345678, 0x9ABCDEF0))
+    start = 2**32 - 1
+    state[2] = start
+    n, blocks = int(np.prod(shape)), -(-int(np.prod(shape)) // 4)
+    out = np.empty(shape, dtype)
+    kr.uniform(state, out, grid=SMALL)
+    expected = (kr.reference_words((0x12345678, 0x9ABCDEF0), start, n) * 2.0**-32).astype(dtype).reshape(shape)
+    np.testing.assert_array_equal(out, expected)
+    assert int(state[2]) == start + blocks
+    mask = kr.dropout_mask(state, shape, 0.3, dtype, grid=SMALL)
+    np.testing.assert_array_equal(
+        mask, kr.reference_dropout_mask((0x12345678, 0x9ABCDEF0), start + blocks, shape, 0.3, dtype)
+    )
+    assert int(state[2]) == start + 2 * blocks and mask.dtype == dtype
+
+
+def test_dropout_mask_statistics_and_keys(kernels):
+    """The kept fraction is about 1 - p; another key gives another mask; the seed's key is stable."""
+    _, kr = kernels
+    state = np.zeros(3, np.uint64)
+    kr.seed_state(state, kr.key_of(np.random.default_rng(3)))
+    mask = kr.dropout_mask(state, (4000,), 0.25, grid=SMALL)
+    assert abs((mask > 0).mean() - 0.75) < 0.03 and set(np.unique(mask)) == {0.0, 1 / 0.75}
+    assert kr.key_of(np.random.default_rng(3)) == kr.key_of(np.random.default_rng(3))
+    assert kr.key_of(np.random.default_rng(3)) != kr.key_of(np.random.default_rng(4))
+    with pytest.raises(ValueError, match="p must be in"):
+        kr.dropout_mask(state, (2,), 1.0)
+
+
+def test_label_check_latches_the_first_failure(kernels):
+    kc, _ = kernels
+    status = np.zeros(3, np.int64)
+    kc.label_check(np.array([0, 1, 2]), 3, status, grid=(1, 4))
+    assert status.tolist() == [0, 0, 0]
+    kc.label_check(np.arange(-2, 9), 3, status, grid=(1, 4))  # more labels than threads
+    assert status.tolist() == [1, -2, 8]
+    kc.label_check(np.array([5, 6]), 3, status, grid=(1, 4))
+    assert status.tolist() == [1, -2, 8]
+    kc.label_check(np.array([], np.int64), 3, status, grid=(1, 4))  # nothing to check
+    with pytest.raises(ValueError, match="int64 of shape"):
+        kc.label_check(np.array([0]), 3, np.zeros(2, np.int64))
+
+
+def test_softmax_forward_with_status_reads_nothing_and_zeroes_bad_rows(kernels):
+    kc, _ = kernels
+    rng = np.random.default_rng(0)
+    x, labels = rng.standard_normal((4, 5)), np.array([1, 9, 0, 4])
+    status = np.zeros(3, np.int64)
+    loss, probs = kc.softmax_xent_forward(x, labels, grid=(2, 8), status=status)
+    assert status.tolist() == [1, 0, 9]
+    np.testing.assert_array_equal(probs[1], 0)
+    good = [0, 2, 3]
+    ref_loss, ref_probs = kc.softmax_xent_forward(x[good], labels[good], grid=(2, 8))
+    np.testing.assert_allclose(probs[good], ref_probs, rtol=1e-12)
+    np.testing.assert_allclose(float(loss), float(ref_loss) * 3 / 4, rtol=1e-12)  # the mean over all rows
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["contiguous", "strided"])
+@pytest.mark.parametrize("momentum,nesterov", [(0.0, False), (0.9, True)])
+def test_sgd_device_matches_the_scalar_kernel(kernels, dtype, layout, momentum, nesterov):
+    kc, _ = kernels
+    rng = np.random.default_rng(2)
+
+    def arr(*shape):
+        a = rng.standard_normal((9, 2) if layout == "strided" else 9).astype(dtype)
+        return a[:, 0] if layout == "strided" else a
+
+    param, grad = arr(), arr()
+    velocity = np.zeros(9, dtype) if momentum else None
+    p_ref, v_ref = param.copy(), None if velocity is None else velocity.copy()
+    hyper = np.zeros(1)
+    for lr in (0.1, 0.05, 0.05):
+        hyper[0] = lr
+        kc.sgd_update_device(param, grad, velocity, hyper, momentum, 0.01, nesterov, grid=SMALL)
+        kc.sgd_update(p_ref, grad, v_ref, lr, momentum, 0.01, nesterov, grid=SMALL)
+    np.testing.assert_array_equal(param, p_ref)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adam_device_advances_its_step_and_matches_the_scalar_kernel(kernels, dtype):
+    kc, _ = kernels
+    rng = np.random.default_rng(4)
+    param, grad = rng.standard_normal(11).astype(dtype), rng.standard_normal(11).astype(dtype)
+    m, v = np.zeros(11, dtype), np.zeros(11, dtype)
+    refs = [a.copy() for a in (param, m, v)]
+    hyper, step = np.array([1e-2]), np.zeros(1, np.int64)
+    for n in range(1, 5):
+        kc.adam_update_device(param, grad, m, v, hyper, step, 0.9, 0.999, 1e-8, 0.01, grid=SMALL)
+        kc.adam_update(refs[0], grad, refs[1], refs[2], 1e-2, 0.9, 0.999, 1e-8, 0.01, n, grid=SMALL)
+        assert step.tolist() == [n]
+    tol = 1e-12 if dtype == np.float64 else 1e-6
+    for got, want in zip((param, m, v), refs):
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("n", [0, 1, 37, 300])
+def test_sum_of_squares_over_several_blocks(kernels, n):
+    kc, _ = kernels
+    d = np.random.default_rng(n).standard_normal(n)
+    for grid in [(1, 8), (3, 8), (5, 16)]:
+        np.testing.assert_allclose(float(kc.sum_of_squares(d, grid=grid)), float(d @ d), rtol=1e-12)
+    with pytest.raises(ValueError, match="power-of-two"):
+        kc.sum_of_squares(d, grid=(2, 12))
+
+
+def test_scatter_add_wraps_indices_like_cupy_indexing(kernels):
+    kc, _ = kernels
+    target = np.zeros((3, 2))
+    kc.scatter_add(target, np.array([4, -4, 1]), np.ones((3, 2)), grid=SMALL)  # 4 -> 1, -4 -> 2
+    np.testing.assert_array_equal(target, [[0, 0], [2, 2], [1, 1]])
+
+
+# ---- a CUDA-graph capture, its structure checked with a stand-in stream --------------------
+class _FakeGraph:
+    def __init__(self, log):
+        self.log = log
+
+    def launch(self, stream):
+        self.log.append("launch")
+
+
+class _FakeStream:
+    def __init__(self):
+        self.log = []
+
+    def begin_capture(self):
+        self.log.append("begin")
+
+    def end_capture(self):
+        self.log.append("end")
+        return _FakeGraph(self.log)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_optimizer_step_under_graph_capture(device, monkeypatch, optimizer):
+    """Under a CUDA-graph recorder, step() makes its state buffers outside the graph, leaves one
+    host piece (host step counts, the live lr into its device scalar) and launches its kernels in
+    the graph; running that piece again (a replay) advances the counts and picks up a new lr."""
+    from xpgrad import state
+    from xpgrad.capture.cuda import GraphRecorder
+
+    p = xg.Tensor(trap(np.ones(4)), requires_grad=True)
+    p.grad = xg.Tensor(trap(np.full(4, 0.5)))
+    opt = optim.SGD([p], lr=0.1, momentum=0.9) if optimizer == "sgd" else optim.Adam([p], lr=0.1)
+    stream = _FakeStream()
+    recorder = GraphRecorder(stream)
+    made = []
+    zeros_like = trap_xp.zeros_like
+    monkeypatch.setattr(trap_xp, "zeros_like", lambda *a, **k: made.append(list(stream.log)) or zeros_like(*a, **k))
+    monkeypatch.setattr(state.local, "capture", recorder)
+    recorder.begin()
+    opt.step()
+    recorder.end()
+    monkeypatch.setattr(state.local, "capture", None)
+    assert made and all(log[-1] == "launch" for log in made)  # each buffer made between graphs, not inside one
+    hosts = [piece for piece in recorder.pieces if piece[0] == "host"]
+    assert len(hosts) == 1 and opt.state[0]["step"] == 1
+    opt.lr = 0.3  # a schedule between replays
+    hosts[0][1]()  # what a replay runs before the graph holding the kernels
+    assert opt.state[0]["step"] == 2
+    assert plain(next(iter(opt._lr_device.values()))[0]).tolist() == [0.3]
+    if optimizer == "adam":
+        assert plain(opt.state[0]["device_step"]).tolist() == [1]  # the graph's kernel advances it on replay
+
+
+def test_replay_rekeys_the_device_generator_after_manual_seed(device):
+    from xpgrad import creation
+    from xpgrad.kernels import cuda_random
+
+    xg.manual_seed(1)
+    nn.Dropout(0.5)(xg.Tensor(trap(np.ones(8))))
+    entry = fns._random_states[0]
+    assert plain(entry[0])[2] == 2
+    xg.manual_seed(2)
+    fns.resync_device_random()  # GraphPlan.replay calls it first
+    assert plain(entry[0]).tolist() == [*cuda_random.key_of(creation.generator()), 0]
+    assert entry[1] is creation.generator()

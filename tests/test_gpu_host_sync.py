@@ -541,3 +541,22 @@ def test_replay_rekeys_the_device_generator_after_manual_seed(device):
     fns.resync_device_random()  # GraphPlan.replay calls it first
     assert plain(entry[0]).tolist() == [*cuda_random.key_of(creation.generator()), 0]
     assert entry[1] is creation.generator()
+
+
+def test_training_loop_raises_a_device_label_error_at_the_end_of_the_epoch(device, monkeypatch):
+    """xpgrad.train's epoch loop reads the loss once, at the end (float of a raw device array, not
+    Tensor.numpy()): the device label check is raised there."""
+    from xpgrad.train import train_epoch
+
+    model = _net("float64")
+    _to_device(model)
+    x, y = _data(np.float64)
+    y[0] = -1
+    batches = [(xg.Tensor(trap(x)), xg.Tensor(trap(y)))]
+    monkeypatch.setattr(Trap, "__float__", lambda self: float(self.view(np.ndarray)))  # the epoch's one read
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(xg.LabelError, match=r"softmax_cross_entropy: .* got min -1 and max 2"):
+        train_epoch(model, opt, xg.softmax_cross_entropy, batches)
+    y[0] = 1
+    mean, seen, finished = train_epoch(model, opt, xg.softmax_cross_entropy, [(batches[0][0], xg.Tensor(trap(y)))])
+    assert seen == 5 and finished and np.isfinite(mean)

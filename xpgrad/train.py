@@ -25,6 +25,7 @@ from .autograd import no_grad
 from .capture import capture as capture_step
 from .creation import generator, tensor
 from .distributed import DataParallel
+from .fns import raise_device_errors
 from .ops import hinge_loss, mse_loss, one_hot, softmax_cross_entropy
 
 LOSSES = ("softmax-ce", "hinge", "mse")
@@ -182,8 +183,16 @@ def train_epoch(model, optimizer, loss_fn, loader, *, on_batch=None, stop=None, 
         if on_batch is not None:
             on_batch(n)
         if stop:
-            return (float(total) / seen if seen else math.nan), seen, False
-    return (float(total) / seen if seen else math.nan), seen, True
+            return _epoch_mean(total, seen), seen, False
+    return _epoch_mean(total, seen), seen, True
+
+
+def _epoch_mean(total, seen: int) -> float:
+    """The epoch's mean loss: its one host read, which also raises an error a CuPy step left on
+    the device (a label out of range: docs/errors.md)."""
+    mean = float(total) / seen if seen else math.nan
+    raise_device_errors()
+    return mean
 
 
 def fit(

@@ -9,7 +9,13 @@ and back: correct, slow). Argument checks and the layout rule (non-contiguous ar
 are those of the CPU kernels, in `_frontend`; the elementwise kernels take 1-D arrays (their
 runner flattens), and the kernels cast their Python-number scalars to the array dtype, so a
 float32 kernel does float32 arithmetic. Unlike the CPU version, `scatter_add` does not check
-its indices: they must lie in [-K, K).
+its indices: they wrap modulo K, as CuPy's indexing does.
+
+Nothing here reads a device value back on the host unless asked to (issue 16 item 6): the `_device`
+updates read lr and Adam's step count from device arrays, `softmax_xent_backward_upstream` reads
+the upstream gradient there, `label_check` (and `softmax_xent_forward(status=...)`) latch a bad
+label range into device memory, `sum_of_squares` reduces without cuBLAS. Random draws are in
+`cuda_random.py`.
 """
 
 import math

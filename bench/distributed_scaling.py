@@ -51,21 +51,30 @@ def worker(rounds: int, steps: int, bucket_mb: float, global_batch: int = GLOBAL
         optimizer.step()
 
     quiet_gc()
-    times, comm, copy = [], [], []
+    times, comm, copy, wait = [], [], [], []
     with pinned_threads(1):
         for _ in range(3):
             step()
         for _ in range(rounds):
             dist.barrier()
-            c0, k0 = parallel.comm_seconds, parallel.copy_seconds
+            c0, k0, w0 = parallel.comm_seconds, parallel.copy_seconds, parallel.wait_seconds
             start = time.perf_counter()
             for _ in range(steps):
                 step()
             times.append((time.perf_counter() - start) / steps)
             comm.append((parallel.comm_seconds - c0) / steps)
             copy.append((parallel.copy_seconds - k0) / steps)
+            wait.append((parallel.wait_seconds - w0) / steps)
     buckets = [b.offsets[-1] * 4 for b in parallel._buckets]
-    return {"rank": rank, "world_size": world, "step_s": times, "comm_s": comm, "copy_s": copy, "bucket_bytes": buckets}
+    return {
+        "rank": rank,
+        "world_size": world,
+        "step_s": times,
+        "comm_s": comm,
+        "copy_s": copy,
+        "wait_s": wait,
+        "bucket_bytes": buckets,
+    }
 
 
 def run_pass(ranks: int, rounds: int, steps: int, bucket_mb: float) -> dict:
@@ -127,6 +136,7 @@ def main() -> int:
             "k_spread": spread(many["step_s"]),
             "comm_s": statistics.median(many["comm_s"]),
             "copy_s": statistics.median(many["copy_s"]),
+            "wait_s": statistics.median(many.get("wait_s") or [0.0]),
             "bucket_bytes": many["bucket_bytes"],
             "load_average_1min": os.getloadavg()[0],
         }
@@ -136,7 +146,7 @@ def main() -> int:
             f"pass {i + 1}: 1 rank {1 / row['one_step_s']:.2f} steps/s (spread {row['one_spread']:.1%}), "
             f"{args.ranks} ranks {1 / row['k_step_s']:.2f} steps/s (spread {row['k_spread']:.1%}); "
             f"speed-up {row['speedup']:.3f}x; all-reduce {row['comm_s'] * 1e3:.2f} ms/step, "
-            f"bucket copies {row['copy_s'] * 1e3:.2f} ms/step",
+            f"bucket copies {row['copy_s'] * 1e3:.2f} ms/step (barrier waits {row['wait_s'] * 1e3:.2f})",
             flush=True,
         )
     speedups = [r["speedup"] for r in passes]
@@ -152,6 +162,7 @@ def main() -> int:
         "k_steps_per_s": 1 / statistics.median(r["k_step_s"] for r in passes),
         "comm_ms_per_step": 1e3 * statistics.median(r["comm_s"] for r in passes),
         "copy_ms_per_step": 1e3 * statistics.median(r["copy_s"] for r in passes),
+        "wait_ms_per_step": 1e3 * statistics.median(r["wait_s"] for r in passes),
         "mpi": mpi_library_version(),
         "environment": environment(),
         "passes": passes,

@@ -73,6 +73,20 @@ def collectives():
     check(np.allclose(net.bias.grad.numpy(), 10 * expected_w), "weighted bias grad")
     unused = sum(r + 1 for r in range(1, world)) / n_all
     check(np.allclose(net.unused.grad.numpy(), unused), f"zero-filled grad gave {net.unused.grad.numpy()}")
+    # a rank with no samples adds nothing (not even its NaN gradients); every rank holds the same bits
+    last = world - 1
+    net.weight.grad = xg.tensor(np.full(net.weight.shape, np.nan if rank == last else (rank + 1) / 3))
+    net.bias.grad, net.unused.grad = xg.tensor(np.full(2, 1.0)), None
+    n_total, _ = model.sync_gradients(0 if rank == last else rank + 1)
+    n_some = sum(r + 1 for r in range(last))
+    expected_w = sum((r + 1) * (r + 1) / 3 for r in range(last)) / n_some
+    check(n_total == n_some, f"total samples {n_total} with an empty rank")
+    check(np.allclose(net.weight.grad.numpy(), expected_w), f"grad with an empty rank {net.weight.grad.numpy()}")
+    check(np.all(net.unused.grad.numpy() == 0), "a gradient missing on every rank is not zero")
+    grads = np.zeros((world, *net.weight.shape))
+    grads[rank] = net.weight.grad.numpy()
+    dist.all_reduce(grads)
+    check(all(np.array_equal(grads[0], g) for g in grads), "the ranks' gradients differ")
     weights = np.zeros((world, *net.weight.shape))
     weights[rank] = net.weight.numpy()
     dist.all_reduce(weights)

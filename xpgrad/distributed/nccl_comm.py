@@ -142,6 +142,10 @@ class NCCLCommunicator:
     def all_gather_bytes(self, data: bytes) -> list[bytes]:
         return self.mpi.all_gather_bytes(data)
 
+    def shared_exchange(self, buckets):
+        """None: NCCL buckets go through `bucket_reducer`."""
+        return None
+
     def bucket_reducer(self, like, size: int):
         from .mpi_comm import InPlaceReducer
 

@@ -10,9 +10,13 @@
         opt.step()
 
 Gradients travel in a few large flat buckets (`bucket_mb` each, filled from the last parameter to
-the first): per bucket, one copy in (scaled by this rank's share of the samples), one sum over
-the ranks (through shared memory on one node, else MPI_Allreduce or NCCL), and the gradients
-become views of the result. A parameter without a gradient
+the first). When every rank is on one node and the buckets hold NumPy arrays, one exchange through
+MPI-3 shared memory sums every bucket and the step's (samples, loss, stop) with two barriers per
+step (shared_memory.py: each rank copies only the parts of its gradients that other ranks sum, and
+the weighting by each rank's share of the samples is folded into the sum). Otherwise, per bucket:
+one copy in (scaled by this rank's share of the samples), one MPI_Allreduce or NCCL all-reduce.
+Either way the gradients become views of the result (on one node: of memory every rank of the
+node shares, so they must only be read; valid until the sync after the next). A parameter without a gradient
 on one rank (unused in its step) sends zeros, so every rank sends the same buffers. The reduction
 runs after backward, not overlapped with it: on CPU ranks MPI progresses only inside MPI calls,
 so an overlap would need a progress thread (see bench/RESULTS.md for the measured share).
@@ -101,6 +105,8 @@ class DataParallel(Module):
         self.batch_samples = 0  # samples in the last training-mode forward
         self.comm_seconds = 0.0  # time spent in gradient collectives since construction
         self.copy_seconds = 0.0  # time spent packing and unpacking buckets
+        self.wait_seconds = 0.0  # of comm_seconds, in the shared-memory barriers (waiting for the slower rank)
+        self._exchange = None  # the one-node SharedMemoryExchange (False: buckets over the communicator)
         self.steps = 0
         self._buckets = _make_buckets(module.parameters(), bucket_mb)
         if group().world_size > 1:
@@ -131,6 +137,19 @@ class DataParallel(Module):
             if stop is not None:
                 stop.agreed = requested
             return n, float(loss_sum)
+        if self._exchange is None:
+            self._exchange = g.comm.shared_exchange([b.params for b in self._buckets]) or False
+        if self._exchange:
+            ex = self._exchange
+            copy0, wait0, sum0 = ex.copy_seconds, ex.wait_seconds, ex.sum_seconds
+            total_samples, total_loss, agreed = ex.sync(n, float(loss_sum), requested, time.perf_counter)
+            self.copy_seconds += ex.copy_seconds - copy0
+            self.wait_seconds += ex.wait_seconds - wait0
+            self.comm_seconds += (ex.wait_seconds - wait0) + (ex.sum_seconds - sum0)
+            self.steps += 1
+            if stop is not None:
+                stop.agreed = agreed
+            return total_samples, total_loss
         t0 = time.perf_counter()
         totals = np.array([n, float(loss_sum) if n else 0.0, float(requested)], dtype=np.float64)
         g.comm.all_reduce_sum(totals)

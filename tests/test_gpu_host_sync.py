@@ -1,6 +1,6 @@
 """No hidden host round trips in a CuPy training step (issue 16 item 6), tested without a GPU.
 
-The CuPy code paths (fns.CupyFns, the CUDA kernels, the optimizers' device path, dropout's
+The CuPy code paths (fns_cupy.CupyFns, the CUDA kernels, the optimizers' device path, dropout's
 device generator) run under Numba's CUDA simulator on `Trap` arrays: NumPy arrays standing in
 for CuPy ones whose value cannot be brought into Python (float(), int(), bool(), .item(),
 .tolist() raise HostRead, as each would wait for the device on CuPy; indexing one element gives
@@ -18,7 +18,7 @@ import pytest
 from conftest import SIMULATOR
 
 import xpgrad as xg
-from xpgrad import autograd, backend, fns, nn, optim
+from xpgrad import autograd, backend, fns_cupy, nn, optim
 
 pytestmark = pytest.mark.skipif(
     not SIMULATOR,
@@ -94,7 +94,7 @@ Trap.__module__ = "xpgrad_trap"  # kernels/_frontend._xp finds the namespace bel
 
 
 class _TrapNamespace(types.ModuleType):
-    """numpy, with every array it returns a Trap (what fns.CupyFns and the kernels allocate)."""
+    """numpy, with every array it returns a Trap (what fns_cupy.CupyFns and the kernels allocate)."""
 
     def __getattr__(self, name):
         attr = getattr(np, name)
@@ -123,7 +123,7 @@ def plain(a):
 
 @pytest.fixture
 def device(monkeypatch):
-    """Trap arrays routed to fns.CupyFns over the CUDA kernels (small grids for the simulator),
+    """Trap arrays routed to fns_cupy.CupyFns over the CUDA kernels (small grids for the simulator),
     and treated as CuPy arrays by the engine."""
     from xpgrad.kernels import cuda
 
@@ -132,10 +132,10 @@ def device(monkeypatch):
     monkeypatch.setattr(cuda, "_MAX_BLOCKS", 2)
     is_cupy = backend.is_cupy
     monkeypatch.setattr(backend, "is_cupy", lambda data: type(data) is Trap or is_cupy(data))
-    table = fns.CupyFns(trap_xp, cuda, trap_xp.empty_like)
+    table = fns_cupy.CupyFns(trap_xp, cuda, trap_xp.empty_like)
     autograd.register_array_type(Trap, trap_xp, table)
-    monkeypatch.setattr(fns, "_label_status", {})
-    monkeypatch.setattr(fns, "_random_states", {})
+    monkeypatch.setattr(fns_cupy, "_label_status", {})
+    monkeypatch.setattr(fns_cupy, "_random_states", {})
     return table
 
 
@@ -241,8 +241,8 @@ def test_first_bad_labels_stay_latched_until_read(device):
     for labels in ([0, 5], [1, 1], [-4, 9]):
         device.softmax_xent(z, trap(labels))
     with pytest.raises(xg.LabelError, match="got min 0 and max 5"):
-        fns.raise_device_errors()
-    fns.raise_device_errors()
+        fns_cupy.raise_device_errors()
+    fns_cupy.raise_device_errors()
 
 
 def test_softmax_backward_reads_gy_on_the_device(device):
@@ -301,7 +301,7 @@ def test_dropout_mask_is_drawn_on_the_device(device):
         masks.append(plain(out))
         counter += -(-x.size // 4)
     assert all((a != b).any() for i, a in enumerate(masks) for b in masks[i + 1 :])
-    state = plain(fns._random_states[0][0])
+    state = plain(fns_cupy._random_states[0][0])
     assert state.tolist() == [key[0], key[1], counter]
     xg.manual_seed(5)  # the same seed: the same masks again
     np.testing.assert_array_equal(plain(layer(xg.Tensor(x))), masks[0])
@@ -535,10 +535,10 @@ def test_replay_rekeys_the_device_generator_after_manual_seed(device):
 
     xg.manual_seed(1)
     nn.Dropout(0.5)(xg.Tensor(trap(np.ones(8))))
-    entry = fns._random_states[0]
+    entry = fns_cupy._random_states[0]
     assert plain(entry[0])[2] == 2
     xg.manual_seed(2)
-    fns.resync_device_random()  # GraphPlan.replay calls it first
+    fns_cupy.resync_device_random()  # GraphPlan.replay calls it first
     assert plain(entry[0]).tolist() == [*cuda_random.key_of(creation.generator()), 0]
     assert entry[1] is creation.generator()
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import xpgrad as xg
-from xpgrad import fns
+from xpgrad import fns_cupy
 
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
@@ -287,7 +287,7 @@ def _outcome(backend_name, name):
     with xg.use_backend(backend_name):
         try:
             BAD_INPUTS[name]()
-            fns.raise_device_errors()  # CuPy: a bad label is reported at the next host read (docs/errors.md)
+            fns_cupy.raise_device_errors()  # CuPy: a bad label is reported at the next host read (docs/errors.md)
         except Exception as exc:  # noqa: BLE001 - the exception itself is what is compared
             return type(exc), str(exc)
     return None, None

@@ -128,7 +128,7 @@ class Tensor:
             return self.data
         if backend.is_cupy(self.data):
             host: np.ndarray = self.data.get()
-            from .fns import raise_device_errors  # a bad label a CuPy step left on the device
+            from .fns_cupy import raise_device_errors  # a bad label a CuPy step left on the device
 
             raise_device_errors()
             return host

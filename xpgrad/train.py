@@ -25,7 +25,7 @@ from .autograd import no_grad
 from .capture import capture as capture_step
 from .creation import generator, tensor
 from .distributed import DataParallel
-from .fns import raise_device_errors
+from .fns_cupy import raise_device_errors
 from .ops import hinge_loss, mse_loss, one_hot, softmax_cross_entropy
 
 LOSSES = ("softmax-ce", "hinge", "mse")

@@ -17,7 +17,7 @@ skip without a GPU. What the design rests on, checked in that source:
 - cupy/cuda/memory.pyx refuses synchronous copies and host<->device transfers while the
   current stream captures (RuntimeError): `float(t)` on a device scalar, `cupy.asarray(host)`.
   A CuPy step makes none (issue 16 item 6): the loss kernels latch a bad label range into
-  device memory (raised at the next host read, `fns.raise_device_errors`), softmax
+  device memory (raised at the next host read, `fns_cupy.raise_device_errors`), softmax
   cross-entropy's backward reads gy on the device, the mean squared error sums with a kernel of
   ours (not cuBLAS), dropout draws from a Philox state in device memory that its kernels advance
   (`kernels/cuda_random.py`; a replay first re-keys it if `xg.manual_seed` ran), and the
@@ -40,7 +40,7 @@ import numpy as np
 
 from .. import backend, state
 from ..errors import CaptureError
-from ..fns import resync_device_random
+from ..fns_cupy import resync_device_random
 from ..tensor import Tensor
 
 

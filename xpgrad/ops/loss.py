@@ -52,7 +52,7 @@ def _check_range(op: str, labels, num_classes: int) -> None:
 
     `from None`: raised while the kernel's IndexError is handled, the LabelError stands alone.
     Under xg.capture the check is recorded and runs again on every replay's labels. On CuPy the
-    check runs on the device and the LabelError comes at the next host read (fns.raise_device_errors).
+    check runs on the device and the LabelError comes at the next host read (fns_cupy.raise_device_errors).
     """
     if array_fns(labels).defer_label_check(op, labels, num_classes):
         return

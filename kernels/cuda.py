@@ -333,9 +333,10 @@ def softmax_xent_backward_upstream(probs, labels, gy, divisor, out=None, *, grid
 
 
 # ---- optimizer updates, in place --------------------------------------------------------
-@cuda.jit
-def _sgd(grad, vel, param, lr, momentum, weight_decay, nesterov):
-    """vel None (momentum 0): Numba compiles that case without the velocity."""
+@cuda.jit(device=True)
+def _sgd_loop(grad, vel, param, lr, momentum, weight_decay, nesterov):
+    """The grid-stride SGD pass of both SGD kernels; vel None (momentum 0): Numba compiles that
+    case without the velocity."""
     f = param.dtype.type
     lr, momentum, weight_decay = f(lr), f(momentum), f(weight_decay)
     velocity = grad if vel is None else vel  # grad stands in: unused with momentum 0, never written
@@ -344,6 +345,11 @@ def _sgd(grad, vel, param, lr, momentum, weight_decay, nesterov):
         param[i] = p
         if momentum != 0:
             velocity[i] = v
+
+
+@cuda.jit
+def _sgd(grad, vel, param, lr, momentum, weight_decay, nesterov):
+    _sgd_loop(grad, vel, param, lr, momentum, weight_decay, nesterov)
 
 
 def sgd_update(param, grad, velocity, lr, momentum=0.0, weight_decay=0.0, nesterov=False, *, grid=None):
@@ -371,14 +377,7 @@ def adam_update(param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step, *,
 @cuda.jit
 def _sgd_device(grad, vel, param, hyper, momentum, weight_decay, nesterov):
     """_sgd with lr = hyper[0], read on the device."""
-    f = param.dtype.type
-    lr, momentum, weight_decay = f(hyper[0]), f(momentum), f(weight_decay)
-    velocity = grad if vel is None else vel
-    for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
-        p, v = _sgd_step(param[i], grad[i], velocity[i], lr, momentum, weight_decay, nesterov)
-        param[i] = p
-        if momentum != 0:
-            velocity[i] = v
+    _sgd_loop(grad, vel, param, hyper[0], momentum, weight_decay, nesterov)
 
 
 def sgd_update_device(param, grad, velocity, hyper, momentum=0.0, weight_decay=0.0, nesterov=False, *, grid=None):

@@ -77,8 +77,9 @@ def _word(words, lane):
 
 
 @cuda.jit
-def _dropout_mask(state, p, scale, out):
-    """out[k] = scale where draw k (a float64 in [0, 1)) >= p, else 0; out 1-D."""
+def _fill(state, p, scale, out):
+    """out[k] from draw k (u, a float64 in [0, 1)): scale where u >= p, else 0 (a dropout mask);
+    with p < 0, u itself cast to out's dtype (uniform draws). out 1-D."""
     f = out.dtype.type
     keep, drop = f(scale), f(0)
     base, k0, k1 = state[2], state[0], state[1]
@@ -89,22 +90,8 @@ def _dropout_mask(state, p, scale, out):
         for lane in range(4):
             k = 4 * b + lane
             if k < out.size:
-                out[k] = keep if float(_word(words, lane)) * _INV_2_32 >= p else drop
-
-
-@cuda.jit
-def _uniform(state, out):
-    """out[k] = draw k as a float64 in [0, 1) (word * 2**-32), cast to out's dtype; out 1-D."""
-    f = out.dtype.type
-    base, k0, k1 = state[2], state[0], state[1]
-    mask = uint64(_MASK32)
-    for b in range(cuda.grid(1), (out.size + 3) // 4, cuda.gridsize(1)):
-        ctr = base + uint64(b)
-        words = _philox(ctr & mask, ctr >> uint64(32), uint64(0), uint64(0), k0, k1)
-        for lane in range(4):
-            k = 4 * b + lane
-            if k < out.size:
-                out[k] = f(float(_word(words, lane)) * _INV_2_32)
+                u = float(_word(words, lane)) * _INV_2_32
+                out[k] = f(u) if p < 0 else keep if u >= p else drop
 
 
 @cuda.jit
@@ -147,14 +134,14 @@ def _check_state(state) -> None:
         raise ValueError(f"random state must be uint64 of shape (3,), got {state.dtype} {state.shape}")
 
 
-def _draw(kernel, state, out, extra, grid):
+def _draw(state, out, p, scale, grid):
     _check_state(state)
     if out.dtype.char not in "fd" or not out.flags.c_contiguous:
         raise TypeError(f"random kernels fill C-contiguous float32/float64 arrays, got {out.dtype}")
     flat = out.reshape(-1)
     blocks = -(-flat.size // 4)
     if blocks:
-        _launch(kernel, grid or _default_grid(blocks), state, *extra, flat)
+        _launch(_fill, grid or _default_grid(blocks), state, p, scale, flat)
         _launch(_advance, (1, 1), state, blocks)
     return out
 
@@ -166,9 +153,9 @@ def dropout_mask(state, shape, p: float, dtype=np.float64, *, grid=None):
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout_mask: p must be in [0, 1), got {p!r}")
     out = F._xp(state).empty(shape, dtype)
-    return _draw(_dropout_mask, state, out, (p, 1.0 / (1.0 - p)), grid)
+    return _draw(state, out, p, 1.0 / (1.0 - p), grid)
 
 
 def uniform(state, out, *, grid=None):
     """Fill `out` (C-contiguous float32/float64) with draws in [0, 1) from the device state."""
-    return _draw(_uniform, state, out, (), grid)
+    return _draw(state, out, -1.0, 1.0, grid)

@@ -47,8 +47,7 @@ def signatures(f):
         "_adam_device": (v, v, v, v, float64[::1], int64[::1], float64, float64, float64, float64),
         "_sum_squares_blocks": (v, float64[::1]),
         "_sum_blocks": (float64[::1], v),
-        "_dropout_mask": (uint64[::1], float64, float64, v),
-        "_uniform": (uint64[::1], v),
+        "_fill": (uint64[::1], float64, float64, v),
         "_advance": (uint64[::1], int64),
         "_seed": (uint64[::1], int64, int64),
     }
@@ -60,7 +59,7 @@ KERNEL_OF = {
     "_bias_act_fwd_no_bias": "_bias_act_fwd",
     "_sgd_device_no_velocity": "_sgd_device",
 }
-RANDOM = {"_dropout_mask", "_uniform", "_advance", "_seed"}  # in kernels/cuda_random.py
+RANDOM = {"_fill", "_advance", "_seed"}  # in kernels/cuda_random.py
 kernels = {name for module in (kc, kr) for name, obj in vars(module).items()
            if isinstance(obj, numba.cuda.dispatcher.CUDADispatcher) and not obj.targetoptions.get("device")}
 report = {"uncovered": sorted(kernels - {KERNEL_OF.get(n, n) for n in signatures(float32)})}
@@ -98,8 +97,7 @@ KERNELS = [
     "_adam_device",
     "_sum_squares_blocks",
     "_sum_blocks",
-    "_dropout_mask",
-    "_uniform",
+    "_fill",
     "_advance",
     "_seed",
 ]
@@ -113,8 +111,7 @@ F64_BY_DESIGN = {
     "_adam_device",
     "_sum_squares_blocks",
     "_sum_blocks",
-    "_dropout_mask",
-    "_uniform",
+    "_fill",
 }
 
 

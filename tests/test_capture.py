@@ -530,3 +530,44 @@ def test_capture_as_a_method_decorator():
     for p, q in zip(captured.model.parameters(), eager.model.parameters()):
         assert _same(p.data, q.data)
     assert Trainer.step.stats["replays"] == STEPS - 2
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_products_replay_bit_for_bit_whichever_blas_call_they_take(dtype):
+    """A 2-D product replays as np.dot where that is the same gemm as np.matmul; products with a
+    dimension of 1 (gemv) and x @ x.T (syrk) stay matmul. Either way: eager's bits."""
+    rng = np.random.default_rng(3)
+    x_data = rng.standard_normal((6, 5)).astype(dtype)
+    col_data, row_data = rng.standard_normal((5, 1)).astype(dtype), rng.standard_normal((1, 6)).astype(dtype)
+
+    def make():
+        w = xg.tensor(rng.standard_normal((5, 4)).astype(dtype), requires_grad=True)
+        return w
+
+    def step(x, w, col, row):
+        general = x @ w  # (6, 4): gemm
+        gram = x @ x.T  # (6, 6): syrk in BLAS
+        matvec = x @ col  # (6, 1): gemv
+        vecmat = row @ x  # (1, 5): gemv
+        loss = (general * general).sum() + gram.sum() + matvec.sum() + vecmat.sum()
+        w.grad = None
+        loss.backward()
+        return loss, general, gram, matvec, vecmat
+
+    w_eager, w_captured = make(), None
+    w_captured = xg.tensor(w_eager.data.copy(), requires_grad=True)
+    captured = xg.capture(step)
+    for k in range(5):
+        args = [xg.tensor(a + k) for a in (x_data, col_data, row_data)]
+        eager_out = step(args[0], w_eager, args[1], args[2])
+        captured_out = captured(args[0], w_captured, args[1], args[2])
+        for a, b in zip(eager_out, captured_out):
+            assert _same(a.data, b.data)
+        assert _same(w_eager.grad.data, w_captured.grad.data)
+    assert captured.stats["replays"] == 3
+    plan = next(iter(captured._cache.values())).plan
+    calls = {
+        fn: sum(plan.source.count(f"{name}(") for name, value in plan.globals.items() if value is fn)
+        for fn in (np.dot, np.matmul)
+    }
+    assert calls[np.dot] >= 1 and calls[np.matmul] >= 3  # x @ w (and its gradient); x @ x.T, the gemv ones

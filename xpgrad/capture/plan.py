@@ -222,7 +222,9 @@ class Plan:
         if static_new:
             out = [self.name(Ref(i)) for _, i in static_new]
             fn = op.fn
-            if op.kind == "ufunc":
+            if op.kind == "ufunc" and fn is np.matmul and self._product_as_dot(op, static_new[0][1]):
+                lines.append(self.call(np.dot, op.args, {}, f"out={out[0]}"))
+            elif op.kind == "ufunc":
                 target = "(" + "".join(o + ", " for o in out) + ")" if op.fn.__class__ is np.ufunc else out[0]
                 lines.append(self.call(fn, op.args, op.kwargs, f"out={target}"))
             elif fn in _FILLS:
@@ -257,6 +259,28 @@ class Plan:
         lines.append(f"_t = {call}")
         for path, index in rebound_new:
             lines.append(f"r{index} = _arr(_t{''.join(f'[{k}]' for k in path)})")
+
+    def _product_as_dot(self, op, out_index: int) -> bool:
+        """Whether the matrix product `op` may replay as np.dot: two distinct 2-D float operands
+        with every dimension > 1 and a C-contiguous output of their dtype, where np.dot makes the
+        same BLAS gemm call as np.matmul (no gemv, no syrk) for ~0.5 us less per call. Checked
+        on the capture's own arrays: the two must agree bit for bit, or the product stays matmul."""
+        if op.kwargs or len(op.args) != 2 or not all(type(a) is Ref for a in op.args):
+            return False
+        a, b = (self.slots[ref.index].array for ref in op.args)
+        out = self.slots[out_index].array
+        if (
+            a.ndim != 2
+            or b.ndim != 2
+            or min(a.shape + b.shape) < 2
+            or a.dtype != b.dtype
+            or a.dtype.char not in "fd"
+            or out.dtype != a.dtype
+            or not out.flags.c_contiguous
+            or np.shares_memory(a, b)
+        ):
+            return False
+        return np.array_equal(np.dot(a, b), np.matmul(a, b), equal_nan=True)
 
     def share_buffers(self, ops) -> None:
         """Give temps whose live ranges (first to last op that uses them or a view of them) do not

@@ -121,7 +121,8 @@ class SquaredError(Node):
 
     def forward(self, xp, pred, target):
         diff = self.diff = pred - target
-        return array_fns(diff).sum_of_squares(diff) * (self.scale / 2)
+        total = array_fns(diff).sum_of_squares(diff)
+        return total if self.scale == 2.0 else total * (self.scale / 2)  # "sum": no multiply by 1
 
     def backward(self, F, gy, args, y):
         diff = args[0] - args[1] if F.tensors else self.diff  # create_graph: rebuilt from Tensors, differentiable

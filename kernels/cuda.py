@@ -8,8 +8,9 @@ NumPy arrays run as they are under the simulator (on a real GPU Numba copies the
 and back: correct, slow). Argument checks and the layout rule (non-contiguous arrays are copied)
 are those of the CPU kernels, in `_frontend`; the elementwise kernels take 1-D arrays (their
 runner flattens), and the kernels cast their Python-number scalars to the array dtype, so a
-float32 kernel does float32 arithmetic. Unlike the CPU version, `scatter_add` does not check
-its indices: they wrap modulo K, as CuPy's indexing does.
+float32 kernel does float32 arithmetic. No kernel takes None (numba-cuda cannot pass it on a
+device, see `_launch`): an absent bias or velocity goes in as a stand-in array. Unlike the CPU
+version, `scatter_add` does not check its indices: they wrap modulo K, as CuPy's indexing does.
 
 Nothing here reads a device value back on the host unless asked to (issue 16 item 6): the `_device`
 updates read lr and Adam's step count from device arrays, `softmax_xent_backward_upstream` reads
@@ -58,14 +59,34 @@ def _default_grid(work):
     return min(-(-work // _THREADS), _MAX_BLOCKS), _THREADS
 
 
+# CuPy stream pointer -> Numba's wrapper of it. numba-cuda 0.30's `CUDADispatcher.configure` (what
+# kernel[grid, block, stream] calls) is an lru_cache(128) keyed on the stream object, and its Stream
+# has no __eq__/__hash__: a fresh `cuda.external_stream(ptr)` per launch missed that cache on every
+# launch (a new _LaunchConfiguration each time, with its low-occupancy warning check). The wrapper
+# only holds the handle (external=True: nothing to free), so one per pointer is safe.
+_external_streams: dict = {}
+
+
 def _launch(kernel, grid, *args):
-    """kernel[grid, stream](*args), on CuPy's current stream when args[0] is a CuPy array."""
+    """kernel[grid, stream](*args), on CuPy's current stream when args[0] is a CuPy array.
+
+    Every argument must be an array or a number: numba-cuda 0.30's `_Kernel._prepare_args`
+    marshals arrays, integers, floats, booleans, complex, records, tuples and enums, and raises
+    NotImplementedError for None on a real device (the simulator accepts None, so its tests
+    cannot show that): optional arrays go in as a stand-in array plus a flag (see the runners).
+    """
     if grid[0] == 0:
         return
-    stream = 0
+    stream = 0  # a NumPy argument (simulator, or a GPU copying it): Numba's default stream
     if type(args[0]).__module__.startswith("cupy"):
         ptr = sys.modules["cupy"].cuda.get_current_stream().ptr
-        stream = cuda.external_stream(ptr) if ptr else 0
+        if ptr:
+            stream = _external_streams.get(ptr)
+            if stream is None:
+                stream = _external_streams[ptr] = cuda.external_stream(ptr)
+        # sync=False: no synchronize of the array's producer stream (CuPy exports its current
+        # stream in the interface); the launch below is on that same stream, so order holds, and
+        # a synchronize would invalidate a CUDA-graph capture of that stream
         args = [cuda.as_cuda_array(a, sync=False) if hasattr(a, "__cuda_array_interface__") else a for a in args]
     kernel[grid[0], grid[1], stream](*args)
 
@@ -134,13 +155,14 @@ def bias_act_backward(y, dy, activation, dz_out=None, *, grid=None):
 
 # ---- linear-layer epilogue -----------------------------------------------------------------
 @cuda.jit
-def _bias_act_fwd(z, b, act, out):
+def _bias_act_fwd(z, b, has_bias, act, out):
+    """b is read only when has_bias (without a bias the runner passes a row of z in its place)."""
     m = z.shape[1]
     one, zero = z.dtype.type(1), z.dtype.type(0)
     for w in range(cuda.grid(1), z.size, cuda.gridsize(1)):
         i, j = w // m, w % m
         v = z[i, j]
-        if b is not None:  # None: the no-bias specialization
+        if has_bias:
             v += b[j]
         if act == SIGMOID:
             v = one / (one + math.exp(-v))
@@ -149,9 +171,21 @@ def _bias_act_fwd(z, b, act, out):
         out[i, j] = v
 
 
+def _bias_act_fwd_runner(grid):
+    """run(z (N, M), b (M,) or None, act, out): a kernel argument cannot be None on a device
+    (see _launch), so without a bias z's first row stands in for b, never read (has_bias False)."""
+
+    def run(z, b, act, out):
+        has_bias = b is not None
+        stand_in = b if has_bias else z.reshape(-1)[: z.shape[1]]
+        _launch(_bias_act_fwd, grid or _default_grid(z.size), z, stand_in, has_bias, act, out)
+
+    return run
+
+
 def bias_act_forward(z, b, activation, out=None, *, grid=None):
     """y = act(z + b) for z (N, M) or (M,), b (M,) or None; activation "identity", "sigmoid" or "relu"; out may be z."""
-    return F.bias_act_forward(_runner(_bias_act_fwd, grid), z, b, activation, out)
+    return F.bias_act_forward(_bias_act_fwd_runner(grid), z, b, activation, out)
 
 
 # ---- softmax cross-entropy: one block per row ----------------------------------------------
@@ -335,16 +369,27 @@ def softmax_xent_backward_upstream(probs, labels, gy, divisor, out=None, *, grid
 # ---- optimizer updates, in place --------------------------------------------------------
 @cuda.jit(device=True)
 def _sgd_loop(grad, vel, param, lr, momentum, weight_decay, nesterov):
-    """The grid-stride SGD pass of both SGD kernels; vel None (momentum 0): Numba compiles that
-    case without the velocity."""
+    """The grid-stride SGD pass of both SGD kernels. Without momentum the runner passes grad as
+    vel (a kernel argument cannot be None on a device, see _launch): sgd_step ignores it when
+    momentum == 0, and it is never written."""
     f = param.dtype.type
     lr, momentum, weight_decay = f(lr), f(momentum), f(weight_decay)
-    velocity = grad if vel is None else vel  # grad stands in: unused with momentum 0, never written
     for i in range(cuda.grid(1), param.size, cuda.gridsize(1)):
-        p, v = _sgd_step(param[i], grad[i], velocity[i], lr, momentum, weight_decay, nesterov)
+        p, v = _sgd_step(param[i], grad[i], vel[i], lr, momentum, weight_decay, nesterov)
         param[i] = p
         if momentum != 0:
-            velocity[i] = v
+            vel[i] = v
+
+
+def _sgd_runner(kernel, grid):
+    """run(grad, velocity or None, param, lr, momentum, weight_decay, nesterov), elementwise;
+    velocity None (momentum 0): grad goes in its place (see _sgd_loop)."""
+    run = _flat_runner(kernel, grid)
+
+    def run_sgd(grad, vel, param, *scalars):
+        run(grad, grad if vel is None else vel, param, *scalars)
+
+    return run_sgd
 
 
 @cuda.jit
@@ -354,7 +399,7 @@ def _sgd(grad, vel, param, lr, momentum, weight_decay, nesterov):
 
 def sgd_update(param, grad, velocity, lr, momentum=0.0, weight_decay=0.0, nesterov=False, *, grid=None):
     """PyTorch SGD step in place (dampening 0); velocity None when momentum == 0."""
-    F.sgd_update(_flat_runner(_sgd, grid), param, grad, velocity, lr, momentum, weight_decay, nesterov)
+    F.sgd_update(_sgd_runner(_sgd, grid), param, grad, velocity, lr, momentum, weight_decay, nesterov)
 
 
 @cuda.jit
@@ -382,7 +427,7 @@ def _sgd_device(grad, vel, param, hyper, momentum, weight_decay, nesterov):
 
 def sgd_update_device(param, grad, velocity, hyper, momentum=0.0, weight_decay=0.0, nesterov=False, *, grid=None):
     """sgd_update with the learning rate in device memory: hyper[0] (float64 array (1,))."""
-    F.sgd_update(_flat_runner(_sgd_device, grid), param, grad, velocity, hyper, momentum, weight_decay, nesterov)
+    F.sgd_update(_sgd_runner(_sgd_device, grid), param, grad, velocity, hyper, momentum, weight_decay, nesterov)
 
 
 @cuda.jit
@@ -484,5 +529,5 @@ ready = F.ready
 # allocated; launched with the default grid on CuPy's current stream.
 unchecked = SimpleNamespace(
     sigmoid_backward=_flat_runner(_sigmoid_bwd, None),  # (y, dy, out), any shape
-    bias_act_forward=_runner(_bias_act_fwd, None),  # (z (N, M), b (M,) or None, activation code, out (N, M))
+    bias_act_forward=_bias_act_fwd_runner(None),  # (z (N, M), b (M,) or None, activation code, out (N, M))
 )

@@ -497,6 +497,35 @@ class _FakeStream:
         return _FakeGraph(self.log)
 
 
+class _InvalidatedStream:
+    """A stream whose capture an illegal call invalidated, as CuPy 14 reports it: is_capturing()
+    raises RuntimeError (runtime.streamIsCapturing), end_capture() ends it and raises."""
+
+    def __init__(self, status):
+        self.status, self.ended = status, 0
+
+    def is_capturing(self):
+        if self.status == "invalidated":
+            raise RuntimeError("the stream was capturing, but an error has invalidated the capture sequence")
+        return self.status == "active"
+
+    def end_capture(self):
+        self.ended += 1
+        if self.status == "invalidated":
+            raise RuntimeError("cudaErrorStreamCaptureInvalidated: operation failed due to a previous error")
+        return _FakeGraph([])
+
+
+@pytest.mark.parametrize(("status", "ends"), [("invalidated", 1), ("active", 1), ("none", 0)])
+def test_a_failed_capture_is_ended_even_when_invalidated(status, ends):
+    """_abandon ends an invalidated capture too (it once left the stream capturing)."""
+    from xpgrad.capture.cuda import _abandon
+
+    stream = _InvalidatedStream(status)
+    _abandon(stream)
+    assert stream.ended == ends
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_optimizer_step_under_graph_capture(device, monkeypatch, optimizer):
     """Under a CUDA-graph recorder, step() makes its state buffers outside the graph, leaves one

@@ -7,6 +7,9 @@ device with the default grids (Numba copies the NumPy arrays), and the CuPy test
 numba.cuda is imported only by the `kc` fixture.
 """
 
+import sys
+import types
+
 import numpy as np
 import pytest
 from conftest import HAS_GPU, SIMULATOR
@@ -146,3 +149,50 @@ def test_cupy_arrays_on_a_non_default_stream(kc):
     expected_loss, expected_probs = ref.softmax_xent_forward(dy, labels)
     np.testing.assert_allclose(probs.get(), expected_probs, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(float(loss.get()), expected_loss, rtol=1e-5)
+
+
+class _CupyLike(np.ndarray):
+    """A host array the kernels take for a CuPy one (its type's module is "cupy")."""
+
+    @property
+    def __cuda_array_interface__(self):
+        return {}
+
+
+_CupyLike.__module__ = "cupy"
+
+
+@pytest.mark.skipif(
+    not SIMULATOR, reason="stubs Numba's stream and array import, which a real device launch would then reject"
+)
+def test_cupy_launch_is_on_the_current_stream_without_a_sync(kc, monkeypatch):
+    """A launch on CuPy arrays: each array is imported with sync=False (Numba would otherwise
+    synchronize the stream CuPy exports in __cuda_array_interface__, and a synchronize breaks a
+    CUDA-graph capture), on CuPy's current stream through one Numba wrapper per stream pointer
+    (numba-cuda's configure() caches launch configurations on that object); no None reaches it."""
+    current = [77]
+    fake_cupy = types.SimpleNamespace(
+        cuda=types.SimpleNamespace(get_current_stream=lambda: types.SimpleNamespace(ptr=current[0]))
+    )
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
+    imports, streams, launched = [], [], []
+    monkeypatch.setattr(kc, "_external_streams", {})
+    monkeypatch.setattr(
+        kc.cuda, "as_cuda_array", lambda a, sync=True: imports.append(sync) or a.view(np.ndarray), raising=False
+    )
+    monkeypatch.setattr(kc.cuda, "external_stream", lambda ptr: streams.append(ptr) or f"stream {ptr}")
+    launch = kc._launch
+    monkeypatch.setattr(kc, "_launch", lambda kernel, grid, *args: launched.append(args) or launch(kernel, grid, *args))
+    param, grad = np.ones(5).view(_CupyLike), np.full(5, 2.0).view(_CupyLike)
+    kc.sgd_update(param, grad, None, 0.25, **GRID)  # plain SGD: no velocity
+    kc.sgd_update(param, grad, None, 0.25, **GRID)
+    np.testing.assert_array_equal(param.view(np.ndarray), 0.0)
+    z, out = np.full((2, 3), -1.0).view(_CupyLike), np.empty((2, 3)).view(_CupyLike)
+    kc.unchecked.bias_act_forward(z, None, 2, out)  # xg.relu: no bias
+    np.testing.assert_array_equal(out.view(np.ndarray), 0.0)
+    assert streams == [77]  # one wrapper, reused
+    assert imports and not any(imports)  # sync=False on every array
+    assert all(a is not None for args in launched for a in args)
+    current[0] = 0  # CuPy's legacy default stream: Numba's default stream, no wrapper
+    kc.sgd_update(param, grad, None, 0.25, **GRID)
+    assert streams == [77]

@@ -160,7 +160,10 @@ class Optimizer:
         elif getattr(recorder, "on_device", False) and self._on_device():
             # a CUDA graph: the kernels go into it and read lr and the step counts from device
             # memory; a piece that runs first on every replay advances the host's step counts and
-            # writes the live lr into its device scalar (a fill kernel: no copy, no wait)
+            # writes the live lr into its device scalar (a fill kernel: no copy, no wait). The
+            # other hyperparameters (momentum, nesterov, weight_decay, betas, eps) are kernel
+            # arguments, passed by value: the graph keeps those of the capture run, so changing
+            # them between replays has no effect (only lr and the step counts are read live)
             counted = [st for p, st in zip(self.params, self.state) if p.grad is not None]
 
             def count_and_sync_lr() -> None:

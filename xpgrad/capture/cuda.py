@@ -217,6 +217,7 @@ def capture_graph(fn, args, kwargs, tensors):
         recorder.begin()
         try:
             result = fn(*args, **kwargs)
+            recorder.end()  # inside: an invalidated capture reports here (cudaStreamEndCapture's error)
         except Exception as exc:
             _abandon(stream)
             raise CaptureError(
@@ -226,7 +227,6 @@ def capture_graph(fn, args, kwargs, tensors):
             local.capture = None
             for a, data in restore:
                 a.data = data
-        recorder.end()
         recorder.closed = True
         template = _template(result)
         out = _rebuild(template)
@@ -235,9 +235,18 @@ def capture_graph(fn, args, kwargs, tensors):
 
 
 def _abandon(stream) -> None:
-    """End a capture that failed (its graph is discarded)."""
+    """End a capture that failed (its graph is discarded), invalidated ones included.
+
+    CuPy 14's `Stream.is_capturing()` (runtime.streamIsCapturing, cupy_backends/cuda/api/runtime.pyx)
+    raises RuntimeError for cudaStreamCaptureStatusInvalidated instead of answering True, though
+    the stream still captures until cudaStreamEndCapture; that call then ends it and raises the
+    invalidation (CUDARuntimeError, a RuntimeError)."""
     try:
-        if stream.is_capturing():
+        capturing = stream.is_capturing()
+    except RuntimeError:  # invalidated: still in capture mode until ended
+        capturing = True
+    if capturing:
+        try:
             stream.end_capture()
-    except RuntimeError:  # an invalidated capture: ending it reports the error again (CUDARuntimeError)
-        pass
+        except RuntimeError:
+            pass

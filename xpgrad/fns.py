@@ -194,7 +194,7 @@ class ArrayFns:
             )
         rows = self.one_hot(xp.reshape(index, (-1,)), shape[0], gy.dtype)
         flat = xp.reshape(gy, (rows.shape[0], -1))
-        return xp.reshape(rows.mT @ flat, shape)
+        return xp.reshape(self.matmul(rows.mT, flat), shape)
 
     def getitem(self, x, index):
         """Forward of getitem: plain indexing, with `take` for a lone integer array."""

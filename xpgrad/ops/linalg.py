@@ -39,7 +39,7 @@ class MatMul(Node):
         if len(a.shape) == 1:  # (k,) @ (..., k, n) -> (..., n)
             g = F.reshape(gy, tuple(gy.shape[:-1]) + (1, gy.shape[-1]))
             if 0 in self.takes_grad:
-                ga = F.reshape(g @ b.mT, tuple(gy.shape[:-1]) + (a.shape[0],))
+                ga = F.reshape(F.matmul(g, b.mT), tuple(gy.shape[:-1]) + (a.shape[0],))
             if 1 in self.takes_grad:
                 gb = F.reshape(a, (a.shape[0], 1)) * g
             return ga, gb
@@ -47,7 +47,7 @@ class MatMul(Node):
         if 0 in self.takes_grad:
             ga = g * b
         if 1 in self.takes_grad:
-            gb = F.reshape(a.mT @ g, tuple(gy.shape[:-1]) + (b.shape[0],))
+            gb = F.reshape(F.matmul(a.mT, g), tuple(gy.shape[:-1]) + (b.shape[0],))
         return ga, gb
 
 

@@ -340,7 +340,8 @@ def _sgd(grad, vel, param, lr, momentum, weight_decay, nesterov):
     f = param.dtype.type
     lr, momentum, weight_decay = f(lr), f(momentum), f(weight_decay)
     g, p = grad.reshape(-1), param.reshape(-1)
-    v = g if vel is None else vel.reshape(-1)  # g stands in: unused with momentum 0, never written
+    # p stands in (not g, which may be a read-only array): unused with momentum 0, never written
+    v = p if vel is None else vel.reshape(-1)
     for i in range(p.size):
         p[i], vi = _sgd_step(p[i], g[i], v[i], lr, momentum, weight_decay, nesterov)
         if momentum != 0:
@@ -350,7 +351,7 @@ def _sgd(grad, vel, param, lr, momentum, weight_decay, nesterov):
 @_parallel
 def _sgd_par(grad, vel, param, lr, momentum, weight_decay, nesterov, parts):
     g, p = grad.reshape(-1), param.reshape(-1)
-    v = g if vel is None else vel.reshape(-1)
+    v = p if vel is None else vel.reshape(-1)
     for k in prange(parts):
         lo, hi = _span(k, p.size, parts)
         _sgd(g[lo:hi], v[lo:hi], p[lo:hi], lr, momentum, weight_decay, nesterov)

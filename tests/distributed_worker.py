@@ -87,6 +87,12 @@ def collectives():
     grads[rank] = net.weight.grad.numpy()
     dist.all_reduce(grads)
     check(all(np.array_equal(grads[0], g) for g in grads), "the ranks' gradients differ")
+    try:  # the synced gradients are shared by the node's ranks: in place, every rank would scale them
+        net.weight.grad.data *= 0.5
+        check(world == 1, "an in-place write into a synced gradient was allowed")
+    except ValueError:
+        pass
+    check(np.array_equal(grads[rank], net.weight.grad.numpy()), "a refused in-place write changed the gradient")
     weights = np.zeros((world, *net.weight.shape))
     weights[rank] = net.weight.numpy()
     dist.all_reduce(weights)

@@ -20,8 +20,8 @@ gradient's dtype, then added in rank order), and every element is computed by on
 every rank holds bit-identical gradients.
 
 Aliasing: the gradients that `sync` leaves in `.grad` are views of memory shared by every rank on
-the node; the optimizer only reads them. Writing into them in place would change every rank's
-gradient. Two windows alternate from step to step, so a rank may still read the previous
+the node; the optimizer only reads them. They are read-only arrays: writing into them in place
+(clipping with `*=`) would change every rank's gradient K times, so NumPy refuses it. Two windows alternate from step to step, so a rank may still read the previous
 result while a faster rank fills the next one: a result stays valid until the `sync` after the
 next (zero_grad drops the views before that in a training loop).
 """
@@ -187,6 +187,7 @@ class SharedMemoryExchange:
         for lay, result in zip(self.layouts, results):
             for p, start, stop in zip(lay.params, lay.offsets, lay.offsets[1:]):
                 p.grad = Tensor(result[start:stop].reshape(p.shape))
+                p.grad.data.flags.writeable = False  # shared by every rank: an in-place write would apply K times
         self.copy_seconds += (t1 - t0) + (clock() - t4)
         self.wait_seconds += (t2 - t1) + (t4 - t3)
         self.sum_seconds += t3 - t2

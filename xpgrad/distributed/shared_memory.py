@@ -21,9 +21,10 @@ every rank holds bit-identical gradients.
 
 Aliasing: the gradients that `sync` leaves in `.grad` are views of memory shared by every rank on
 the node; the optimizer only reads them. They are read-only arrays: writing into them in place
-(clipping with `*=`) would change every rank's gradient K times, so NumPy refuses it. Two windows alternate from step to step, so a rank may still read the previous
-result while a faster rank fills the next one: a result stays valid until the `sync` after the
-next (zero_grad drops the views before that in a training loop).
+(clipping with `*=`) would change every rank's gradient K times, so NumPy refuses it. Two
+windows alternate from step to step, so a rank may still read the previous result while a faster
+rank fills the next one: a result stays valid until the `sync` after the next (zero_grad drops
+the views before that in a training loop).
 """
 
 from __future__ import annotations

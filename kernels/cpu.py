@@ -334,6 +334,23 @@ def softmax_xent_backward(probs, labels, scale, out=None):
 
 
 # ---- optimizer updates, in place --------------------------------------------------------
+_exact = cached_njit(error_model="numpy")  # no contraction: s * g rounded, then added, as NumPy does
+
+
+@_exact
+def _scaled_add(x, g, s, sign):
+    """x += sign * (s * g) in place, in x's dtype: each product rounded before the add (no FMA), the
+    bits of NumPy's `x -= s * g` (sign -1) or `x += s * g` (sign 1) without the temporary."""
+    s = x.dtype.type(s)
+    xf, gf = x.reshape(-1), g.reshape(-1)
+    if sign < 0:
+        for i in range(xf.size):
+            xf[i] = xf[i] - s * gf[i]
+    else:
+        for i in range(xf.size):
+            xf[i] = xf[i] + s * gf[i]
+
+
 @_serial
 def _sgd(grad, vel, param, lr, momentum, weight_decay, nesterov):
     """vel None (momentum 0): Numba compiles that case without the velocity."""
@@ -434,4 +451,5 @@ unchecked = SimpleNamespace(
     bias_act_forward=_run_bias_act_fwd,  # (z (N, M), b (M,) or None, activation code, out (N, M))
     sgd_update=_run_sgd,  # (grad, velocity or None, param, lr, momentum, weight_decay, nesterov), in place
     adam_update=_run_adam,  # (grad, m, v, param, *_frontend.adam_scalars(...)), in place
+    scaled_add=_scaled_add,  # (x, g, s, sign): x += sign * (s * g) in place, NumPy's rounding (no FMA)
 )

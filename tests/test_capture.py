@@ -554,7 +554,7 @@ def test_products_replay_bit_for_bit_whichever_blas_call_they_take(dtype):
         loss.backward()
         return loss, general, gram, matvec, vecmat
 
-    w_eager, w_captured = make(), None
+    w_eager = make()
     w_captured = xg.tensor(w_eager.data.copy(), requires_grad=True)
     captured = xg.capture(step)
     for k in range(5):
@@ -571,3 +571,47 @@ def test_products_replay_bit_for_bit_whichever_blas_call_they_take(dtype):
         for fn in (np.dot, np.matmul)
     }
     assert calls[np.dot] >= 1 and calls[np.matmul] >= 3  # x @ w (and its gradient); x @ x.T, the gemv ones
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("form", ["sub", "add_reversed", "temp_read_later"])
+def test_manual_update_replays_in_one_pass_with_eager_bits(dtype, form):
+    """`p.data -= lr * p.grad.data` replays as one exact pass (kernels.unchecked.scaled_add) when the
+    product is a temporary nothing else reads; values stay eager's bit for bit either way."""
+    from xpgrad import kernels
+
+    rng = np.random.default_rng(5)
+    w0 = rng.standard_normal((7, 3)).astype(dtype)
+    lr = 0.0137  # not a power of two: the product's rounding matters
+
+    def setup():
+        w = xg.tensor(w0.copy(), requires_grad=True)
+        total = xg.tensor(np.zeros_like(w0))  # the sum of the updates, where the product is read again
+
+        def step(x):
+            loss = ((x @ w) ** 2).sum()
+            w.grad = None
+            loss.backward()
+            with xg.no_grad():
+                if form == "sub":
+                    w.data -= lr * w.grad.data
+                elif form == "add_reversed":
+                    w.data += w.grad.data * -lr
+                else:
+                    t = lr * w.grad.data
+                    w.data -= t
+                    total.data += t  # the product read again: no fusion
+            return loss
+
+        return w, total, step
+
+    w_eager, total_eager, eager = setup()
+    w_captured, total_captured, raw = setup()
+    captured = xg.capture(raw)
+    for k in range(6):
+        x = xg.tensor(rng.standard_normal((4, 7)).astype(dtype) + k)
+        assert _same(eager(x).data, captured(x).data)
+        assert _same(w_eager.data, w_captured.data) and _same(total_eager.data, total_captured.data)
+    plan = next(iter(captured._cache.values())).plan
+    fused = any(value is kernels.unchecked.scaled_add for value in plan.globals.values())
+    assert fused == (form != "temp_read_later")

@@ -209,7 +209,7 @@ def run_mlp(device: Device, configs=MLP_CONFIGS, rounds: int = 9) -> dict:
         fns = {
             "hand_written": bench_mlp.numpy_step_fn(cfg, xp=device.xp),
             "xpgrad": xpgrad_step_on(device, cfg),
-            "captured": bench_mlp._captured(xpgrad_step_on(device, cfg)),
+            "captured": bench_mlp.captured_step(xpgrad_step_on(device, cfg)),
         }
         if bench_mlp._torch_available():
             fns["torch"] = bench_mlp.torch_step_fn(cfg, device=torch_device)

@@ -147,7 +147,7 @@ def _chain_captured(length: int):
         y.backward(np.ones(1))
         return y
 
-    return _captured(run)
+    return captured_step(run)
 
 
 def _chain_reference(length: int):
@@ -430,7 +430,7 @@ def run_mlp(
             contenders = {
                 "numpy": numpy_step_fn(cfg, np_dtype),
                 "xpgrad": xpgrad_step_fn(cfg, np_dtype),
-                "captured": _captured(xpgrad_step_fn(cfg, np_dtype)),
+                "captured": captured_step(xpgrad_step_fn(cfg, np_dtype)),
                 "no_kernels": _without_kernels(xpgrad_step_fn(cfg, np_dtype)),
             }
             results[key] = {"config": cfg, "contenders": {}}
@@ -480,7 +480,7 @@ def _time_contenders(entry: dict, contenders: dict, rounds: int, keep=None) -> N
         }
 
 
-def _captured(step):
+def captured_step(step):
     """`step` under xg.capture, past its warm-up and capture calls (the rounds time replays)."""
     import xpgrad as xg
 

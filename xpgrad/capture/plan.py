@@ -23,6 +23,7 @@ import numpy as np
 
 from ..autograd import _new_tensor
 from ..errors import CaptureError
+from . import rewrite
 from .trace import _FILLS, _OUT_FUNCTIONS, Ref, _leaves
 
 MISS = object()  # what a replay returns when a guard fails: capture again
@@ -222,7 +223,7 @@ class Plan:
         if static_new:
             out = [self.name(Ref(i)) for _, i in static_new]
             fn = op.fn
-            if op.kind == "ufunc" and fn is np.matmul and self._product_as_dot(op, static_new[0][1]):
+            if op.kind == "ufunc" and fn is np.matmul and rewrite.product_as_dot(self.slots, op, static_new[0][1]):
                 lines.append(self.call(np.dot, op.args, {}, f"out={out[0]}"))
             elif op.kind == "ufunc":
                 target = "(" + "".join(o + ", " for o in out) + ")" if op.fn.__class__ is np.ufunc else out[0]
@@ -259,28 +260,6 @@ class Plan:
         lines.append(f"_t = {call}")
         for path, index in rebound_new:
             lines.append(f"r{index} = _arr(_t{''.join(f'[{k}]' for k in path)})")
-
-    def _product_as_dot(self, op, out_index: int) -> bool:
-        """Whether the matrix product `op` may replay as np.dot: two distinct 2-D float operands
-        with every dimension > 1 and a C-contiguous output of their dtype, where np.dot makes the
-        same BLAS gemm call as np.matmul (no gemv, no syrk) for ~0.5 us less per call. Checked
-        on the capture's own arrays: the two must agree bit for bit, or the product stays matmul."""
-        if op.kwargs or len(op.args) != 2 or not all(type(a) is Ref for a in op.args):
-            return False
-        a, b = (self.slots[ref.index].array for ref in op.args)
-        out = self.slots[out_index].array
-        if (
-            a.ndim != 2
-            or b.ndim != 2
-            or min(a.shape + b.shape) < 2
-            or a.dtype != b.dtype
-            or a.dtype.char not in "fd"
-            or out.dtype != a.dtype
-            or not out.flags.c_contiguous
-            or np.shares_memory(a, b)
-        ):
-            return False
-        return np.array_equal(np.dot(a, b), np.matmul(a, b), equal_nan=True)
 
     def share_buffers(self, ops) -> None:
         """Give temps whose live ranges (first to last op that uses them or a view of them) do not
@@ -461,8 +440,12 @@ class Plan:
                 written |= self._with_bases(index)
         kept = [op for op in self.live_ops() if not self._constant(op, written)]
         self.share_buffers(kept)
-        for op in kept:
-            self.emit_op(op, lines)
+        fused = rewrite.scaled_updates(self, kept, self.escaping | _template_refs(self.result_template))
+        for k, op in enumerate(kept):
+            if k in fused:
+                lines.append(fused[k])
+            elif k - 1 not in fused:
+                self.emit_op(op, lines)
         self.end_lines(lines)
         self.source = "def replay(args):\n" + "".join(f"    {line}\n" for line in lines)
         namespace = dict(self.globals)

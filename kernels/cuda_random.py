@@ -6,6 +6,9 @@ number k of a call (k = 0, 1, ...) is word k % 4 of Philox4x32-10 applied to the
 (lo32(counter + k // 4), hi32(counter + k // 4), 0, 0) under the key; after the call a second
 one-thread kernel advances the counter by the blocks used (ceil(n / 4)). The counter is read
 and advanced on the device only, so a captured graph keeps advancing it on every replay.
+Normal draw k instead takes block k alone (Box-Muller on its words 0 and 1, the cosine branch:
+sqrt(-2 ln u1) cos(2 pi u2), u1 = (word0 + 1) * 2**-32 in (0, 1], u2 = word1 * 2**-32), so a
+call of n normals advances the counter by n.
 
 `philox4x32_reference` is a pure-NumPy implementation of the same generator, written
 independently of the kernel (vectorized over counters); the tests compare them bit for bit,
@@ -13,18 +16,30 @@ and against the Random123 known-answer vectors. Kernels are grid-stride, launche
 current stream like those of `cuda.py`.
 """
 
+import math
+
 import numpy as np
 from numba import cuda, uint64
 
 from . import _frontend as F
 from .cuda import _default_grid, _launch
 
-__all__ = ["dropout_mask", "philox4x32_reference", "reference_dropout_mask", "seed_state", "key_of", "uniform"]
+__all__ = [
+    "dropout_mask",
+    "key_of",
+    "normal",
+    "philox4x32_reference",
+    "reference_dropout_mask",
+    "reference_normal",
+    "seed_state",
+    "uniform",
+]
 
 _M0, _M1 = 0xD2511F53, 0xCD9E8D57  # Philox4x32 multipliers
 _W0, _W1 = 0x9E3779B9, 0xBB67AE85  # Weyl key increments
 _MASK32 = 0xFFFFFFFF
 _INV_2_32 = 1.0 / 4294967296.0  # a uint32 times this: a float64 in [0, 1), exactly
+_MASK, _UNIFORM, _NORMAL = 0, 1, 2  # what _fill writes
 
 
 # ---- the NumPy reference -------------------------------------------------------------------
@@ -56,6 +71,16 @@ def reference_dropout_mask(key, counter: int, shape, p: float, dtype=np.float64)
     return np.where(keep, dtype(1.0 / (1.0 - p)), dtype(0)).astype(dtype).reshape(shape)
 
 
+def reference_normal(key, counter: int, shape, dtype=np.float64) -> np.ndarray:
+    """What `normal` draws from state (key, counter): one Box-Muller value per Philox block."""
+    n = int(np.prod(shape))
+    ctr = np.arange(counter, counter + n, dtype=np.uint64)
+    counters = np.stack([ctr & np.uint64(_MASK32), ctr >> np.uint64(32), 0 * ctr, 0 * ctr], axis=1)
+    words = philox4x32_reference(counters, key).astype(np.float64)
+    u1, u2 = (words[:, 0] + 1.0) * _INV_2_32, words[:, 1] * _INV_2_32
+    return (np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * math.pi * u2)).astype(dtype).reshape(shape)
+
+
 # ---- the kernels ---------------------------------------------------------------------------
 @cuda.jit(device=True)
 def _philox(c0, c1, c2, c3, k0, k1):
@@ -77,21 +102,27 @@ def _word(words, lane):
 
 
 @cuda.jit
-def _fill(state, p, scale, out):
-    """out[k] from draw k (u, a float64 in [0, 1)): scale where u >= p, else 0 (a dropout mask);
-    with p < 0, u itself cast to out's dtype (uniform draws). out 1-D."""
+def _fill(state, mode, p, scale, out):
+    """out[k] from the draws (u: a float64 in [0, 1)), by mode: _MASK: scale where u >= p, else 0
+    (a dropout mask); _UNIFORM: u cast to out's dtype; _NORMAL: Box-Muller of block k. out 1-D."""
     f = out.dtype.type
     keep, drop = f(scale), f(0)
     base, k0, k1 = state[2], state[0], state[1]
     mask = uint64(_MASK32)
-    for b in range(cuda.grid(1), (out.size + 3) // 4, cuda.gridsize(1)):
+    per_block = 1 if mode == _NORMAL else 4
+    for b in range(cuda.grid(1), (out.size + per_block - 1) // per_block, cuda.gridsize(1)):
         ctr = base + uint64(b)
         words = _philox(ctr & mask, ctr >> uint64(32), uint64(0), uint64(0), k0, k1)
+        if mode == _NORMAL:
+            u1 = (float(words[0]) + 1.0) * _INV_2_32
+            u2 = float(words[1]) * _INV_2_32
+            out[b] = f(math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2))
+            continue
         for lane in range(4):
             k = 4 * b + lane
             if k < out.size:
                 u = float(_word(words, lane)) * _INV_2_32
-                out[k] = f(u) if p < 0 else keep if u >= p else drop
+                out[k] = f(u) if mode == _UNIFORM else keep if u >= p else drop
 
 
 @cuda.jit
@@ -134,14 +165,14 @@ def _check_state(state) -> None:
         raise ValueError(f"random state must be uint64 of shape (3,), got {state.dtype} {state.shape}")
 
 
-def _draw(state, out, p, scale, grid):
+def _draw(state, out, mode, p, scale, grid):
     _check_state(state)
     if out.dtype.char not in "fd" or not out.flags.c_contiguous:
         raise TypeError(f"random kernels fill C-contiguous float32/float64 arrays, got {out.dtype}")
     flat = out.reshape(-1)
-    blocks = -(-flat.size // 4)
+    blocks = flat.size if mode == _NORMAL else -(-flat.size // 4)
     if blocks:
-        _launch(_fill, grid or _default_grid(blocks), state, p, scale, flat)
+        _launch(_fill, grid or _default_grid(blocks), state, mode, p, scale, flat)
         _launch(_advance, (1, 1), state, blocks)
     return out
 
@@ -153,9 +184,14 @@ def dropout_mask(state, shape, p: float, dtype=np.float64, *, grid=None):
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout_mask: p must be in [0, 1), got {p!r}")
     out = F._xp(state).empty(shape, dtype)
-    return _draw(state, out, p, 1.0 / (1.0 - p), grid)
+    return _draw(state, out, _MASK, p, 1.0 / (1.0 - p), grid)
 
 
 def uniform(state, out, *, grid=None):
     """Fill `out` (C-contiguous float32/float64) with draws in [0, 1) from the device state."""
-    return _draw(state, out, -1.0, 1.0, grid)
+    return _draw(state, out, _UNIFORM, 0.0, 1.0, grid)
+
+
+def normal(state, out, *, grid=None):
+    """Fill `out` (C-contiguous float32/float64) with standard normal draws from the device state."""
+    return _draw(state, out, _NORMAL, 0.0, 1.0, grid)

@@ -589,3 +589,50 @@ def test_training_loop_raises_a_device_label_error_at_the_end_of_the_epoch(devic
     y[0] = 1
     mean, seen, finished = train_epoch(model, opt, xg.softmax_cross_entropy, [(batches[0][0], xg.Tensor(trap(y)))])
     assert seen == 5 and finished and np.isfinite(mean)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_device_normal_draws_equal_the_reference(kernels, dtype):
+    """normal: one Box-Muller value per Philox block (the counter advances by n), the reference's
+    values (math library rounding aside), across the 2**32 counter word."""
+    _, kr = kernels
+    key, start = (0x0BADF00D, 0x5EED1234), 2**32 - 3
+    state = np.zeros(3, np.uint64)
+    kr.seed_state(state, key)
+    state[2] = start
+    out = np.empty((5, 3), dtype)
+    kr.normal(state, out, grid=SMALL)
+    np.testing.assert_allclose(
+        out, kr.reference_normal(key, start, out.shape, dtype), rtol=1e-6 if dtype == np.float32 else 1e-13
+    )
+    assert int(state[2]) == start + out.size
+    big = np.empty(20000)
+    kr.normal(state, big)
+    assert abs(big.mean()) < 0.05 and abs(big.std() - 1) < 0.05
+
+
+def test_rand_and_randn_are_drawn_on_the_device(device, monkeypatch):
+    """xg.rand / xg.randn on CuPy draw from the device generator (no host copy; a CUDA graph
+    draws afresh on every replay): the reference's values, the same again after the same seed,
+    and the host generator untouched."""
+    import contextlib
+
+    from xpgrad import creation
+    from xpgrad.kernels import cuda_random
+
+    monkeypatch.setattr(creation, "_target", lambda device: (trap_xp, None))
+    monkeypatch.setattr(creation, "_is_cupy_namespace", lambda xp: xp is trap_xp)
+    monkeypatch.setattr(creation, "_cupy_device", lambda device: contextlib.nullcontext())
+    xg.manual_seed(9)
+    key = cuda_random.key_of(creation.generator())
+    host_before = creation.generator().bit_generator.state
+    u = xg.rand(3, 5)
+    z = xg.randn(4, 2, dtype="float64", requires_grad=True)
+    assert type(u.data) is Trap and type(z.data) is Trap and z.requires_grad
+    np.testing.assert_array_equal(
+        plain(u), (cuda_random.reference_words(key, 0, 15) * 2.0**-32).astype(np.float32).reshape(3, 5)
+    )
+    np.testing.assert_allclose(plain(z), cuda_random.reference_normal(key, 4, (4, 2)), rtol=1e-13)
+    assert creation.generator().bit_generator.state == host_before
+    xg.manual_seed(9)
+    np.testing.assert_array_equal(plain(xg.rand(3, 5)), plain(u))

@@ -44,7 +44,7 @@ def signatures(f):
         "_adam_device": (v, v, v, v, float64[::1], int64[::1], float64, float64, float64, float64),
         "_sum_squares_blocks": (v, float64[::1]),
         "_sum_blocks": (float64[::1], v),
-        "_fill": (uint64[::1], float64, float64, v),
+        "_fill": (uint64[::1], int64, float64, float64, v),
         "_advance": (uint64[::1], int64),
         "_seed": (uint64[::1], int64, int64),
     }
@@ -100,6 +100,7 @@ kc.sum_of_squares(a(5))
 kr.seed_state(state, (1, 2))
 kr.dropout_mask(state, (3, 4), 0.5)
 kr.uniform(state, a(5))
+kr.normal(state, a(5))
 marshal = lambda value: _Kernel._prepare_args(
     types.SimpleNamespace(extensions=[]), typeof(value, Purpose.argument), value, 0, [], []
 )

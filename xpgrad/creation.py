@@ -115,6 +115,13 @@ def _default_dtype_for(host: np.ndarray) -> str | None:
     return None
 
 
+def _cupy_device(device: Any) -> Any:
+    """The CuPy device context for new data on GPU `device` (0 when None)."""
+    import cupy
+
+    return cupy.cuda.Device(device or 0)
+
+
 def _is_cupy_namespace(xp: Any) -> bool:
     return str(getattr(xp, "__name__", "")).endswith("cupy")
 
@@ -122,9 +129,7 @@ def _is_cupy_namespace(xp: Any) -> bool:
 def _asarray(xp: Any, data: Any, dtype: Any, device: Any) -> Any:
     """`data` (host or same-library array) as a new array of namespace `xp` on `device`."""
     if _is_cupy_namespace(xp):
-        import cupy
-
-        with cupy.cuda.Device(device or 0):
+        with _cupy_device(device):
             return xp.asarray(data if backend.is_cupy(data) else np.asarray(data), dtype=dtype)
     if backend.is_cupy(data):
         data = data.get()
@@ -219,10 +224,24 @@ def arange(
 
 
 def randn(*shape: Shape, dtype: DType = "float32", device: Device = None, requires_grad: bool = False) -> Tensor:
-    """Standard normal samples (host generator, seeded by manual_seed)."""
-    return tensor(_draw("standard_normal", shape_arg(shape)), dtype=dtype, device=device, requires_grad=requires_grad)
+    """Standard normal samples, seeded by manual_seed: the host generator's, or on CuPy the device
+    generator's (Philox in device memory, kernels/cuda_random.py)."""
+    return _random("standard_normal", shape_arg(shape), dtype, device, requires_grad)
 
 
 def rand(*shape: Shape, dtype: DType = "float32", device: Device = None, requires_grad: bool = False) -> Tensor:
-    """Uniform samples in [0, 1) (host generator, seeded by manual_seed)."""
-    return tensor(_draw("random", shape_arg(shape)), dtype=dtype, device=device, requires_grad=requires_grad)
+    """Uniform samples in [0, 1), seeded by manual_seed: the host generator's, or on CuPy the
+    device generator's."""
+    return _random("random", shape_arg(shape), dtype, device, requires_grad)
+
+
+def _random(kind: str, shape: tuple[int, ...], dtype: DType, device: Device, requires_grad: bool) -> Tensor:
+    xp, dev = _target(device)
+    if _is_cupy_namespace(xp):  # drawn on the GPU: no host copy, fresh on every CUDA-graph replay
+        from .autograd import array_fns
+
+        with _cupy_device(dev):
+            out = xp.empty(shape, dtype=resolve_dtype(xp, dtype))
+            if array_fns(out).random_fill(kind, out):
+                return Tensor(out, requires_grad=requires_grad)
+    return tensor(_draw(kind, shape), dtype=dtype, device=device, requires_grad=requires_grad)

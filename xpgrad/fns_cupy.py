@@ -121,6 +121,19 @@ class CupyFns(KernelFns):
 
         return cuda_random.dropout_mask(_device_random_state(self.xp, like), like.shape, p, like.dtype)
 
+    def random_fill(self, kind: str, out) -> bool:
+        """Fill `out` with draws of `kind` ("random": uniform in [0, 1); "standard_normal") from the
+        device generator of out's device (xg.rand / xg.randn on CuPy: no host copy, and a CUDA
+        graph draws afresh on every replay); False where the host must draw them (kernels off,
+        a dtype other than float32/float64)."""
+        if not _thread.kernels or not _kernel_float(out):
+            return False
+        from .kernels import cuda_random
+
+        fill = cuda_random.uniform if kind == "random" else cuda_random.normal
+        fill(_device_random_state(self.xp, out), out)
+        return True
+
     def scatter_add_fallback(self, out, index, gy):
         import cupyx
 

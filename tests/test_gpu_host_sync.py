@@ -556,6 +556,9 @@ def test_optimizer_step_under_graph_capture(device, monkeypatch, optimizer):
     assert plain(next(iter(opt._lr_device.values()))[0]).tolist() == [0.3]
     if optimizer == "adam":
         assert plain(opt.state[0]["device_step"]).tolist() == [1]  # the graph's kernel advances it on replay
+    assert recorder.checks and all(still_valid() for still_valid in recorder.checks)
+    opt.load_state_dict(opt.state_dict())  # new buffers: the graph's would be stale, so a replay recaptures
+    assert not all(still_valid() for still_valid in recorder.checks)
 
 
 def test_replay_rekeys_the_device_generator_after_manual_seed(device):

@@ -174,6 +174,11 @@ class Optimizer:
 
             recorder.host(count_and_sync_lr)
             self._update(count=False)
+            # the graph holds the state buffers by address: a load_state_dict replaces them (and the
+            # dicts the piece above counts in), so the step is captured again
+            states = self.state
+            buffers = [(st, k, v) for st in states for k, v in st.items() if k != "step"]
+            recorder.check(lambda: self.state is states and all(st.get(k) is v for st, k, v in buffers))
         else:
             recorder.python_step(f"{type(self).__name__}.step", self._update, self.params, self._replay_update)
 

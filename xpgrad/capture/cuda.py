@@ -59,6 +59,7 @@ class GraphRecorder:
     def __init__(self, stream):
         self.stream = stream
         self.pieces: list = []  # ("graph", Graph) or ("host", fn, static results)
+        self.checks: list = []  # callables that must stay true for a replay to be this capture's
         self.closed = False
 
     def begin(self) -> None:
@@ -79,6 +80,11 @@ class GraphRecorder:
             self.begin()
         self.pieces.append(("host", fn, result))
         return result
+
+    def check(self, still_valid) -> None:
+        """On every replay, `still_valid()` must be true, else the step is captured again (state
+        the graph holds by address was replaced, e.g. by an optimizer's load_state_dict)."""
+        self.checks.append(still_valid)
 
     def outside(self, make):
         """make() once, now, outside any graph (not on replays): a buffer that outlives the step."""
@@ -136,6 +142,7 @@ class GraphPlan:
         self.pieces = recorder.pieces
         self.inputs = inputs  # [(argument position, static device buffer)]
         self.guards = guards  # [(tensor, the .data array it must still hold)]
+        self.checks = recorder.checks
         self.result = result
         self.keep = keep  # every allocation of the capture run, alive as long as the plan
 
@@ -147,6 +154,8 @@ class GraphPlan:
         for tensor, array in self.guards:
             if tensor.data is not array:
                 return MISS
+        if not all(still_valid() for still_valid in self.checks):
+            return MISS
         caller = cupy.cuda.get_current_stream()
         stream = self.stream
         stream.wait_event(caller.record())

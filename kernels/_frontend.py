@@ -250,18 +250,13 @@ def adam_scalars(lr, beta1, beta2, eps, weight_decay, step) -> tuple:
 def adam_update(run, param, grad, m, v, lr, beta1, beta2, eps, weight_decay, step):
     """run(grad, m, v, param, step_size, beta2, 1 - beta1, 1 - beta2, eps, weight_decay,
     sqrt(1 - beta2**step))."""
-    scalars = adam_scalars(lr, beta1, beta2, eps, weight_decay, step)
-    if param.ndim and param.shape == grad.shape == m.shape == v.shape and ready(param, grad, m, v):
-        run(grad, m, v, param, *scalars)
-    else:
-        _check(param, grad, m, v)
-        _elementwise(run, 3, (grad, m, v, param), *scalars)
+    adam_arrays(run, param, grad, m, v, adam_scalars(lr, beta1, beta2, eps, weight_decay, step))
 
 
-def adam_update_device(run, param, grad, m, v, hyper, step, beta1, beta2, eps, weight_decay):
-    """run(grad, m, v, param, hyper, step, beta1, beta2, eps, weight_decay): adam_update with lr
-    (hyper[0]) and the step count (step[0]) in device memory; the kernel derives the rest."""
-    scalars = (hyper, step, beta1, beta2, eps, weight_decay)
+def adam_arrays(run, param, grad, m, v, scalars):
+    """run(grad, m, v, param, *scalars) in place, through contiguous copies where the arrays are not
+    `ready`: the Adam update with the scalars its kernel takes (`adam_scalars`, or lr and the step
+    count as device arrays for the CUDA kernel that reads them there)."""
     if param.ndim and param.shape == grad.shape == m.shape == v.shape and ready(param, grad, m, v):
         run(grad, m, v, param, *scalars)
     else:

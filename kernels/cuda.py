@@ -457,9 +457,7 @@ def adam_update_device(param, grad, m, v, hyper, step, beta1, beta2, eps, weight
     """adam_update with the learning rate hyper[0] (float64 (1,)) and the step count step[0]
     (int64 (1,)) in device memory: step[0] is first advanced by one on the device, then read."""
     _launch(_count, (1, 1), step)
-    F.adam_update_device(
-        _flat_runner(_adam_device, grid), param, grad, m, v, hyper, step, beta1, beta2, eps, weight_decay
-    )
+    F.adam_arrays(_flat_runner(_adam_device, grid), param, grad, m, v, (hyper, step, beta1, beta2, eps, weight_decay))
 
 
 # ---- scatter-add with atomics -------------------------------------------------------------

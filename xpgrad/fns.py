@@ -65,7 +65,6 @@ class ArrayFns:
     """Array-level implementations of the names backward rules use (portable array-API code)."""
 
     tensors = False
-    device_scalars = False  # CupyFns: backward rules hand it upstream gradients as device arrays
 
     def __init__(self, xp):
         self.xp = xp
@@ -162,9 +161,10 @@ class ArrayFns:
         picked = xp.sum(xp.where(self._hot(labels, z.shape[1]), logp, xp.zeros_like(logp)), axis=1)
         return -xp.sum(picked) / z.shape[0], xp.exp(logp)
 
-    def softmax_xent_grad(self, probs, labels, scale):
-        """(probs - onehot(labels)) * scale, for a Python float scale."""
-        return self.xp.where(self._hot(labels, probs.shape[1]), probs - 1, probs) * scale
+    def softmax_xent_grad(self, probs, labels, gy, n):
+        """(probs - onehot(labels)) * gy / n: softmax-with-loss backward for the upstream gradient
+        gy (a one-element array) of the mean over n rows."""
+        return self.xp.where(self._hot(labels, probs.shape[1]), probs - 1, probs) * (float(gy) / n)
 
     def _hot(self, labels, num_classes):
         """Boolean (N, C) mask of the label positions."""
@@ -335,9 +335,14 @@ class KernelFns(ArrayFns):
         logp = log_softmax_array(self.xp, z, 1)
         return -logp[self.xp.arange(z.shape[0]), labels].sum() / z.shape[0], self.xp.exp(logp)
 
-    def softmax_xent_grad(self, probs, labels, scale):
+    def softmax_xent_grad(self, probs, labels, gy, n):
+        scale = float(gy) / n
         if _kernel_float(probs):
             return self.k.softmax_xent_backward(probs, labels, scale, out=self.empty_like(probs))
+        return self._minus_hot_scaled(probs, labels, scale)
+
+    def _minus_hot_scaled(self, probs, labels, scale):
+        """(probs - onehot(labels)) * scale by fancy indexing (scale: a number or a 0-d array)."""
         g = probs * scale
         g[self.xp.arange(probs.shape[0]), labels] -= scale
         return g

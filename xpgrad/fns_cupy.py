@@ -40,14 +40,24 @@ def _graph_capture():
     return recorder if recorder is not None and getattr(recorder, "on_device", False) else None
 
 
+def outside_graph(make):
+    """make() now; while this thread captures a CUDA graph, outside it: state a step keeps for
+    good (a zeros or fill captured in a graph would run again on every replay, wiping it)."""
+    recorder = _graph_capture()
+    return make() if recorder is None else recorder.outside(make)
+
+
+def device_id(array):
+    """The CUDA device number of a CuPy array (None for arrays without one): keys per-device state."""
+    return getattr(getattr(array, "device", None), "id", None)
+
+
 class CupyFns(KernelFns):
     """CuPy: the numba.cuda kernels, launched on CuPy's current stream, and no host round trip in
     a training step: label checks stay on the device (raised at the next host read, see
     `raise_device_errors`), upstream gradients are read by the kernels, the sum of squares is a
     kernel of ours, dropout masks come from a device generator. Under a CUDA-graph capture the
     calls a graph cannot hold (cuBLAS) run between graphs."""
-
-    device_scalars = True
 
     def matmul(self, a, b):
         recorder = _graph_capture()
@@ -64,12 +74,10 @@ class CupyFns(KernelFns):
     def _status(self, op, num_classes, labels):
         """The device array a label check of (op, num_classes) latches into (made once per
         device, outside any graph: a zeros inside one would clear it on every replay)."""
-        key = (op, num_classes, getattr(getattr(labels, "device", None), "id", None))
+        key = (op, num_classes, device_id(labels))
         status = _label_status.get(key)
         if status is None:
-            recorder = _graph_capture()
-            make = lambda: self.xp.zeros(3, dtype=np.int64)  # noqa: E731
-            status = _label_status[key] = make() if recorder is None else recorder.outside(make)
+            status = _label_status[key] = outside_graph(lambda: self.xp.zeros(3, dtype=np.int64))
         return status
 
     def defer_label_check(self, op, labels, num_classes) -> bool:
@@ -85,14 +93,11 @@ class CupyFns(KernelFns):
             return self.k.softmax_xent_forward(z, labels, out=self.empty_like(z), status=status)
         return super().softmax_xent(z, labels)
 
-    def softmax_xent_grad_upstream(self, probs, labels, gy, n):
-        """softmax_xent_grad with scale gy / n, gy the upstream gradient left on the device."""
+    def softmax_xent_grad(self, probs, labels, gy, n):
+        """The upstream gradient gy stays on the device: the kernel reads it (float(gy) would wait)."""
         if _kernel_float(probs) and type(gy) is type(probs) and gy.size == 1:
             return self.k.softmax_xent_backward_upstream(probs, labels, gy, n, out=self.empty_like(probs))
-        scale = self.xp.asarray(gy / n, dtype=probs.dtype)
-        g = probs * scale
-        g[self.xp.arange(probs.shape[0]), labels] -= scale
-        return g
+        return self._minus_hot_scaled(probs, labels, self.xp.asarray(gy / n, dtype=probs.dtype))
 
     def index_grad(self, gy, index, shape):
         """Integer-array rows scatter-added by the kernel without reading the indices on the host
@@ -148,31 +153,30 @@ def _device_random_state(xp, like):
     """The device generator's state for like's device, re-keyed when xg.manual_seed has replaced
     the host generator since (a one-thread kernel, no copy)."""
     from . import creation
-    from .kernels import cuda_random
 
-    key = getattr(getattr(like, "device", None), "id", None)
+    key = device_id(like)
     entry = _random_states.get(key)
-    host = creation.generator()
     if entry is None:
-        recorder = _graph_capture()
-        make = lambda: xp.zeros(3, dtype=np.uint64)  # noqa: E731
-        entry = _random_states[key] = [make() if recorder is None else recorder.outside(make), None]
-    if entry[1] is not host:
-        recorder = _graph_capture()
-        seed = lambda: cuda_random.seed_state(entry[0], cuda_random.key_of(host))  # noqa: E731
-        seed() if recorder is None else recorder.outside(seed)
-        entry[1] = host
+        entry = _random_states[key] = [outside_graph(lambda: xp.zeros(3, dtype=np.uint64)), None]
+    if entry[1] is not creation.generator():  # only then a piece outside the graph
+        outside_graph(lambda: _rekey(entry))
     return entry[0]
 
 
 def resync_device_random() -> None:
     """Re-key every device generator whose host generator xg.manual_seed has replaced (a CUDA-graph
     replay calls this first: its graphs read the state, no Python of dropout runs)."""
+    for entry in _random_states.values():
+        _rekey(entry)
+
+
+def _rekey(entry: list) -> None:
+    """Key entry's device state from the host generator (counter 0) unless it already is (a
+    one-thread kernel, no copy): xg.manual_seed replaces the host generator."""
     from . import creation
     from .kernels import cuda_random
 
     host = creation.generator()
-    for entry in _random_states.values():
-        if entry[1] is not host:
-            cuda_random.seed_state(entry[0], cuda_random.key_of(host))
-            entry[1] = host
+    if entry[1] is not host:
+        cuda_random.seed_state(entry[0], cuda_random.key_of(host))
+        entry[1] = host

@@ -24,7 +24,7 @@ import numpy as np
 from . import backend, kernels, state
 from .errors import XpgradError
 from .fns import kernels_enabled
-from .kernels._frontend import _xp as _array_module
+from .fns_cupy import device_id, outside_graph
 from .tensor import Tensor, is_floating
 
 
@@ -91,16 +91,7 @@ def _fused_kernels(param, grad):
 
 def _device_count(like, value: int):
     """An int64 (1,) array holding `value` on like's device (a fill kernel, no copy)."""
-    return _array_module(like).full(1, value, dtype=np.int64)
-
-
-def _outside_graph(make):
-    """make() now; while a CUDA graph is being captured, outside it (a new buffer's zeros captured
-    in a graph would run again on every replay, wiping the state)."""
-    recorder = state.local.capture
-    if recorder is not None and getattr(recorder, "on_device", False):
-        return recorder.outside(make)
-    return make()
+    return backend.namespace_of(like).full(1, value, dtype=np.int64)
 
 
 # ---- optimizers ------------------------------------------------------------------------------
@@ -195,11 +186,11 @@ class Optimizer:
     def _device_lr(self, param):
         """lr as a float64 (1,) array on param's device, which the CUDA kernels read (so a captured
         graph sees schedule changes); refilled by a fill kernel when `lr` has changed."""
-        key = getattr(param.device, "id", None)
+        key = device_id(param)
         entry = self._lr_device.get(key)
         if entry is None:
-            xp = _array_module(param)
-            entry = self._lr_device[key] = [_outside_graph(lambda: xp.full(1, self.lr, dtype=np.float64)), self.lr]
+            xp = backend.namespace_of(param)
+            entry = self._lr_device[key] = [outside_graph(lambda: xp.full(1, self.lr, dtype=np.float64)), self.lr]
         self._fill_lr(entry)
         return entry[0]
 
@@ -237,7 +228,7 @@ class Optimizer:
 
     def _zeros(self, p: Tensor):
         xp = backend.namespace_of(p.data)
-        return _outside_graph(lambda: xp.zeros_like(p.data))
+        return outside_graph(lambda: xp.zeros_like(p.data))
 
     def hyperparameters(self) -> dict:
         return {"lr": self.lr, **{k: getattr(self, k) for k in self._hyper}}
@@ -377,7 +368,7 @@ class Adam(Optimizer):
             # CUDA: lr and the step count read from device memory; the kernel advances the count
             step = st.get("device_step")
             if step is None:
-                step = st["device_step"] = _outside_graph(partial(_device_count, param, n - 1))
+                step = st["device_step"] = outside_graph(partial(_device_count, param, n - 1))
             k.adam_update_device(param, grad, m, st["v"], self._device_lr(param), step, b1, b2, eps, wd)
 
     def _replay_update(self):

@@ -16,7 +16,7 @@ step (shared_memory.py: each rank copies only the parts of its gradients that ot
 the weighting by each rank's share of the samples is folded into the sum). Otherwise, per bucket:
 one copy in (scaled by this rank's share of the samples), one MPI_Allreduce or NCCL all-reduce.
 Either way the gradients become views of the result (on one node: of memory every rank of the
-node shares, so they must only be read; valid until the sync after the next). A parameter without a gradient
+node shares, so they are read-only arrays; valid until the sync after the next). A parameter without a gradient
 on one rank (unused in its step) sends zeros, so every rank sends the same buffers. The reduction
 runs after backward, not overlapped with it: on CPU ranks MPI progresses only inside MPI calls,
 so an overlap would need a progress thread (see bench/RESULTS.md for the measured share).
@@ -106,13 +106,15 @@ class DataParallel(Module):
         self.comm_seconds = 0.0  # time spent in gradient collectives since construction
         self.copy_seconds = 0.0  # time spent packing and unpacking buckets
         self.wait_seconds = 0.0  # of comm_seconds, in the shared-memory barriers (waiting for the slower rank)
-        self._exchange = None  # the one-node SharedMemoryExchange (False: buckets over the communicator)
         self.steps = 0
         self._buckets = _make_buckets(module.parameters(), bucket_mb)
-        if group().world_size > 1:
+        self._exchange = None  # on one node with NumPy buckets: the SharedMemoryExchange that sums them
+        g = group()
+        if g.world_size > 1:
             check_same_model(module, bucket_mb)
             for t in module._state_tensors().values():
                 broadcast(t, root=0)
+            self._exchange = g.comm.shared_exchange([b.params for b in self._buckets])
 
     def forward(self, *args, **kwargs):
         if self.training and args and hasattr(args[0], "shape") and len(args[0].shape) > 0:
@@ -137,15 +139,13 @@ class DataParallel(Module):
             if stop is not None:
                 stop.agreed = requested
             return n, float(loss_sum)
-        if self._exchange is None:
-            self._exchange = g.comm.shared_exchange([b.params for b in self._buckets]) or False
-        if self._exchange:
-            ex = self._exchange
-            copy0, wait0, sum0 = ex.copy_seconds, ex.wait_seconds, ex.sum_seconds
-            total_samples, total_loss, agreed = ex.sync(n, float(loss_sum), requested, time.perf_counter)
-            self.copy_seconds += ex.copy_seconds - copy0
-            self.wait_seconds += ex.wait_seconds - wait0
-            self.comm_seconds += (ex.wait_seconds - wait0) + (ex.sum_seconds - sum0)
+        if self._exchange is not None:
+            (total_samples, total_loss, agreed), (copy, wait, summing) = self._exchange.sync(
+                n, float(loss_sum), requested, time.perf_counter
+            )
+            self.copy_seconds += copy
+            self.wait_seconds += wait
+            self.comm_seconds += wait + summing
             self.steps += 1
             if stop is not None:
                 stop.agreed = agreed

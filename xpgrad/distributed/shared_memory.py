@@ -124,13 +124,12 @@ class SharedMemoryExchange:
                 ]
             )
         self.turn = 0
-        self.copy_seconds = 0.0  # copying the gradients into the window
-        self.wait_seconds = 0.0  # in the two fences (includes waiting for the slowest rank)
-        self.sum_seconds = 0.0  # summing this rank's slices
 
-    def sync(self, samples: int, loss_sum: float, requested: bool, clock) -> tuple[int, float, bool]:
+    def sync(self, samples: int, loss_sum: float, requested: bool, clock) -> tuple[tuple, tuple]:
         """Sum every bucket over the ranks, weighted by their samples, and leave each parameter's
-        `.grad` a view of the result. Returns (total samples, total loss_sum, any rank requested a stop)."""
+        `.grad` a view of the result. Returns ((total samples, total loss_sum, any rank requested a
+        stop), (seconds copying into the window, waiting in the two fences, summing this rank's
+        slices)) by `clock`."""
         turn, r = self.turn, self.rank
         self.turn = 1 - turn
         window, inputs, results = self.windows[turn], self.inputs[turn], self.results[turn]
@@ -189,10 +188,8 @@ class SharedMemoryExchange:
             for p, start, stop in zip(lay.params, lay.offsets, lay.offsets[1:]):
                 p.grad = Tensor(result[start:stop].reshape(p.shape))
                 p.grad.data.flags.writeable = False  # shared by every rank: an in-place write would apply K times
-        self.copy_seconds += (t1 - t0) + (clock() - t4)
-        self.wait_seconds += (t2 - t1) + (t4 - t3)
-        self.sum_seconds += t3 - t2
-        return int(total), totals[1], totals[2] > 0
+        timings = ((t1 - t0) + (clock() - t4), (t2 - t1) + (t4 - t3), t3 - t2)
+        return (int(total), totals[1], totals[2] > 0), timings
 
 
 def _fence(window, node) -> None:

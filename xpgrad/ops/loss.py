@@ -92,9 +92,7 @@ class SoftmaxCrossEntropy(Node):
         z, labels = args
         if F.tensors:
             return (softmax(z, axis=1) - one_hot(labels, z.shape[1], z.dtype)) * (gy / z.shape[0]), None
-        if F.device_scalars:  # CuPy: the kernel reads gy on the device (float(gy) would wait for it)
-            return F.softmax_xent_grad_upstream(self.probs, labels, gy, z.shape[0]), None
-        return F.softmax_xent_grad(self.probs, labels, float(gy) / z.shape[0]), None
+        return F.softmax_xent_grad(self.probs, labels, gy, z.shape[0]), None
 
 
 def softmax_cross_entropy(logits: Tensor, labels) -> Tensor:

@@ -120,4 +120,5 @@ def install_trap_device(monkeypatch):
     autograd.register_array_type(Trap, trap_xp, table)
     monkeypatch.setattr(fns_cupy, "_label_status", {})
     monkeypatch.setattr(fns_cupy, "_random_states", {})
+    monkeypatch.setattr(fns_cupy, "_restored_states", {})
     return table

@@ -147,6 +147,8 @@ class CupyFns(KernelFns):
 
 # device -> [uint64 (3,) Philox state, the host generator it was keyed from]
 _random_states: dict = {}
+# device -> (uint64 (3,) host array, host generator): restored states of devices not drawn from yet
+_restored_states: dict = {}
 
 
 def _device_random_state(xp, like):
@@ -157,10 +159,52 @@ def _device_random_state(xp, like):
     key = device_id(like)
     entry = _random_states.get(key)
     if entry is None:
-        entry = _random_states[key] = [outside_graph(lambda: xp.zeros(3, dtype=np.uint64)), None]
+        words, host = _restored_states.pop(key, (None, None))
+        make = (lambda: xp.zeros(3, dtype=np.uint64)) if words is None else (lambda: xp.asarray(words))
+        entry = _random_states[key] = [outside_graph(make), host]
     if entry[1] is not creation.generator():  # only then a piece outside the graph
         outside_graph(lambda: _rekey(entry))
     return entry[0]
+
+
+def device_random_states() -> dict:
+    """{device id (str): [key0, key1, counter]} of every device generator, as its next draw will
+    use it: what a checkpoint saves beside the host generator's state (reads each state back)."""
+    from . import creation
+    from .kernels import cuda_random
+
+    host = creation.generator()
+    states = {}
+    for key, entry in _random_states.items():
+        if entry[1] is host:
+            states[str(key)] = [int(w) for w in entry[0].get()]
+        else:  # re-keyed at its next draw (xg.manual_seed since): counter 0 under the new key
+            states[str(key)] = [*cuda_random.key_of(host), 0]
+    for key, (words, saved_host) in _restored_states.items():
+        states[str(key)] = [int(w) for w in words] if saved_host is host else [*cuda_random.key_of(host), 0]
+    return states
+
+
+def set_device_random_states(states: dict) -> None:
+    """Restore device generator states saved by `device_random_states`, tied to the host generator
+    now in place (xg.manual_seed after this re-keys them as usual). A generator in use is
+    overwritten in place (a captured CUDA graph reads it by address); a device not drawn from yet
+    starts from its saved state at its first draw."""
+    from . import creation
+
+    host = creation.generator()
+    _restored_states.clear()
+    for name, values in states.items():
+        key = None if name == "None" else int(name)
+        words = np.array([int(v) for v in values], dtype=np.uint64)
+        if words.shape != (3,):
+            raise ValueError(f"set_device_random_states: device {name} needs [key0, key1, counter], got {values!r}")
+        entry = _random_states.get(key)
+        if entry is None:
+            _restored_states[key] = (words, host)
+        else:
+            entry[0].set(words)
+            entry[1] = host
 
 
 def resync_device_random() -> None:

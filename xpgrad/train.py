@@ -20,12 +20,11 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 
-from . import backend
+from . import backend, fns_cupy
 from .autograd import no_grad
 from .capture import capture as capture_step
 from .creation import generator, tensor
 from .distributed import DataParallel
-from .fns_cupy import raise_device_errors
 from .ops import hinge_loss, mse_loss, one_hot, softmax_cross_entropy
 
 LOSSES = ("softmax-ce", "hinge", "mse")
@@ -127,15 +126,23 @@ class catch_sigint:
 
 
 def rng_state(loader) -> dict:
-    """The states of the loader's shuffling generator and the host generator (dropout), JSON-able."""
-    return {"loader": loader._rng.bit_generator.state, "host": generator().bit_generator.state}
+    """The states of the loader's shuffling generator, the host generator (dropout on NumPy) and
+    any device generators (dropout on CuPy: read back from the device), JSON-able."""
+    state = {"loader": loader._rng.bit_generator.state, "host": generator().bit_generator.state}
+    devices = fns_cupy.device_random_states()
+    if devices:
+        state["device"] = devices
+    return state
 
 
 def set_rng_state(loader, state: dict) -> None:
+    """Put back what `rng_state` saved (a checkpoint's "rng"): each part that is there."""
     if "loader" in state:
         loader._rng.bit_generator.state = state["loader"]
     if "host" in state:
         generator().bit_generator.state = state["host"]
+    if "device" in state:
+        fns_cupy.set_device_random_states(state["device"])
 
 
 def batch_step(model, optimizer, loss_fn):
@@ -191,7 +198,7 @@ def _epoch_mean(total, seen: int) -> float:
     """The epoch's mean loss: its one host read, which also raises an error a CuPy step left on
     the device (a label out of range: docs/errors.md)."""
     mean = float(total) / seen if seen else math.nan
-    raise_device_errors()
+    fns_cupy.raise_device_errors()
     return mean
 
 

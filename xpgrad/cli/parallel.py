@@ -64,26 +64,32 @@ def describe(ranks: Ranks, batch_size: int) -> str:
 
 
 def seed_rank_stream(ranks: Ranks, seed: int, saved_rng: dict | None, start_epoch: int) -> None:
-    """Give rank r > 0 its own dropout stream: the checkpoint's state for r, else one derived from the
-    seed, r and the epoch training starts at (the module docstring)."""
+    """Give rank r > 0 its own dropout stream: the checkpoint's states for r (host and device
+    generators), else one derived from the seed, r and the epoch training starts at (the module
+    docstring)."""
+    from .. import fns_cupy
     from ..creation import generator, manual_seed
 
     if ranks.rank == 0:
         return
-    states = (saved_rng or {}).get("host_by_rank") or []
+    saved_rng = saved_rng or {}
+    states = saved_rng.get("host_by_rank") or []
     if len(states) == ranks.world_size:
         generator().bit_generator.state = states[ranks.rank]
+        devices = saved_rng.get("device_by_rank") or []
+        fns_cupy.set_device_random_states(devices[ranks.rank] if len(devices) == ranks.world_size else {})
         return
     key = (ranks.rank,) if saved_rng is None else (ranks.rank, start_epoch)
     manual_seed(np.random.SeedSequence(seed, spawn_key=key))
 
 
 def gather_rng(ranks: Ranks, rng_state: dict) -> dict:
-    """`rng_state` (this rank's loader and host states) with every rank's host state added, for the
-    checkpoint (a collective: every rank calls it)."""
+    """`rng_state` (this rank's loader, host and device states) with every rank's host and device
+    states added, for the checkpoint (a collective: every rank calls it)."""
     if not ranks.parallel:
         return rng_state
     from ..distributed import all_gather_bytes
 
-    states = [json.loads(b) for b in all_gather_bytes(json.dumps(rng_state["host"]).encode())]
-    return {**rng_state, "host_by_rank": states}
+    mine = json.dumps([rng_state["host"], rng_state.get("device", {})]).encode()
+    states = [json.loads(b) for b in all_gather_bytes(mine)]
+    return {**rng_state, "host_by_rank": [host for host, _ in states], "device_by_rank": [dev for _, dev in states]}

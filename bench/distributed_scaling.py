@@ -1,6 +1,6 @@
 """Data-parallel scaling on CPU ranks: steps/s of `mpiexec -n K` against one process, config (b).
 
-    python bench/distributed_scaling.py [--ranks 2] [--passes 5] [--bucket-mb 25] [--json PATH]
+    python bench/distributed_scaling.py [--ranks 2] [--passes 5] [--bucket-mb 25] [--references] [--json PATH]
 
 Config (b) of `xpgrad bench mlp` (MLP 784-1024-1024-10, ReLU, softmax cross-entropy, SGD) with a
 global batch of 512: one rank takes all 512 rows, K ranks 512/K each, through DataParallel. Every
@@ -8,6 +8,10 @@ rank runs 1 thread (OMP/OPENBLAS/NUMBA_NUM_THREADS=1 and threadpoolctl). The dri
 passes of 1 and K ranks (each pass a fresh process group) so drift hits both alike, and reports per
 pass the median step time over rounds, the K-rank speed-up, and per step the time DataParallel
 spent in the gradient all-reduce (including any wait for the slower rank) and in bucket copies.
+With `--references` each pass also runs K ranks with a barrier in place of the gradient exchange
+(the ranks in lockstep, nothing exchanged) and with nothing in its place (each rank on its own):
+the speed-ups the machine's cores allow the compute, with and without lockstep, so a shortfall
+splits into what the cores cost and what the exchange costs.
 
 Worker mode (what each pass runs): ... --worker --rounds R --steps S
 """
@@ -28,9 +32,17 @@ GLOBAL_BATCH = 512
 ONE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
-def worker(rounds: int, steps: int, bucket_mb: float, global_batch: int = GLOBAL_BATCH, sync_only=False) -> dict:
+EXCHANGES = ("gradients", "barrier", "none")  # what a K-rank step does between backward and update
+
+
+def worker(
+    rounds: int, steps: int, bucket_mb: float, global_batch: int = GLOBAL_BATCH, sync_only=False, exchange="gradients"
+) -> dict:
     """One pass on this rank: seconds per step for each round, and DataParallel's time per step
-    (`sync_only`: seconds per `sync_gradients` alone, on the gradients of one backward)."""
+    (`sync_only`: seconds per `sync_gradients` alone, on the gradients of one backward). Between
+    backward and update a step runs `exchange`: "gradients" (`sync_gradients`: the real step),
+    "barrier" (a barrier only: the ranks in lockstep, nothing exchanged) or "none" (each rank on
+    its own: what the cores give the compute alone)."""
     import xpgrad.distributed as dist
     from xpgrad.bench_mlp import CONFIGS, pinned_threads, quiet_gc, xpgrad_training_parts
 
@@ -45,10 +57,12 @@ def worker(rounds: int, steps: int, bucket_mb: float, global_batch: int = GLOBAL
     parallel = dist.DataParallel(model, bucket_mb=bucket_mb)
     x, y = x.detach(), y.detach()
 
+    between = {"gradients": parallel.sync_gradients, "barrier": dist.barrier, "none": lambda: None}[exchange]
+
     def step():
         optimizer.zero_grad()
         loss_fn(parallel(x), y).backward()
-        parallel.sync_gradients()
+        between()
         optimizer.step()
 
     quiet_gc()
@@ -100,7 +114,9 @@ def sync_worker(calls: int, parallel, model, backward) -> dict:
     return {"rank": dist.get_rank(), "world_size": dist.get_world_size(), "sync_s": times[10:]}
 
 
-def run_pass(ranks: int, rounds: int, steps: int, bucket_mb: float, sync_only: bool = False) -> dict:
+def run_pass(
+    ranks: int, rounds: int, steps: int, bucket_mb: float, sync_only: bool = False, exchange: str = "gradients"
+) -> dict:
     """One pass in a fresh process (under mpiexec when ranks > 1); rank 0's figures."""
     script = [
         sys.executable,
@@ -112,6 +128,8 @@ def run_pass(ranks: int, rounds: int, steps: int, bucket_mb: float, sync_only: b
         str(steps),
         "--bucket-mb",
         str(bucket_mb),
+        "--exchange",
+        exchange,
     ] + (["--sync-only"] if sync_only else [])
     mpiexec = shutil.which("mpiexec", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     command = ([mpiexec, "-n", str(ranks)] if ranks > 1 else []) + script
@@ -198,9 +216,16 @@ def main() -> int:
         action="store_true",
         help="time sync_gradients alone on K ranks (rounds x steps calls per pass), not the steps",
     )
+    p.add_argument("--exchange", choices=EXCHANGES, default="gradients", help=argparse.SUPPRESS)  # worker only
+    p.add_argument(
+        "--references",
+        action="store_true",
+        help="each pass also runs K ranks with a barrier in place of the gradient exchange and with no "
+        "exchange at all: the speed-ups the machine allows without the exchange's own work",
+    )
     args = p.parse_args()
     if args.worker:
-        result = worker(args.rounds, args.steps, args.bucket_mb, args.global_batch, args.sync_only)
+        result = worker(args.rounds, args.steps, args.bucket_mb, args.global_batch, args.sync_only, args.exchange)
         if result["rank"] == 0:
             print(json.dumps(result), flush=True)
         return 0
@@ -217,6 +242,10 @@ def main() -> int:
         load.start()
         one = run_pass(1, args.rounds, args.steps, args.bucket_mb)
         many = run_pass(args.ranks, args.rounds, args.steps, args.bucket_mb)
+        references = {  # K ranks with a barrier, or nothing, in place of the exchange
+            exchange: run_pass(args.ranks, args.rounds, args.steps, args.bucket_mb, exchange=exchange)["step_s"]
+            for exchange in (EXCHANGES[1:] if args.references else ())
+        }
         foreign = load.stop()
         wall = time.perf_counter() - start
         if foreign > args.max_foreign * wall and redone < args.max_redo:
@@ -242,13 +271,16 @@ def main() -> int:
             "waited_for_quiet_s": waited,
         }
         row["speedup"] = row["one_step_s"] / row["k_step_s"]
+        for exchange, step_s in references.items():
+            row[f"speedup_{exchange}"] = row["one_step_s"] / statistics.median(step_s)
         passes.append(row)
         print(
             f"pass {i + 1}: 1 rank {1 / row['one_step_s']:.2f} steps/s (spread {row['one_spread']:.1%}), "
             f"{args.ranks} ranks {1 / row['k_step_s']:.2f} steps/s (spread {row['k_spread']:.1%}); "
             f"speed-up {row['speedup']:.3f}x; all-reduce {row['comm_s'] * 1e3:.2f} ms/step, "
             f"bucket copies {row['copy_s'] * 1e3:.2f} ms/step (barrier waits {row['wait_s'] * 1e3:.2f}); "
-            f"other processes {foreign:.2f} CPU s in {wall:.1f} s",
+            f"other processes {foreign:.2f} CPU s in {wall:.1f} s"
+            + "".join(f"; with {e} in place of the exchange {row[f'speedup_{e}']:.3f}x" for e in references),
             flush=True,
         )
     speedups = [r["speedup"] for r in passes]
@@ -265,6 +297,10 @@ def main() -> int:
         "comm_ms_per_step": 1e3 * statistics.median(r["comm_s"] for r in passes),
         "copy_ms_per_step": 1e3 * statistics.median(r["copy_s"] for r in passes),
         "wait_ms_per_step": 1e3 * statistics.median(r["wait_s"] for r in passes),
+        **{
+            f"speedup_{exchange}_median": statistics.median(r[f"speedup_{exchange}"] for r in passes)
+            for exchange in (EXCHANGES[1:] if args.references else ())
+        },
         "passes_redone": redone,
         "mpi": mpi_library_version(),
         "environment": environment(),
@@ -276,6 +312,10 @@ def main() -> int:
         f"{summary['one_steps_per_s']:.2f} -> {summary['k_steps_per_s']:.2f} steps/s; all-reduce "
         f"{summary['comm_ms_per_step']:.2f} ms/step, copies {summary['copy_ms_per_step']:.2f} ms/step; "
         f"buckets {summary['buckets_bytes']} bytes (bucket_mb {args.bucket_mb:g}); {redone} disturbed passes redone"
+        + "".join(
+            f"; with {e} in place of the exchange: median {summary[f'speedup_{e}_median']:.3f}x"
+            for e in (EXCHANGES[1:] if args.references else ())
+        )
     )
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")

@@ -160,3 +160,18 @@ def test_rank_streams_resume_from_their_own_device_state(device, monkeypatch):
     seed_rank_stream(Ranks(1, 2, "mpi"), 5, saved, 1)
     for a, b in zip(_masks(2), expected):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_rank_without_a_saved_device_state_keeps_its_own_key(device, monkeypatch):
+    """A checkpoint with host states per rank but no device states (saved on the CPU): rank 1's
+    device generator is keyed from rank 1's seed sequence, not rank 0's."""
+    loader = _TrapLoader(np.zeros((1, 4)), np.zeros(1), 1, seed=0)
+    xg.manual_seed(5)
+    _masks(1)
+    rank0_key = fns_cupy.device_random_states()["0"][:2]
+    host = _checkpointed(rng_state(loader))["host"]
+    saved = {"host": host, "host_by_rank": [host, host]}
+    _new_process(monkeypatch, seed=5)
+    seed_rank_stream(Ranks(1, 2, "mpi"), 5, saved, 1)
+    _masks(1)
+    assert fns_cupy.device_random_states()["0"][:2] != rank0_key

@@ -72,15 +72,17 @@ def seed_rank_stream(ranks: Ranks, seed: int, saved_rng: dict | None, start_epoc
 
     if ranks.rank == 0:
         return
-    saved_rng = saved_rng or {}
-    states = saved_rng.get("host_by_rank") or []
-    if len(states) == ranks.world_size:
-        generator().bit_generator.state = states[ranks.rank]
-        devices = saved_rng.get("device_by_rank") or []
-        fns_cupy.set_device_random_states(devices[ranks.rank] if len(devices) == ranks.world_size else {})
+    states = (saved_rng or {}).get("host_by_rank") or []
+    if len(states) != ranks.world_size:
+        key = (ranks.rank,) if saved_rng is None else (ranks.rank, start_epoch)
+        manual_seed(np.random.SeedSequence(seed, spawn_key=key))
         return
-    key = (ranks.rank,) if saved_rng is None else (ranks.rank, start_epoch)
-    manual_seed(np.random.SeedSequence(seed, spawn_key=key))
+    # the saved host state in a generator of rank r's seed sequence (which keys its device
+    # generator where the checkpoint has no device state), then the saved device states
+    manual_seed(np.random.SeedSequence(seed, spawn_key=(ranks.rank,)))
+    generator().bit_generator.state = states[ranks.rank]
+    devices = saved_rng.get("device_by_rank") or []
+    fns_cupy.set_device_random_states(devices[ranks.rank] if len(devices) == ranks.world_size else {})
 
 
 def gather_rng(ranks: Ranks, rng_state: dict) -> dict:

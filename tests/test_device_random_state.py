@@ -2,7 +2,8 @@
 `train.rng_state` saves each device's [key0, key1, counter] beside the host generator's state and
 `set_rng_state` puts it back, so a run resumed in a new process draws the masks the uninterrupted
 run draws (on every rank: `xpgrad train` gathers them per rank). Run on the Trap stand-in for a
-CuPy device (tests/gpu_trap.py) under Numba's CUDA simulator."""
+CuPy device (tests/gpu_trap.py) under Numba's CUDA simulator, and on a real GPU with CuPy
+where there is one (`-m gpu`, ci/gpu-check)."""
 
 import json
 
@@ -12,18 +13,16 @@ from conftest import SIMULATOR
 from gpu_trap import Trap, install_trap_device, plain, trap
 
 import xpgrad as xg
-from xpgrad import fns_cupy, nn, optim
+from xpgrad import backend, fns_cupy, nn, optim
 from xpgrad.cli.parallel import Ranks, seed_rank_stream
 from xpgrad.train import fit, rng_state, set_rng_state
-
-pytestmark = pytest.mark.skipif(
-    not SIMULATOR, reason="runs the device generator's CUDA kernels under Numba's CUDA simulator on host arrays"
-)
 
 
 @pytest.fixture
 def device(monkeypatch):
     """The Trap stand-in for a CuPy device (tests/gpu_trap.py)."""
+    if not SIMULATOR:
+        pytest.skip("the Trap stand-in runs the CUDA kernels under Numba's CUDA simulator (a real GPU is here)")
     return install_trap_device(monkeypatch)
 
 
@@ -175,3 +174,21 @@ def test_a_rank_without_a_saved_device_state_keeps_its_own_key(device, monkeypat
     seed_rank_stream(Ranks(1, 2, "mpi"), 5, saved, 1)
     _masks(1)
     assert fns_cupy.device_random_states()["0"][:2] != rank0_key
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not backend.cupy_gpu_available(), reason="needs a CUDA GPU with CuPy; ci/gpu-check runs it")
+@pytest.mark.parametrize("drawn_before_restore", [False, True])
+def test_restored_device_state_continues_the_stream_on_the_gpu(monkeypatch, drawn_before_restore):
+    with xg.use_backend("cupy"):
+        layer, x = nn.Dropout(0.4), xg.ones((64, 33))
+        xg.manual_seed(5)
+        layer(x)
+        saved = _checkpointed(fns_cupy.device_random_states())
+        expected = [layer(x).numpy() for _ in range(2)]
+        _new_process(monkeypatch)
+        if drawn_before_restore:
+            layer(x)
+        fns_cupy.set_device_random_states(saved)
+        for want in expected:
+            np.testing.assert_array_equal(layer(x).numpy(), want)

@@ -6,6 +6,8 @@ CuPy device (tests/gpu_trap.py) under Numba's CUDA simulator, and on a real GPU 
 where there is one (`-m gpu`, ci/gpu-check)."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -79,6 +81,19 @@ def test_manual_seed_after_a_restore_rekeys(device, monkeypatch):
 def test_a_bad_saved_state_is_a_clear_error(device):
     with pytest.raises(ValueError, match=r"set_device_random_states: device 0 needs \[key0, key1, counter\]"):
         fns_cupy.set_device_random_states({"0": [1, 2]})
+
+
+def test_a_numpy_run_saves_no_device_state_and_loads_no_cuda():
+    """On NumPy the checkpoint's random state has no device part, and reading it imports no
+    numba.cuda (fit reads it every epoch)."""
+    code = (
+        "import sys, numpy as np, xpgrad.train as t\n"
+        "class Loader: _rng = np.random.default_rng(0)\n"
+        "assert 'device' not in t.rng_state(Loader())\n"
+        "assert 'numba.cuda' not in sys.modules, 'numba.cuda imported'\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
 
 
 class _TrapLoader:

@@ -171,18 +171,22 @@ def device_random_states() -> dict:
     """{device id (str): [key0, key1, counter]} of every device generator, as its next draw will
     use it: what a checkpoint saves beside the host generator's state (reads each state back)."""
     from . import creation
-    from .kernels import cuda_random
 
     host = creation.generator()
     states = {}
     for key, entry in _random_states.items():
-        if entry[1] is host:
-            states[str(key)] = [int(w) for w in entry[0].get()]
-        else:  # re-keyed at its next draw (xg.manual_seed since): counter 0 under the new key
-            states[str(key)] = [*cuda_random.key_of(host), 0]
+        states[str(key)] = [int(w) for w in entry[0].get()] if entry[1] is host else _fresh_state(host)
     for key, (words, saved_host) in _restored_states.items():
-        states[str(key)] = [int(w) for w in words] if saved_host is host else [*cuda_random.key_of(host), 0]
+        states[str(key)] = [int(w) for w in words] if saved_host is host else _fresh_state(host)
     return states
+
+
+def _fresh_state(host) -> list:
+    """The state a device generator re-keys to at its next draw (xg.manual_seed since): counter 0
+    under the key of the new host generator."""
+    from .kernels import cuda_random
+
+    return [*cuda_random.key_of(host), 0]
 
 
 def set_device_random_states(states: dict) -> None:

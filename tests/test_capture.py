@@ -315,14 +315,34 @@ def test_eval_mode_is_not_replayed_as_training():
     assert _same(step(x).data, model(x).data)
 
 
-def test_recapturing_warns_and_cache_is_bounded():
+def test_recapturing_warns():
+    """A closure value that keeps changing records the step again and again: a warning once the
+    captures pass the signature limit."""
+    w = xg.tensor(np.ones((3, 2), np.float32), requires_grad=True)
+    scale = 1.0
+
+    def fn(x):
+        return (x @ w * scale).sum()
+
+    step = xg.capture(fn, max_signatures=2)
+    x = xg.ones(4, 3)
+    with pytest.warns(CaptureWarning, match="captured 3 times"):
+        for scale in (1.0, 2.0, 3.0):
+            for _ in range(3):
+                assert step(x).item() == 24.0 * scale
+    assert step.stats["signatures"] == 1 and step.stats["captures"] == 3
+
+
+def test_signatures_that_never_repeat_warn_and_cache_is_bounded():
+    """A function called with a new shape every time is never captured (a signature runs eagerly
+    until it repeats): the signature counter says so, and a warning once it passes the cache."""
     w = xg.tensor(np.ones((3, 2), np.float32), requires_grad=True)
     step = xg.capture(lambda x: (x @ w).sum(), max_signatures=2)
-    with pytest.warns(CaptureWarning, match="captured 3 times"):
+    with pytest.warns(CaptureWarning, match="called with 3 different signatures"):
         for rows in (1, 2, 3):
-            for _ in range(2):
-                step(xg.ones(rows, 3))
-    assert len(step._cache) == 2
+            step(xg.ones(rows, 3))
+    assert step.stats["signatures"] == 3 and step.stats["captures"] == 0 and step.stats["eager"] == 3
+    assert len(step._cache) == 2  # bounded: the oldest signature went
 
 
 def test_other_namespaces_run_eagerly_with_the_same_results():

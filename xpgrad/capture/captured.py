@@ -79,7 +79,15 @@ class Captured:
         self.fn = fn
         self.check_every = 1 if check is True else int(check or 0)
         self.max_signatures = int(max_signatures)
-        self.stats = {"calls": 0, "replays": 0, "captures": 0, "eager": 0, "recaptures": 0, "checks": 0}
+        self.stats = {
+            "calls": 0,
+            "replays": 0,
+            "captures": 0,
+            "eager": 0,
+            "recaptures": 0,
+            "checks": 0,
+            "signatures": 0,  # different signatures seen (each runs eagerly until it repeats)
+        }
         self._cache: OrderedDict = OrderedDict()
         self._lock = threading.RLock()  # one replay at a time: replays share their buffers
         self._warned = False
@@ -124,6 +132,13 @@ class Captured:
                 entry = self._cache[key] = _Entry()
                 if len(self._cache) > self.max_signatures:
                     self._cache.popitem(last=False)
+                self.stats["signatures"] += 1
+                if self.stats["signatures"] > self.max_signatures:
+                    self._warn_unsettled(
+                        f"was called with {self.stats['signatures']} different signatures (argument shapes, dtypes "
+                        f"or non-tensor values; at most {self.max_signatures} are kept), and a signature runs "
+                        f"eagerly until it repeats"
+                    )
             else:
                 self._cache.move_to_end(key)
             entry.calls += 1
@@ -241,18 +256,18 @@ class Captured:
         plan.compile()
         entry.plan, entry.reach = plan, recording.reach
         self.stats["captures"] += 1
-        if self.stats["captures"] > self.max_signatures and not self._warned:
-            self._warned = True
-            warnings.warn(
-                CaptureWarning(
-                    f"capture: {getattr(self.fn, '__qualname__', self.fn)} was captured {self.stats['captures']} "
-                    "times; "
-                    f"its argument shapes, dtypes or non-tensor values, or the Python values in its closure, keep "
-                    f"changing (each change records the step again)"
-                ),
-                stacklevel=3,
+        if self.stats["captures"] > self.max_signatures:
+            self._warn_unsettled(
+                f"was captured {self.stats['captures']} times; its argument shapes, dtypes or non-tensor values, or "
+                f"the Python values in its closure, keep changing (each change records the step again)"
             )
         return materialize(recording)
+
+    def _warn_unsettled(self, what: str) -> None:
+        """Warn once that fn's calls keep changing, so capturing it does not pay."""
+        if not self._warned:
+            self._warned = True
+            warnings.warn(CaptureWarning(f"capture: {getattr(self.fn, '__qualname__', self.fn)} {what}"), stacklevel=4)
 
     def _capture_graph(self, entry, args, kwargs):
         """CuPy tensors: the step as CUDA graphs, piecewise around cuBLAS and host reads (cuda.py)."""

@@ -12,8 +12,9 @@ import importlib
 from typing import TYPE_CHECKING
 
 from . import testing
-from .autograd import backward, grad, is_grad_enabled, no_grad, set_debug, set_grad_enabled
+from .autograd import is_grad_enabled, no_grad, set_debug, set_grad_enabled
 from .backend import cupy_gpu_available, get_backend, set_backend, use_backend
+from .backprop import backward, grad
 from .creation import arange, full, manual_seed, ones, ones_like, rand, randn, tensor, zeros, zeros_like
 from .errors import (
     BackendError,

@@ -229,8 +229,8 @@ class Tensor:
         return self
 
     def backward(self, grad: Any = None, retain_graph: bool = False, create_graph: bool = False) -> None:
-        """Accumulate d(self)/d(leaf) into every leaf that requires grad (see `xpgrad.autograd`)."""
-        autograd.run_backward((self,), (grad,), retain_graph=retain_graph or create_graph, create_graph=create_graph)
+        """Accumulate d(self)/d(leaf) into every leaf that requires grad (see `xpgrad.backprop`)."""
+        backprop.run_backward((self,), (grad,), retain_graph=retain_graph or create_graph, create_graph=create_graph)
 
 
-from . import autograd  # noqa: E402  (autograd builds Tensors; imported after the class exists)
+from . import autograd, backprop  # noqa: E402  (they build Tensors; imported after the class exists)

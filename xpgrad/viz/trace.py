@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..autograd import grad as autograd_grad
+from ..backprop import grad as autograd_grad
 from ..errors import GraphFreedError
 from ..tensor import Tensor
 

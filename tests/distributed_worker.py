@@ -97,7 +97,33 @@ def collectives():
     weights[rank] = net.weight.numpy()
     dist.all_reduce(weights)
     check(all(np.array_equal(weights[0], w) for w in weights), "parameters differ after DataParallel")
+    capture_refuses_collectives(model, world)
     print(f"rank {rank}: ok", flush=True)
+
+
+def capture_refuses_collectives(model, world):
+    """Under xg.capture a collective would not be replayed: with K > 1 ranks, recording one raises
+    CaptureError on every rank (call 2 records; call 1 runs eagerly); alone, nothing communicates."""
+
+    def reduce_step(t):
+        return dist.all_reduce(t * 2.0)
+
+    def parallel_step(x):
+        model.zero_grad()
+        loss = (model(x) ** 2).sum()
+        loss.backward()
+        model.sync_gradients(1)
+        return loss
+
+    x = xg.tensor(np.ones((2, 3)))
+    for fn, arg, name in ((reduce_step, xg.tensor(np.ones(3)), "all_reduce"), (parallel_step, x, "sync_gradients")):
+        captured = xg.capture(fn)
+        captured(arg)
+        try:
+            captured(arg)
+            check(world == 1, f"a captured step recorded {name} without a word")
+        except xg.CaptureError as e:
+            check(world > 1 and f"{name}: communicates" in str(e) and "distributed_worker.py" in str(e), str(e))
 
 
 def training_run(optimizer: str, dtype: str, steps=None, fail_at=None):

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import DTypeError, NotATensorError
+from .. import state
+from ..errors import CaptureError, DTypeError, NotATensorError
 from ..tensor import Tensor
 from .group import group
 from .mpi_comm import is_cupy_array
@@ -28,6 +29,7 @@ def all_reduce(x, op: str = "sum"):
     g = group()
     if g.world_size == 1:
         return x
+    refuse_under_capture("all_reduce")
 
     def reduce(buffer):
         g.comm.all_reduce_sum(buffer)
@@ -45,6 +47,7 @@ def broadcast(x, root: int = 0):
     if not 0 <= root < g.world_size:
         raise ValueError(f"broadcast: root must be a rank from 0 to {g.world_size - 1}, got {root!r}")
     if g.world_size > 1:
+        refuse_under_capture("broadcast")
         _in_place(x, data, lambda buffer: g.comm.broadcast(buffer, root))
     return x
 
@@ -53,13 +56,33 @@ def barrier() -> None:
     """Wait until every rank has reached this call (and, under NCCL, its GPU work has finished)."""
     g = group()
     if g.world_size > 1:
+        refuse_under_capture("barrier")
         g.comm.barrier()
 
 
 def all_gather_bytes(data: bytes) -> list[bytes]:
     """Every rank's `data`, in rank order (a list of one in a one-rank group)."""
     g = group()
-    return [data] if g.world_size == 1 else g.comm.all_gather_bytes(data)
+    if g.world_size == 1:
+        return [data]
+    refuse_under_capture("all_gather_bytes")
+    return g.comm.all_gather_bytes(data)
+
+
+def refuse_under_capture(op: str) -> None:
+    """Raise CaptureError, naming `op` and the user's line, when this thread is recording an
+    xg.capture step: a replay runs the recorded array work only, never a collective, so the ranks
+    would silently stop communicating. (In a one-rank group the collectives do nothing and are
+    not refused.) Every rank raises at the same call, so none is left waiting."""
+    if state.local.capture is None:
+        return
+    from ..capture.trace import user_site
+
+    raise CaptureError(
+        f"{op}: communicates with the other ranks in the middle of a captured step, at {user_site()}; a "
+        f"replay would not run it (xg.capture replays array work, not collectives). Call the function "
+        f"without xg.capture, or keep the collective outside it"
+    )
 
 
 def _array_of(op: str, x):

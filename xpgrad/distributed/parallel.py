@@ -31,7 +31,7 @@ import numpy as np
 
 from ..nn import Module
 from ..tensor import Tensor
-from .collectives import all_gather_bytes, broadcast
+from .collectives import all_gather_bytes, broadcast, refuse_under_capture
 from .errors import ModelMismatchError
 from .group import group
 from .mpi_comm import is_cupy_array
@@ -139,6 +139,7 @@ class DataParallel(Module):
             if stop is not None:
                 stop.agreed = requested
             return n, float(loss_sum)
+        refuse_under_capture("DataParallel.sync_gradients")
         if self._exchange is not None:
             (total_samples, total_loss, agreed), (copy, wait, summing) = self._exchange.sync(
                 n, float(loss_sum), requested, time.perf_counter

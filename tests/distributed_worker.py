@@ -203,9 +203,20 @@ def nccl():
     check(np.all(host == sum(range(1, world + 1))), "host array under the NCCL backend")
     dist.barrier()
 
+    # NCCL itself, also with one rank (the collectives above return early in a one-rank group)
+    for dtype in ("float32", "float64", "int64", "complex128"):
+        base = (cupy.arange(6) * (1 + 2j) if dtype.startswith("complex") else cupy.arange(6)).astype(dtype)
+        v = base * (rank + 1)
+        comm.all_reduce_sum(v)
+        check(bool(cupy.all(v == base * sum(range(1, world + 1)))), f"NCCL all_reduce of {dtype}")
+    flags = cupy.array([rank == 0, True])
+    comm.broadcast(flags, 0)
+    check(bool(flags.all()), "NCCL broadcast of a bool array")
+
     xg.set_backend("cupy")
     xg.manual_seed(0)
     net = nn.MLP([5, 7, 3], dtype="float64")
+    check(all(p.data.device.id == cupy.cuda.Device().id for p in net.parameters()), "parameters on another GPU")
     x = xg.tensor(np.random.default_rng(0).standard_normal((8, 5)))
     xg.softmax_cross_entropy(net(x), xg.tensor(np.arange(8) % 3)).backward()
     expected = [p.grad.numpy() * world for p in net.parameters()]

@@ -165,3 +165,19 @@ def test_backend_names_newcomers_try_suggest_the_one_they_mean(name, meant):
     with pytest.raises(xg.UnknownBackendError) as info:
         xg.set_backend(name)
     assert f"did you mean {meant!r}?" in str(info.value)
+
+
+def test_new_gpu_data_goes_to_the_current_gpu(monkeypatch):
+    """Plain "cuda" and no device mean CuPy's current GPU, the one each rank made its own under
+    mpiexec; GPU 0 there put every rank's tensors on GPU 0 (its NCCL communicator on another)."""
+    import types
+
+    from xpgrad import creation
+
+    asked = []
+    cuda = types.SimpleNamespace(Device=lambda device=None: asked.append(device))
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(cuda=cuda))
+    assert backend.parse_device("cuda") == ("cuda", None) and backend.parse_device("cuda:1") == ("cuda", 1)
+    creation._cupy_device(None)
+    creation._cupy_device(2)
+    assert asked == [None, 2]

@@ -59,6 +59,7 @@ def test_nccl_collectives_and_buckets(tmp_path, ranks):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert sorted(re.findall(r"rank (\d+): ok", done.stdout)) == [str(r) for r in range(ranks)]
+    assert "Peer access has been activated" not in done.stderr, "a rank computed on another rank's GPU"
     if ranks > 1:  # the NCCL training loop against the same loop on one GPU
         one = subprocess.run(
             [sys.executable, WORKER, "loop", "one.npz", "adam", "float64"],

@@ -204,6 +204,8 @@ class _FakeCommunicator:
         pass
 
     def allReduce(self, sendbuf, recvbuf, count, datatype, op, stream):
+        if self.fail == "unknown code":  # CuPy's NcclError message table lacks NCCL's newer codes
+            raise KeyError(8)
         if self.fail:
             raise _FakeNcclError("NCCL_ERROR_REMOTE_ERROR")
         self.calls.append(("allReduce", sendbuf, recvbuf, count, datatype, op, stream))
@@ -245,12 +247,24 @@ def _fake_nccl_cupy(monkeypatch):
 
 
 class _FakeDeviceArray:
-    """Enough of a CuPy array for the communicator: dtype, size, data.ptr."""
+    """Enough of a CuPy array for the communicator: dtype, size, data.ptr, reshape(-1) and view."""
 
     __module__ = "cupy._core.core"
 
-    def __init__(self, size, dtype):
-        self.size, self.dtype, self.data = size, np.dtype(dtype), types.SimpleNamespace(ptr=1000 + size)
+    def __init__(self, size, dtype, ptr=None):
+        self.size, self.dtype = size, np.dtype(dtype)
+        self.data = types.SimpleNamespace(ptr=1000 + size if ptr is None else ptr)
+
+    def reshape(self, shape):
+        return self
+
+    def view(self, dtype):
+        dtype = np.dtype(dtype)
+        return _FakeDeviceArray(self.size * self.dtype.itemsize // dtype.itemsize, dtype, self.data.ptr)
+
+    @property
+    def real(self):
+        return np.zeros(0, self.dtype).real
 
 
 class _HostComm:
@@ -273,10 +287,15 @@ def test_nccl_communicator_calls_follow_cupys_signatures(monkeypatch):
     assert used == [3] and host.broadcasts[0][1] == 0  # the unique id comes from rank 0 over MPI
     assert comm.comm.init == (2, bytes(range(128)), 1)
     comm.all_reduce_sum(_FakeDeviceArray(10, np.float32))
-    comm.broadcast(_FakeDeviceArray(6, np.float64), root=1)
-    assert comm.comm.calls == [("allReduce", 1010, 1010, 10, 7, 0, 4242), ("broadcast", 1006, 1006, 6, 8, 1, 4242)]
-    with pytest.raises(TypeError, match="NCCL collectives take"):
-        comm.all_reduce_sum(_FakeDeviceArray(2, np.complex64))
+    comm.broadcast(_FakeDeviceArray(6, np.float64), root=1)  # any dtype goes as bytes
+    comm.all_reduce_sum(_FakeDeviceArray(2, np.complex64))  # real and imaginary parts, as cupyx.distributed
+    assert comm.comm.calls == [
+        ("allReduce", 1010, 1010, 10, 7, 0, 4242),
+        ("broadcast", 1006, 1006, 48, 1, 1, 4242),
+        ("allReduce", 1002, 1002, 4, 7, 0, 4242),
+    ]
+    with pytest.raises(DTypeError, match="all_reduce under NCCL: expected one of int8, .* arrays, got int16"):
+        comm.all_reduce_sum(_FakeDeviceArray(2, np.int16))
 
 
 def test_a_failed_nccl_call_aborts_the_communicator(monkeypatch):
@@ -286,5 +305,9 @@ def test_a_failed_nccl_call_aborts_the_communicator(monkeypatch):
     comm = NCCLCommunicator(_HostComm(), device=0)
     comm.comm.fail = True
     with pytest.raises(dist.CommunicationError, match="NCCL allReduce failed on rank 1 of 2: NCCL_ERROR_REMOTE_ERROR"):
+        comm.all_reduce_sum(_FakeDeviceArray(4, np.float32))
+    assert comm.comm.aborted
+    comm.comm.fail, comm.comm.aborted = "unknown code", False
+    with pytest.raises(dist.CommunicationError, match="NCCL allReduce failed"):
         comm.all_reduce_sum(_FakeDeviceArray(4, np.float32))
     assert comm.comm.aborted

@@ -198,13 +198,14 @@ def check_same_place(op: str, a, b) -> None:
     )
 
 
-def parse_device(device) -> tuple[str, int]:
-    """Split "cpu" / "cuda" / "cuda:N" into (kind, index)."""
+def parse_device(device) -> tuple[str, int | None]:
+    """Split "cpu" / "cuda" / "cuda:N" into (kind, index); plain "cuda" is the current GPU (index
+    None: under `mpiexec` each rank has made its own GPU current)."""
     text = str(device).strip().lower()
     if text == "cpu":
         return "cpu", 0
     if text == "cuda":
-        return "cuda", 0
+        return "cuda", None
     if text.startswith("cuda:") and text[5:].isdigit():
         return "cuda", int(text[5:])
     raise ValueError(f"to/device: unknown device {device!r}: expected 'cpu', 'cuda' or 'cuda:N'")
@@ -224,7 +225,8 @@ def move(data, device):
     cupy = _load_cupy(device).xp
     import cupy as cp
 
-    with cp.cuda.Device(index):
-        if is_cupy(data) and data.device.id == index:
+    target = cp.cuda.Device(index)  # None: the current device
+    with target:
+        if is_cupy(data) and data.device.id == target.id:
             return data
         return cupy.asarray(data if is_cupy(data) else np.asarray(data))

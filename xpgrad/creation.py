@@ -116,10 +116,11 @@ def _default_dtype_for(host: np.ndarray) -> str | None:
 
 
 def _cupy_device(device: Any) -> Any:
-    """The CuPy device context for new data on GPU `device` (0 when None)."""
+    """The CuPy device context for new data on GPU `device` (None: the current GPU, which under
+    `mpiexec` is the rank's own; GPU 0 here would put every rank's tensors on GPU 0)."""
     import cupy
 
-    return cupy.cuda.Device(device or 0)
+    return cupy.cuda.Device(device)
 
 
 def _is_cupy_namespace(xp: Any) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import DTypeError
 from .errors import CommunicationError, NCCLNotAvailableError, NoGPUForRankError
 
 NCCL_ID_BYTES = 128
@@ -108,19 +109,23 @@ class NCCLCommunicator:
         try:
             self.comm.check_async_error()  # a failure of an earlier, asynchronous collective
             fn(*args)
-        except self.nccl.NcclError as err:
+        except Exception as err:  # NcclError; or KeyError from CuPy's message table for newer NCCL codes
             self.comm.abort()
             raise CommunicationError(
                 f"NCCL {what} failed on rank {self.rank} of {self.size}: {err}; the communicator was aborted"
             ) from None
 
-    def _buffer(self, array):
-        """(pointer, element count, NCCL datatype, stream pointer) of contiguous CuPy `array`."""
+    def _buffer(self, array, op: str):
+        """(pointer, element count, NCCL datatype, stream pointer) of contiguous CuPy `array`; a
+        complex array is summed as its real and imaginary parts (as cupyx.distributed does)."""
         import cupy
 
+        if array.dtype.kind == "c":
+            array = array.reshape(-1).view(array.real.dtype)
         kind = self._types.get(np.dtype(array.dtype))
         if kind is None:
-            raise TypeError(f"NCCL collectives take {', '.join(t.name for t in self._types)} arrays, got {array.dtype}")
+            names = ", ".join(t.name for t in self._types)
+            raise DTypeError(f"{op} under NCCL: expected one of {names} (or complex) arrays, got {array.dtype}")
         return array.data.ptr, array.size, kind, cupy.cuda.get_current_stream().ptr
 
     def all_reduce_sum(self, array) -> None:
@@ -128,7 +133,7 @@ class NCCLCommunicator:
 
         if not is_cupy_array(array):
             return self.mpi.all_reduce_sum(array)
-        ptr, count, kind, stream = self._buffer(array)
+        ptr, count, kind, stream = self._buffer(array, "all_reduce")
         self._call("allReduce", self.comm.allReduce, ptr, ptr, count, kind, self.nccl.NCCL_SUM, stream)
 
     def broadcast(self, array, root: int) -> None:
@@ -136,8 +141,8 @@ class NCCLCommunicator:
 
         if not is_cupy_array(array):
             return self.mpi.broadcast(array, root)
-        ptr, count, kind, stream = self._buffer(array)
-        self._call("broadcast", self.comm.broadcast, ptr, ptr, count, kind, root, stream)
+        ptr, count, _, stream = self._buffer(array.reshape(-1).view(np.uint8), "broadcast")  # any dtype, as bytes
+        self._call("broadcast", self.comm.broadcast, ptr, ptr, count, self.nccl.NCCL_UINT8, root, stream)
 
     def all_gather_bytes(self, data: bytes) -> list[bytes]:
         return self.mpi.all_gather_bytes(data)

@@ -103,7 +103,7 @@ class DataParallel(Module):
         self.module = module
         self.bucket_mb = bucket_mb
         self.batch_samples = 0  # samples in the last training-mode forward
-        self.comm_seconds = 0.0  # time spent in gradient collectives since construction
+        self.comm_seconds = 0.0  # time spent in gradient collectives since construction (NCCL: launching them)
         self.copy_seconds = 0.0  # time spent packing and unpacking buckets
         self.wait_seconds = 0.0  # of comm_seconds, in the shared-memory barriers (waiting for the slower rank)
         self.steps = 0

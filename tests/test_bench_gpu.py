@@ -39,15 +39,12 @@ def test_unknown_device_is_named():
         bench_gpu.Device("tpu")
 
 
-def test_gpu_check_summary_reads_what_the_benchmarks_write(tmp_path, monkeypatch):
-    """ci/gpu-check's one-line figures parse the JSON the GPU benchmarks write (made here on NumPy),
-    so the first GPU run does not end in a KeyError after the minutes it cost."""
+def _gpu_check(tmp_path, monkeypatch):
+    """ci/gpu-check loaded as a module, writing its outputs under tmp_path."""
     import importlib.machinery
     import importlib.util
     import pathlib
     import sys
-
-    from xpgrad import bench_mlp
 
     path = pathlib.Path(__file__).resolve().parent.parent / "ci" / "gpu-check"
     loader = importlib.machinery.SourceFileLoader("gpu_check", str(path))
@@ -55,6 +52,58 @@ def test_gpu_check_summary_reads_what_the_benchmarks_write(tmp_path, monkeypatch
     monkeypatch.setitem(sys.modules, "gpu_check", module)  # dataclasses look their module up
     loader.exec_module(module)
     monkeypatch.setattr(module, "OUT", tmp_path)
+    monkeypatch.setattr(module, "ROOT", tmp_path.parent)
+    return module
+
+
+def test_gpu_check_timeout_ends_the_steps_whole_process_group(tmp_path, monkeypatch):
+    """A step that times out goes with everything it started (an mpiexec and its ranks would
+    otherwise keep the GPU busy through the later steps)."""
+    import sys
+    import time
+
+    module = _gpu_check(tmp_path, monkeypatch)
+    pid_file = tmp_path / "grandchild.pid"
+    spawn = (
+        "import subprocess, sys, time; "
+        f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        f"open({str(pid_file)!r}, 'w').write(str(p.pid)); print('started', flush=True); time.sleep(60)"
+    )
+    step = module.Step("hang", [sys.executable, "-c", spawn], True, 5)
+    module.run_step(step, seconds_left=60)
+    assert step.status == "timeout" and "started" in (tmp_path / "hang.txt").read_text()
+    grandchild = int(pid_file.read_text())
+    for _ in range(50):  # killed: gone, or a zombie where nobody reaps orphans
+        if not _running(grandchild):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the step's grandchild outlived its timeout")
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    import os
+
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: signal 0 only tells that the pid exists
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+
+def test_gpu_check_summary_reads_what_the_benchmarks_write(tmp_path, monkeypatch):
+    """ci/gpu-check's one-line figures parse the JSON the GPU benchmarks write (made here on NumPy),
+    so the first GPU run does not end in a KeyError after the minutes it cost."""
+    from xpgrad import bench_mlp
+
+    module = _gpu_check(tmp_path, monkeypatch)
     device = bench_gpu.Device("numpy")
     bench_mlp.write_json(bench_gpu.run_kernels(device, sizes=(1 << 10,), rounds=2), str(tmp_path / "kernels.json"))
     bench_mlp.write_json(bench_gpu.run_mlp(device, configs=("c",), rounds=2), str(tmp_path / "mlp.json"))

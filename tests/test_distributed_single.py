@@ -194,14 +194,41 @@ class _FakeNcclError(RuntimeError):
     pass
 
 
+class _FakeCudaError(RuntimeError):
+    pass
+
+
+class _FakeEvent:
+    """Recorded on a stream whose work finishes after `polls` queries of `done`."""
+
+    def __init__(self, polls):
+        self.left = polls
+
+    @property
+    def done(self):
+        self.left -= 1
+        return self.left < 0
+
+
+class _FakeStream:
+    ptr = 4242
+    polls = 0  # how many times `done` reads False before the work is finished
+
+    def record(self):
+        return _FakeEvent(self.polls)
+
+
 class _FakeCommunicator:
     def __init__(self, ndev, commId, rank):
         assert isinstance(commId, bytes) and len(commId) == 128
         self.init = (ndev, commId, rank)
         self.calls, self.aborted, self.fail = [], False, False
 
+    async_error = None  # set: what the next check_async_error raises (a peer failed mid-collective)
+
     def check_async_error(self):
-        pass
+        if self.async_error is not None:
+            raise self.async_error
 
     def allReduce(self, sendbuf, recvbuf, count, datatype, op, stream):
         if self.fail == "unknown code":  # CuPy's NcclError message table lacks NCCL's newer codes
@@ -236,8 +263,12 @@ def _fake_nccl_cupy(monkeypatch):
     )
     used = []
     device = types.SimpleNamespace(use=lambda: None)
+    stream = _FakeStream()
     cuda = types.SimpleNamespace(
-        nccl=nccl, Device=lambda i: used.append(i) or device, get_current_stream=lambda: types.SimpleNamespace(ptr=4242)
+        nccl=nccl,
+        Device=lambda i: used.append(i) or device,
+        get_current_stream=lambda: stream,
+        runtime=types.SimpleNamespace(CUDARuntimeError=_FakeCudaError),
     )
     cupy = types.ModuleType("cupy")
     cupy.cuda = cuda
@@ -272,6 +303,10 @@ class _HostComm:
 
     def __init__(self):
         self.broadcasts = []
+        self.barriers = 0
+
+    def barrier(self):
+        self.barriers += 1
 
     def broadcast(self, array, root):
         self.broadcasts.append((array.copy(), root))
@@ -311,3 +346,21 @@ def test_a_failed_nccl_call_aborts_the_communicator(monkeypatch):
     with pytest.raises(dist.CommunicationError, match="NCCL allReduce failed"):
         comm.all_reduce_sum(_FakeDeviceArray(4, np.float32))
     assert comm.comm.aborted
+
+
+def test_nccl_barrier_polls_the_gpu_work_and_aborts_on_an_async_error(monkeypatch):
+    """barrier waits on an event, checking NCCL's asynchronous error between naps: a peer's failure
+    aborts the communicator instead of blocking in a stream synchronize."""
+    from xpgrad.distributed.nccl_comm import NCCLCommunicator
+
+    _fake_nccl_cupy(monkeypatch)
+    host = _HostComm()
+    comm = NCCLCommunicator(host, device=0)
+    stream = sys.modules["cupy"].cuda.get_current_stream()  # the fake's
+    stream.polls = 3
+    comm.barrier()
+    assert host.barriers == 1 and not comm.comm.aborted
+    comm.comm.async_error = _FakeNcclError("NCCL_ERROR_REMOTE_ERROR")
+    with pytest.raises(dist.CommunicationError, match="NCCL barrier failed on rank 1 of 2: NCCL_ERROR_REMOTE_ERROR"):
+        comm.barrier()
+    assert comm.comm.aborted and host.barriers == 1  # the MPI barrier is never reached

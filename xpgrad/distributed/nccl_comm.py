@@ -10,12 +10,15 @@ the byte gathers go over MPI.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from ..errors import DTypeError
 from .errors import CommunicationError, NCCLNotAvailableError, NoGPUForRankError
 
 NCCL_ID_BYTES = 128
+POLL_SECONDS = 0.001  # between checks of a rank's GPU work and NCCL's asynchronous error in `barrier`
 
 
 def check_gpu_for_rank(local_rank: int, local_size: int) -> int:
@@ -157,11 +160,16 @@ class NCCLCommunicator:
         return InPlaceReducer(self, like, size)
 
     def barrier(self) -> None:
-        """Wait for this rank's GPU work to finish (NCCL errors surface here), then for every rank."""
+        """Wait for this rank's GPU work to finish, then for every rank. The wait polls an event
+        and NCCL's asynchronous error between naps: a collective stuck on a failed peer aborts
+        the communicator (CommunicationError) instead of blocking in a stream synchronize."""
         import cupy
 
         try:
-            cupy.cuda.get_current_stream().synchronize()
+            done = cupy.cuda.get_current_stream().record()
+            while not done.done:
+                self._call("barrier", lambda: None)  # check_async_error: aborts and raises on a failure
+                time.sleep(POLL_SECONDS)
         except cupy.cuda.runtime.CUDARuntimeError as err:
             self.comm.abort()
             raise CommunicationError(f"rank {self.rank}: GPU work failed before the barrier: {err}") from None

@@ -341,14 +341,10 @@ _exact = cached_njit(error_model="numpy")  # no contraction: s * g rounded, then
 def _scaled_add(x, g, s, sign):
     """x += sign * (s * g) in place, in x's dtype: each product rounded before the add (no FMA), the
     bits of NumPy's `x -= s * g` (sign -1) or `x += s * g` (sign 1) without the temporary."""
-    s = x.dtype.type(s)
+    s = x.dtype.type(s) if sign > 0 else -x.dtype.type(s)  # x - s*g is x + (-s)*g bit for bit: negation is exact
     xf, gf = x.reshape(-1), g.reshape(-1)
-    if sign < 0:
-        for i in range(xf.size):
-            xf[i] = xf[i] - s * gf[i]
-    else:
-        for i in range(xf.size):
-            xf[i] = xf[i] + s * gf[i]
+    for i in range(xf.size):
+        xf[i] = xf[i] + s * gf[i]
 
 
 @_serial

@@ -174,19 +174,15 @@ def device_random_states() -> dict:
 
     host = creation.generator()
     states = {}
-    for key, entry in _random_states.items():
-        states[str(key)] = [int(w) for w in entry[0].get()] if entry[1] is host else _fresh_state(host)
-    for key, (words, saved_host) in _restored_states.items():
-        states[str(key)] = [int(w) for w in words] if saved_host is host else _fresh_state(host)
+    for key, (array, keyed_from) in [*_random_states.items(), *_restored_states.items()]:
+        if keyed_from is host:
+            words = array if type(array) is np.ndarray else array.get()  # restored ones are host arrays
+            states[str(key)] = [int(w) for w in words]
+        else:  # re-keyed at its next draw (xg.manual_seed since): counter 0 under the new key
+            from .kernels import cuda_random
+
+            states[str(key)] = [*cuda_random.key_of(host), 0]
     return states
-
-
-def _fresh_state(host) -> list:
-    """The state a device generator re-keys to at its next draw (xg.manual_seed since): counter 0
-    under the key of the new host generator."""
-    from .kernels import cuda_random
-
-    return [*cuda_random.key_of(host), 0]
 
 
 def set_device_random_states(states: dict) -> None:

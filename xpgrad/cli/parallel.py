@@ -73,13 +73,13 @@ def seed_rank_stream(ranks: Ranks, seed: int, saved_rng: dict | None, start_epoc
     if ranks.rank == 0:
         return
     states = (saved_rng or {}).get("host_by_rank") or []
-    if len(states) != ranks.world_size:
-        key = (ranks.rank,) if saved_rng is None else (ranks.rank, start_epoch)
-        manual_seed(np.random.SeedSequence(seed, spawn_key=key))
+    saved = len(states) == ranks.world_size
+    key = (ranks.rank,) if saved_rng is None or saved else (ranks.rank, start_epoch)
+    manual_seed(np.random.SeedSequence(seed, spawn_key=key))
+    if not saved:
         return
-    # the saved host state in a generator of rank r's seed sequence (which keys its device
+    # the saved host state in that generator of rank r's seed sequence (which keys its device
     # generator where the checkpoint has no device state), then the saved device states
-    manual_seed(np.random.SeedSequence(seed, spawn_key=(ranks.rank,)))
     generator().bit_generator.state = states[ranks.rank]
     devices = saved_rng.get("device_by_rank") or []
     fns_cupy.set_device_random_states(devices[ranks.rank] if len(devices) == ranks.world_size else {})

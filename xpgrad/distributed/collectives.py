@@ -26,10 +26,9 @@ def all_reduce(x, op: str = "sum"):
     if kind not in "iufc" or (op == "mean" and kind not in "fc"):
         expected = "a floating-point" if op == "mean" else "a numeric"
         raise DTypeError(f"all_reduce(op={op!r}): expected {expected} array, got dtype {data.dtype}")
-    g = group()
-    if g.world_size == 1:
+    g = peers("all_reduce")
+    if g is None:
         return x
-    refuse_under_capture("all_reduce")
 
     def reduce(buffer):
         g.comm.all_reduce_sum(buffer)
@@ -43,39 +42,39 @@ def all_reduce(x, op: str = "sum"):
 def broadcast(x, root: int = 0):
     """Replace `x` (a Tensor or an array) on every rank by rank `root`'s; returns `x`."""
     data = _array_of("broadcast", x)
-    g = group()
-    if not 0 <= root < g.world_size:
-        raise ValueError(f"broadcast: root must be a rank from 0 to {g.world_size - 1}, got {root!r}")
-    if g.world_size > 1:
-        refuse_under_capture("broadcast")
+    world_size = group().world_size
+    if not 0 <= root < world_size:
+        raise ValueError(f"broadcast: root must be a rank from 0 to {world_size - 1}, got {root!r}")
+    g = peers("broadcast")
+    if g is not None:
         _in_place(x, data, lambda buffer: g.comm.broadcast(buffer, root))
     return x
 
 
 def barrier() -> None:
     """Wait until every rank has reached this call (and, under NCCL, its GPU work has finished)."""
-    g = group()
-    if g.world_size > 1:
-        refuse_under_capture("barrier")
+    g = peers("barrier")
+    if g is not None:
         g.comm.barrier()
 
 
 def all_gather_bytes(data: bytes) -> list[bytes]:
     """Every rank's `data`, in rank order (a list of one in a one-rank group)."""
+    g = peers("all_gather_bytes")
+    return [data] if g is None else g.comm.all_gather_bytes(data)
+
+
+def peers(op: str):
+    """The process group when collective `op` has other ranks to talk to, else None (a one-rank
+    group: nothing is communicated). Communicating while this thread records an xg.capture step
+    raises CaptureError naming `op` and the user's line: a replay runs the recorded array work
+    only, never a collective, so the ranks would silently stop communicating. Every rank raises at
+    the same call, so none is left waiting."""
     g = group()
     if g.world_size == 1:
-        return [data]
-    refuse_under_capture("all_gather_bytes")
-    return g.comm.all_gather_bytes(data)
-
-
-def refuse_under_capture(op: str) -> None:
-    """Raise CaptureError, naming `op` and the user's line, when this thread is recording an
-    xg.capture step: a replay runs the recorded array work only, never a collective, so the ranks
-    would silently stop communicating. (In a one-rank group the collectives do nothing and are
-    not refused.) Every rank raises at the same call, so none is left waiting."""
+        return None
     if state.local.capture is None:
-        return
+        return g
     from ..capture.trace import user_site
 
     raise CaptureError(

@@ -144,8 +144,8 @@ class NCCLCommunicator:
 
         if not is_cupy_array(array):
             return self.mpi.broadcast(array, root)
-        ptr, count, _, stream = self._buffer(array.reshape(-1).view(np.uint8), "broadcast")  # any dtype, as bytes
-        self._call("broadcast", self.comm.broadcast, ptr, ptr, count, self.nccl.NCCL_UINT8, root, stream)
+        ptr, count, kind, stream = self._buffer(array.reshape(-1).view(np.uint8), "broadcast")  # any dtype, as bytes
+        self._call("broadcast", self.comm.broadcast, ptr, ptr, count, kind, root, stream)
 
     def all_gather_bytes(self, data: bytes) -> list[bytes]:
         return self.mpi.all_gather_bytes(data)

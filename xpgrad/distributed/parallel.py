@@ -31,7 +31,7 @@ import numpy as np
 
 from ..nn import Module
 from ..tensor import Tensor
-from .collectives import all_gather_bytes, broadcast, refuse_under_capture
+from .collectives import all_gather_bytes, broadcast, peers
 from .errors import ModelMismatchError
 from .group import group
 from .mpi_comm import is_cupy_array
@@ -134,45 +134,44 @@ class DataParallel(Module):
         """
         n = self.batch_samples if num_samples is None else int(num_samples)
         requested = bool(stop is not None and stop.requested)
-        g = group()
-        if g.world_size == 1:
-            if stop is not None:
-                stop.agreed = requested
-            return n, float(loss_sum)
-        refuse_under_capture("DataParallel.sync_gradients")
-        if self._exchange is not None:
-            (total_samples, total_loss, agreed), (copy, wait, summing) = self._exchange.sync(
+        g = peers("DataParallel.sync_gradients")
+        if g is None:
+            total_samples, total_loss, agreed = n, float(loss_sum), requested
+        else:
+            sync = self._sync_buckets if self._exchange is None else self._exchange.sync
+            (total_samples, total_loss, agreed), (copy, wait, summing) = sync(
                 n, float(loss_sum), requested, time.perf_counter
             )
             self.copy_seconds += copy
             self.wait_seconds += wait
             self.comm_seconds += wait + summing
             self.steps += 1
-            if stop is not None:
-                stop.agreed = agreed
-            return total_samples, total_loss
-        t0 = time.perf_counter()
-        totals = np.array([n, float(loss_sum) if n else 0.0, float(requested)], dtype=np.float64)
-        g.comm.all_reduce_sum(totals)
+        if stop is not None:
+            stop.agreed = agreed
+        return total_samples, total_loss
+
+    def _sync_buckets(self, samples: int, loss_sum: float, requested: bool, clock) -> tuple[tuple, tuple]:
+        """The exchange without shared memory: an all-reduce of (samples, loss, stop), then per
+        bucket a scaled copy in, an all-reduce and the gradients as views of the result. Returns
+        what SharedMemoryExchange.sync returns (no separate barrier wait: 0)."""
+        comm = group().comm
+        t0 = clock()
+        totals = np.array([samples, loss_sum if samples else 0.0, float(requested)], dtype=np.float64)
+        comm.all_reduce_sum(totals)
         total_samples = int(totals[0])
-        weight = n / total_samples if total_samples else 0.0
-        comm = time.perf_counter() - t0
+        weight = samples / total_samples if total_samples else 0.0
+        summing = clock() - t0
         copy = 0.0
         for bucket in self._buckets:
-            t1 = time.perf_counter()
-            bucket.pack(weight, g.comm)
-            t2 = time.perf_counter()
+            t1 = clock()
+            bucket.pack(weight, comm)
+            t2 = clock()
             flat = bucket.reduce()
-            t3 = time.perf_counter()
+            t3 = clock()
             bucket.unpack(flat)
-            copy += (t2 - t1) + (time.perf_counter() - t3)
-            comm += t3 - t2
-        self.comm_seconds += comm
-        self.copy_seconds += copy
-        self.steps += 1
-        if stop is not None:
-            stop.agreed = bool(totals[2] > 0)
-        return total_samples, float(totals[1])
+            copy += (t2 - t1) + (clock() - t3)
+            summing += t3 - t2
+        return (total_samples, float(totals[1]), bool(totals[2] > 0)), (copy, 0.0, summing)
 
     def extra_repr(self) -> str:
         sizes = ", ".join(f"{b.offsets[-1]}" for b in self._buckets)

@@ -103,7 +103,7 @@ def set_debug(flag: bool) -> None:
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
-def _user_site() -> str:
+def user_site() -> str:
     """file:line of the first frame outside the xpgrad package (where the user called the op)."""
     frame = sys._getframe(2)
     while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
@@ -222,7 +222,7 @@ def _link(node: Node, out: Tensor, inputs, args, takes_grad: tuple, gen: int) ->
     out._node = node
     out.requires_grad = True
     if _debug:
-        _sites[node] = _user_site()
+        _sites[node] = user_site()
         _check_finite(out.data, f"{node.name} forward output", _sites[node])
     return out
 
@@ -245,7 +245,7 @@ def apply1(node: Node, x: Tensor) -> Tensor:
     if (_all_recording or _thread.grad_enabled) and x.requires_grad:
         return _link(node, out, (x,), (a,), _FIRST, 0 if x._node is None else x._node.gen)
     if _debug:
-        _check_finite(out.data, f"{node.name} forward output", _user_site())
+        _check_finite(out.data, f"{node.name} forward output", user_site())
     return out
 
 
@@ -358,7 +358,7 @@ def apply2(node: Node, x, y) -> Tensor:
     out._node = None
     out.requires_grad = False
     if _debug:
-        _check_finite(data, f"{node.name} forward output", _user_site())
+        _check_finite(data, f"{node.name} forward output", user_site())
     return out
 
 
@@ -391,7 +391,7 @@ def apply_n(node: Node, inputs) -> Tensor:
         if takes_grad:
             return _link(node, out, inputs, args, tuple(takes_grad), gen)
     if _debug:
-        _check_finite(out.data, f"{node.name} forward output", _user_site())
+        _check_finite(out.data, f"{node.name} forward output", user_site())
     return out
 
 

@@ -26,6 +26,7 @@ import sys
 import numpy as np
 from numpy.lib.array_utils import byte_bounds
 
+from ..autograd import user_site
 from ..errors import CaptureError
 from .traced import TracedArray, _raw, _walk
 
@@ -53,14 +54,6 @@ _OUT_FUNCTIONS = {
     np.around,
 }
 _FILLS = {np.zeros_like: 0, np.ones_like: 1}
-
-
-def user_site() -> str:
-    """file:line of the innermost frame outside the xpgrad package (the user's line)."""
-    frame = sys._getframe(1)
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
-        frame = frame.f_back
-    return f"{frame.f_code.co_filename}:{frame.f_lineno}" if frame is not None else "<unknown>"
 
 
 def _tensor_method(default: str) -> str:

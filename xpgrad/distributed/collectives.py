@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import state
+from ..autograd import user_site
 from ..errors import CaptureError, DTypeError, NotATensorError
 from ..tensor import Tensor
 from .group import group
@@ -75,8 +76,6 @@ def peers(op: str):
         return None
     if state.local.capture is None:
         return g
-    from ..capture.trace import user_site
-
     raise CaptureError(
         f"{op}: communicates with the other ranks in the middle of a captured step, at {user_site()}; a "
         f"replay would not run it (xg.capture replays array work, not collectives). Call the function "
